@@ -1,0 +1,110 @@
+"""Per-connection and per-request state, shared by the session, header rules and the access log.
+
+Times are ``time.monotonic()`` seconds (``*_time`` durations in seconds, ``None`` when the
+step did not happen); ``start_wall`` is the ``time.time()`` of the request start. Header
+lists hold ``(name, value)`` byte pairs with the name in its original case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class ConnectionInfo:
+    """What is known about a downstream connection when it is accepted."""
+
+    connection_id: int
+    remote_addr: str
+    remote_port: int
+    server_addr: str
+    server_port: int
+    accepted_at: float
+    tls: bool = False
+    tls_version: str | None = None
+    tls_cipher: str | None = None
+    tls_handshake_time: float | None = None
+    requests: int = 0
+
+
+def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """First value of header ``name`` (lower-case bytes), or None."""
+    for key, value in headers:
+        if len(key) == len(name) and key.lower() == name:
+            return value
+    return None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything one request leaves behind, for variables, plugins and the access log."""
+
+    conn: ConnectionInfo
+    method: str
+    path: str
+    query: str
+    http_version: str
+    host: str
+    request_headers: list[tuple[bytes, bytes]]
+    client_ip: str
+    start: float
+    start_wall: float
+    connection_reused: bool = False
+    connection_time: float = 0.0
+    processing: int = 0
+    location: str | None = None
+    variables: dict[str, str] = field(default_factory=dict)
+    request_id: str | None = None
+    status: int | None = None
+    response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    payload_size: int = 0
+    size: int = 0
+    upstream_addr: str | None = None
+    upstream_status: int | None = None
+    upstream_reused: bool | None = None
+    upstream_connected: int | None = None
+    upstream_connect_time: float | None = None
+    upstream_tcp_connect_time: float | None = None
+    upstream_tls_handshake_time: float | None = None
+    upstream_connection_time: float | None = None
+    upstream_processing_time: float | None = None
+    upstream_response_time: float | None = None
+    compression_time: float | None = None
+    compression_ratio: float | None = None
+    cache_lookup_time: float | None = None
+    cache_lock_time: float | None = None
+    end: float | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.conn.tls else "http"
+
+    def request_header(self, name: str) -> str | None:
+        value = header_value(self.request_headers, name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    def response_header(self, name: str) -> str | None:
+        value = header_value(self.response_headers, name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    def cookie(self, name: str) -> str | None:
+        for key, value in self.request_headers:
+            if key.lower() != b"cookie":
+                continue
+            for part in value.decode("latin-1").split(";"):
+                k, sep, v = part.strip().partition("=")
+                if sep and k == name:
+                    return v
+        return None
+
+    def query_param(self, name: str) -> str | None:
+        """Raw (undecoded) value of the first ``name`` query parameter."""
+        for part in self.query.split("&"):
+            k, _, v = part.partition("=")
+            if k == name:
+                return v
+        return None
