@@ -1,0 +1,272 @@
+"""Server-side HTTP/1.1 codec: bytes in, events out, response bytes out — no I/O.
+
+``ServerCodec`` is the interface every HTTP/1 codec implements (h11 here, a faster
+httptools one later); the worker's connection loop is written against it only.
+
+``H11ServerCodec`` wraps h11 and adds the checks a proxy needs beyond h11 0.16 (see
+docs): hard limits on the request head applied before h11 sees a byte (request line
+> 8 KiB → 414; a header line > 8 KiB, head > 32 KiB or > 100 fields → 431, however the
+bytes arrive), Content-Length with Transfer-Encoding → 400, Transfer-Encoding on
+HTTP/1.0 → 400, request-target validation → 400 (405 for CONNECT). Each request cycle
+gets a fresh ``h11.Connection`` fed only complete heads, so pipelined bytes are counted
+against the limits too.
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+from dataclasses import dataclass
+from typing import Protocol
+
+import h11
+
+from pingap.errors import DownstreamError
+from pingap.events import (
+    NEED_DATA,
+    BodyReceived,
+    ConnectionEnded,
+    Event,
+    Headers,
+    MessageEnded,
+    NeedData,
+    RequestReceived,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class H1Limits:
+    """Request head limits (nginx's large_client_header_buffers 4 × 8k, gunicorn's 100)."""
+
+    max_request_line: int = 8192
+    max_header_line: int = 8192
+    max_head: int = 32768
+    max_fields: int = 100
+
+
+class ServerCodec(Protocol):
+    """What the connection loop needs from an HTTP/1 codec."""
+
+    def receive_data(self, data: bytes) -> None: ...
+    def next_event(self) -> Event | NeedData: ...
+    def informational(self, status: int) -> bytes: ...
+    def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes: ...
+    def body(self, data: bytes) -> bytes: ...
+    def end(self, trailers: Headers | None = None) -> bytes: ...
+    def reusable(self) -> bool: ...
+    def start_next_cycle(self) -> None: ...
+    @property
+    def request_in_progress(self) -> bool: ...
+
+
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_PCT_BAD = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_ORIGIN = re.compile(rb"^/[!-~]*$")
+_ABSOLUTE = re.compile(rb"^(https?)://([^/?#@\s]+)([/?][!-~]*)?$", re.IGNORECASE)
+_AUTHORITY = re.compile(rb"^[A-Za-z0-9.\-\[\]:]+:[0-9]+$")
+
+
+def split_target(target: bytes) -> tuple[bytes, bytes]:
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+def validate_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes]:
+    """(authority, path, query) of a request target, or DownstreamError(400/405)."""
+    if _PCT_BAD.search(target) or b"#" in target:
+        raise DownstreamError("invalid request target", status=400)
+    if target.startswith(b"/"):
+        if not _ORIGIN.match(target):
+            raise DownstreamError("invalid request target", status=400)
+        path, query = split_target(target)
+        return b"", path, query
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise DownstreamError("'*' target is only valid for OPTIONS", status=400)
+        return b"", b"*", b""
+    if method == b"CONNECT":
+        if _AUTHORITY.match(target):
+            raise DownstreamError("CONNECT is not supported", status=405)
+        raise DownstreamError("invalid CONNECT target", status=400)
+    found = _ABSOLUTE.match(target)
+    if found is None:
+        raise DownstreamError("invalid request target", status=400)
+    rest = found.group(3) or b"/"
+    if rest.startswith(b"?"):
+        rest = b"/" + rest
+    path, query = split_target(rest)
+    return found.group(2), path, query
+
+
+class H11ServerCodec:
+    """The reference codec: h11 plus the proxy's own strictness."""
+
+    def __init__(self, limits: H1Limits | None = None) -> None:
+        self.limits = limits or H1Limits()
+        self._buf = bytearray()
+        self._closed = False
+        self._conn: h11.Connection | None = None
+        self._informational_sent = False
+
+    # --- input ----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._closed = True
+        if self._conn is None:
+            self._buf += data
+        else:
+            self._conn.receive_data(data)
+
+    @property
+    def request_in_progress(self) -> bool:
+        """True while part of a request (head or body) has been received."""
+        if self._conn is None:
+            return bool(self._buf.strip(b"\r\n"))
+        return self._conn.their_state is h11.SEND_BODY
+
+    def _check_head(self) -> bool:
+        """Apply the head limits; True once a complete head is buffered."""
+        limits = self.limits
+        buf = self._buf
+        while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 §2.2: ignore leading CRLF
+            del buf[: 2 if buf[:1] == b"\r" else 1]
+        first_nl = buf.find(b"\n")
+        if (first_nl < 0 and len(buf) > limits.max_request_line) or \
+                first_nl > limits.max_request_line:
+            raise DownstreamError("request line too long", status=414)
+        end = _HEAD_END.search(buf)
+        head = buf if end is None else buf[: end.start()]
+        if len(head) > limits.max_head:
+            raise DownstreamError("request header fields too large", status=431)
+        lines = head.split(b"\n")
+        if len(lines) - 1 > limits.max_fields:
+            raise DownstreamError("too many header fields", status=431)
+        complete_lines = lines if end is not None else lines[:-1]
+        last = lines[-1] if end is None else b""
+        if any(len(line) > limits.max_header_line for line in complete_lines[1:]) or \
+                (end is None and first_nl >= 0 and len(last) > limits.max_header_line):
+            raise DownstreamError("request header field too large", status=431)
+        return end is not None
+
+    def next_event(self) -> Event | NeedData:
+        if self._conn is None:
+            if not self._check_head():
+                if self._closed:
+                    if self._buf.strip():
+                        raise DownstreamError("incomplete request head", status=400)
+                    return ConnectionEnded()
+                return NEED_DATA
+            conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head + 8192)
+            conn.receive_data(bytes(self._buf))
+            if self._closed:
+                conn.receive_data(b"")
+            self._buf.clear()
+            self._conn = conn
+            self._informational_sent = False
+        try:
+            event = self._conn.next_event()
+        except h11.RemoteProtocolError as exc:
+            raise DownstreamError(str(exc) or "bad request",
+                                  status=exc.error_status_hint) from exc
+        if event is h11.NEED_DATA:
+            return NEED_DATA
+        if isinstance(event, h11.Request):
+            return self._request(event)
+        if isinstance(event, h11.Data):
+            return BodyReceived(data=bytes(event.data))
+        if isinstance(event, h11.EndOfMessage):
+            return MessageEnded(trailers=list(event.headers.raw_items()))
+        if isinstance(event, h11.ConnectionClosed):
+            return ConnectionEnded()
+        if event is h11.PAUSED:
+            return NEED_DATA
+        raise DownstreamError(f"unexpected event {event!r}")
+
+    def _request(self, event: h11.Request) -> RequestReceived:
+        headers = list(event.headers.raw_items())
+        content_length: int | None = None
+        chunked = False
+        expect_continue = False
+        host = b""
+        for name, value in event.headers:  # lower-cased names
+            if name == b"content-length":
+                content_length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
+            elif name == b"host":
+                host = value
+        if chunked and content_length is not None:
+            raise DownstreamError("both Content-Length and Transfer-Encoding", status=400)
+        if chunked and event.http_version == b"1.0":
+            raise DownstreamError("Transfer-Encoding on HTTP/1.0", status=400)
+        authority, path, query = validate_target(event.method, event.target)
+        assert self._conn is not None
+        return RequestReceived(
+            method=event.method,
+            target=event.target,
+            headers=headers,
+            http_version=event.http_version,
+            keep_alive=_wants_keep_alive(event),
+            expect_continue=expect_continue and event.http_version == b"1.1",
+            content_length=content_length,
+            chunked=chunked,
+            host=authority or host,
+            path=path,
+            query=query,
+        )
+
+    # --- output ---------------------------------------------------------------
+
+    def _send(self, event: object) -> bytes:
+        assert self._conn is not None
+        try:
+            data = self._conn.send(event)
+        except h11.LocalProtocolError as exc:
+            raise DownstreamError(f"cannot send response: {exc}", status=500) from exc
+        return data or b""
+
+    def informational(self, status: int) -> bytes:
+        if self._informational_sent or self._conn is None:
+            return b""
+        self._informational_sent = True
+        return self._send(h11.InformationalResponse(status_code=status, headers=[]))
+
+    def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
+        if self._conn is None:  # an error before any head was parsed
+            self._conn = h11.Connection(h11.SERVER)
+            self._conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            self._conn.next_event()
+        if not reason:
+            reason = _REASONS.get(status, b"")
+        return self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+
+    def body(self, data: bytes) -> bytes:
+        return self._send(h11.Data(data=data)) if data else b""
+
+    def end(self, trailers: Headers | None = None) -> bytes:
+        return self._send(h11.EndOfMessage(headers=trailers or []))
+
+    def reusable(self) -> bool:
+        conn = self._conn
+        return (conn is not None and conn.our_state is h11.DONE
+                and conn.their_state is h11.DONE and not self._closed)
+
+    def start_next_cycle(self) -> None:
+        assert self._conn is not None
+        data, closed = self._conn.trailing_data
+        self._buf = bytearray(data)
+        self._closed = self._closed or closed
+        self._conn = None
+
+
+_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+
+
+def _wants_keep_alive(event: h11.Request) -> bool:
+    connection = b",".join(v for k, v in event.headers if k == b"connection").lower()
+    tokens = {t.strip() for t in connection.split(b",")}
+    # h11 answers HTTP/1.0 with Connection: close whatever the client asked for.
+    return event.http_version == b"1.1" and b"close" not in tokens
