@@ -1,0 +1,1 @@
+"""The master process: listeners, worker life cycle, signals. Never imports gevent."""

@@ -1,0 +1,261 @@
+"""The compiled form of a config: what a worker consults on every request.
+
+``build_runtime`` turns a loaded ``PingapConfig`` into routers, header rules, upstream
+selectors, health-check specs and access-log formatters, collecting every problem it finds
+(with file and key) into one ``ConfigError``. Building is pure: resolving backend host
+names and running health checks is the worker's job.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pingap import __version__
+from pingap.accesslog import AccessLogSpec, compile_template, parse_access_log
+from pingap.context import RequestContext
+from pingap.errors import ConfigError, Problem
+from pingap.health import HealthCheckSpec, parse_health_check
+from pingap.routing import LocationMatcher, Route, compile_route
+from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
+from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
+
+DEFAULT_ERROR_TEMPLATE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Pingap</title>
+<style>
+:root { color-scheme: light dark; }
+body { max-width: 40em; margin: 4em auto; font-family: sans-serif; }
+</style>
+</head>
+<body>
+<h1>Pingap {{version}}</h1>
+<p>{{content}}</p>
+<p><small>{{error_type}}</small></p>
+</body>
+</html>
+"""
+
+
+@dataclass(slots=True)
+class UpstreamRuntime:
+    """An upstream's backends, balancing and connection settings."""
+
+    name: str
+    backends: tuple[Backend, ...]
+    selector: Selector
+    health_check: HealthCheckSpec
+    connection_timeout: float | None
+    total_connection_timeout: float | None
+    read_timeout: float | None
+    write_timeout: float | None
+    idle_timeout: float | None
+    tls: bool = False
+    #: backend addr -> healthy; written by the prober, read on every pick.
+    health: dict[str, bool] = field(default_factory=dict)
+
+    def is_available(self, backend: Backend) -> bool:
+        return self.health.get(backend.addr, True)
+
+    def select(self, ctx: RequestContext) -> Backend | None:
+        return self.selector.select(ctx, self.is_available)
+
+
+@dataclass(slots=True)
+class LocationRuntime:
+    """A location's proxying behaviour (its matching lives in ``route``)."""
+
+    name: str
+    upstream: str | None
+    header_set: tuple[HeaderRule, ...]
+    header_add: tuple[HeaderRule, ...]
+    client_max_body_size: int | None
+    max_processing: int
+    max_retries: int
+    max_retry_window: float | None
+    processing: int = 0
+
+
+@dataclass(slots=True)
+class AccessLog:
+    spec: AccessLogSpec
+    format: Callable[[RequestContext], str]
+
+
+@dataclass(slots=True)
+class ServerRuntime:
+    name: str
+    addrs: tuple[tuple[str, int], ...]
+    matcher: LocationMatcher
+    access_log: AccessLog | None
+    read_timeout: float | None
+    write_timeout: float | None
+    processing: int = 0
+    accepted: int = 0
+
+
+@dataclass(slots=True)
+class Runtime:
+    config: Any
+    servers: dict[str, ServerRuntime]
+    locations: dict[str, LocationRuntime]
+    upstreams: dict[str, UpstreamRuntime]
+    error_template: str
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    keepalive_pool_size: int
+    version: str = __version__
+
+
+class _Collector:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+        self.problems: list[Problem] = []
+
+    def add(self, section: str, name: str, key: str, message: str) -> None:
+        sources = getattr(self.config, "sources", {}) or {}
+        file = sources.get(f"{section}.{name}", sources.get(section, ""))
+        self.problems.append(Problem(file, f"{section}.{name}.{key}" if key else
+                                     f"{section}.{name}", message))
+
+
+def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | None:
+    tls = bool(getattr(cfg, "sni", None))
+    backends: list[Backend] = []
+    for i, addr in enumerate(cfg.addrs):
+        try:
+            backends.append(parse_addr(addr, tls=tls))
+        except ValueError as exc:
+            out.add("upstreams", name, f"addrs[{i}]", str(exc))
+    try:
+        algo = parse_algo(cfg.algo or "round_robin")
+    except ValueError as exc:
+        out.add("upstreams", name, "algo", str(exc))
+        return None
+    try:
+        health = parse_health_check(cfg.health_check)
+    except ValueError as exc:
+        out.add("upstreams", name, "health_check", str(exc))
+        return None
+    if not backends:
+        if not cfg.addrs:
+            out.add("upstreams", name, "addrs", "at least one address is required")
+        return None
+    return UpstreamRuntime(
+        name=name,
+        backends=tuple(backends),
+        selector=make_selector(algo, backends),
+        health_check=health,
+        connection_timeout=cfg.connection_timeout,
+        total_connection_timeout=cfg.total_connection_timeout,
+        read_timeout=cfg.read_timeout,
+        write_timeout=cfg.write_timeout,
+        idle_timeout=cfg.idle_timeout,
+        tls=tls,
+    )
+
+
+def _rules(name: str, key: str, items: Any, out: _Collector) -> list[HeaderRule]:
+    rules = []
+    for i, item in enumerate(items or ()):
+        try:
+            rules.append(parse_header_rule(item))
+        except ValueError as exc:
+            out.add("locations", name, f"{key}[{i}]", str(exc))
+    return rules
+
+
+def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
+                    out: _Collector) -> tuple[LocationRuntime, Route] | None:
+    header_set = []
+    if cfg.enable_reverse_proxy_headers:
+        header_set = [parse_header_rule(h) for h in REVERSE_PROXY_HEADERS]
+    header_set += _rules(name, "proxy_set_headers", cfg.proxy_set_headers, out)
+    header_add = _rules(name, "proxy_add_headers", cfg.proxy_add_headers, out)
+    upstream = cfg.upstream or None
+    if upstream and not upstream.startswith("$") and upstream not in upstreams:
+        out.add("locations", name, "upstream", f"upstream {upstream!r} is not defined")
+    runtime = LocationRuntime(
+        name=name,
+        upstream=upstream,
+        header_set=tuple(header_set),
+        header_add=tuple(header_add),
+        client_max_body_size=cfg.client_max_body_size,
+        max_processing=cfg.max_processing or 0,
+        max_retries=cfg.max_retries or 0,
+        max_retry_window=cfg.max_retry_window,
+    )
+    try:
+        route = compile_route(
+            name, path=cfg.path, host=cfg.host, weight=cfg.weight, rewrite=cfg.rewrite,
+            match_headers=cfg.match_headers, match_query=cfg.match_query,
+            match_cookies=cfg.match_cookies, payload=runtime)
+    except ValueError as exc:
+        out.add("locations", name, "", str(exc))
+        return None
+    if upstream and upstream.startswith("$") and upstream[1:] not in route.capture_names:
+        out.add("locations", name, "upstream",
+                f"{upstream} names no capture group of this location's host, path or "
+                f"rewrite regex")
+    return runtime, route
+
+
+def _trusted(config: Any, out: _Collector) -> tuple[Any, ...]:
+    networks = []
+    for i, item in enumerate(config.basic.trusted_proxies or ()):
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError as exc:
+            out.problems.append(Problem(config.sources.get("basic", ""),
+                                        f"basic.trusted_proxies[{i}]", str(exc)))
+    return tuple(networks)
+
+
+def build_runtime(config: Any) -> Runtime:
+    """Compile ``config``; raises ConfigError listing every problem."""
+    out = _Collector(config)
+    upstreams: dict[str, UpstreamRuntime] = {}
+    for name, cfg in config.upstreams.items():
+        built = _build_upstream(name, cfg, out)
+        if built is not None:
+            upstreams[name] = built
+    locations: dict[str, LocationRuntime] = {}
+    routes: dict[str, Route] = {}
+    for name, cfg in config.locations.items():
+        loc = _build_location(name, cfg, config.upstreams, out)
+        if loc is not None:
+            locations[name], routes[name] = loc
+    servers: dict[str, ServerRuntime] = {}
+    for name, cfg in config.servers.items():
+        access_log = None
+        if cfg.access_log:
+            try:
+                spec = parse_access_log(cfg.access_log)
+                access_log = AccessLog(spec, compile_template(spec.template))
+            except ValueError as exc:
+                out.add("servers", name, "access_log", str(exc))
+        matcher = LocationMatcher.build(routes[n] for n in (cfg.locations or ()) if n in routes)
+        servers[name] = ServerRuntime(
+            name=name,
+            addrs=tuple(cfg.listen_addrs),
+            matcher=matcher,
+            access_log=access_log,
+            read_timeout=cfg.downstream_read_timeout,
+            write_timeout=cfg.downstream_write_timeout,
+        )
+    trusted = _trusted(config, out)
+    if out.problems:
+        raise ConfigError(out.problems)
+    return Runtime(
+        config=config,
+        servers=servers,
+        locations=locations,
+        upstreams=upstreams,
+        error_template=config.basic.error_template or DEFAULT_ERROR_TEMPLATE,
+        trusted_proxies=trusted,
+        keepalive_pool_size=config.basic.upstream_keepalive_pool_size,
+    )

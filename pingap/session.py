@@ -1,0 +1,271 @@
+"""The protocol-agnostic proxy session: one request, from head to access-log record.
+
+A codec adapter (HTTP/1 or HTTP/2, in ``workers``) feeds a ``ProxySession`` the request
+head, asks it what to do (``Respond`` locally or ``Forward`` to an upstream), lets it pick
+backends, build the upstream request head and filter the response head, then calls
+``finish``. The session does no I/O and never blocks.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+from dataclasses import dataclass
+
+from pingap.context import ConnectionInfo, RequestContext, header_value
+from pingap.errors import DownstreamError, NoBackendError, PingapError
+from pingap.events import Headers, RequestReceived
+from pingap.runtime import LocationRuntime, Runtime, ServerRuntime, UpstreamRuntime
+from pingap.upstream import Backend
+
+#: Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
+#: old Proxy-Connection/Keep-Alive and h2c's HTTP2-Settings).
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
+    b"upgrade", b"http2-settings",
+})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Respond:
+    """Answer the client locally."""
+
+    status: int
+    headers: Headers
+    body: bytes
+    close: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Forward:
+    """Proxy the request to ``upstream``."""
+
+    upstream: UpstreamRuntime
+
+
+def split_host(host: str) -> str:
+    """The host part of a Host header or authority (no port, IPv6 brackets kept)."""
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end > 0 else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
+    """Spec §3.6: X-Forwarded-For / X-Real-IP honoured only from trusted proxies if set."""
+    if trusted:
+        try:
+            addr = ipaddress.ip_address(peer)
+        except ValueError:
+            return peer
+        if not any(addr in net for net in trusted):  # type: ignore[operator]
+            return peer
+    xff = header_value(headers, b"x-forwarded-for")
+    if xff:
+        for part in xff.decode("latin-1").split(","):
+            if part.strip():
+                return part.strip()
+    real = header_value(headers, b"x-real-ip")
+    if real and real.strip():
+        return real.decode("latin-1").strip()
+    return peer
+
+
+def connection_tokens(headers: Headers) -> set[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return tokens
+
+
+def strip_hop_by_hop(headers: Headers) -> Headers:
+    named = connection_tokens(headers)
+    return [(n, v) for n, v in headers
+            if (low := n.lower()) not in HOP_BY_HOP and low not in named]
+
+
+class ProxySession:
+    """One request's journey through routing, header rules and backend selection."""
+
+    __slots__ = ("runtime", "server", "request", "ctx", "location", "upstream",
+                 "_tried", "_counted")
+
+    def __init__(self, runtime: Runtime, server: ServerRuntime, conn: ConnectionInfo,
+                 request: RequestReceived, *, now: float, wall: float) -> None:
+        self.runtime = runtime
+        self.server = server
+        self.request = request
+        headers = request.headers
+        host = split_host(request.host.decode("latin-1"))
+        self.ctx = RequestContext(
+            conn=conn,
+            method=request.method.decode("latin-1"),
+            path=request.path.decode("latin-1"),
+            query=request.query.decode("latin-1"),
+            http_version=request.http_version.decode("latin-1"),
+            host=host,
+            request_headers=headers,
+            client_ip=client_ip(conn.remote_addr, headers, runtime.trusted_proxies),
+            start=now,
+            start_wall=wall,
+            connection_reused=conn.requests > 1,
+            connection_time=now - conn.accepted_at,
+            processing=server.processing,
+        )
+        self.location: LocationRuntime | None = None
+        self.upstream: UpstreamRuntime | None = None
+        self._tried: set[str] = set()
+        self._counted = False
+
+    # --- request ----------------------------------------------------------------
+
+    def route(self) -> Respond | Forward:
+        """Match a location and apply its limits and rewrite."""
+        ctx = self.ctx
+        found = self.server.matcher.match(ctx.host, ctx.path, _Facts(ctx))
+        if found is None:
+            return self.error(PingapError(
+                f"No matching location, host:{ctx.host} path:{ctx.path}", status=404))
+        route, captures = found
+        location: LocationRuntime = route.payload  # type: ignore[assignment]
+        self.location = location
+        ctx.location = location.name
+        ctx.variables.update(captures)
+        limit = location.client_max_body_size
+        length = self.request.content_length
+        if limit is not None and length is not None and length > limit:
+            return self.error(DownstreamError(
+                f"Request Entity Too Large, max:{limit}", status=413))
+        location.processing += 1
+        self._counted = True
+        if location.max_processing and location.processing > location.max_processing:
+            return self.error(DownstreamError(
+                f"Too Many Requests, max:{location.max_processing}", status=429))
+        if route.rewrite is not None:
+            new_path, groups = route.rewrite.apply(ctx.path, ctx.variables)
+            ctx.path = new_path
+            ctx.variables.update(groups)
+        name = location.upstream
+        if not name:
+            return self.error(PingapError(
+                f"No upstream for location {location.name}", status=503))
+        if name.startswith("$"):
+            name = ctx.variables.get(name[1:], name)
+        upstream = self.runtime.upstreams.get(name)
+        if upstream is None:
+            return self.error(NoBackendError(f"No available upstream for {location.name}"))
+        self.upstream = upstream
+        return Forward(upstream=upstream)
+
+    def check_body_size(self, received: int) -> None:
+        """Raise 413 once a streamed body passes ``client_max_body_size``."""
+        self.ctx.payload_size = received
+        location = self.location
+        if location is not None and location.client_max_body_size is not None \
+                and received > location.client_max_body_size:
+            raise DownstreamError(
+                f"Request Entity Too Large, max:{location.client_max_body_size}", status=413)
+
+    def next_backend(self) -> Backend:
+        """A backend not tried yet for this request; NoBackendError when none is left."""
+        upstream = self.upstream
+        assert upstream is not None
+        tried = self._tried
+        backend = upstream.selector.select(
+            self.ctx, lambda b: b.addr not in tried and upstream.is_available(b))
+        if backend is None:
+            raise NoBackendError(f"No available upstream for {self.ctx.location}")
+        tried.add(backend.addr)
+        self.ctx.upstream_addr = backend.addr
+        return backend
+
+    def may_retry(self, now: float) -> bool:
+        location = self.location
+        if location is None or len(self._tried) > location.max_retries:
+            return False
+        window = location.max_retry_window
+        return window is None or now - self.ctx.start <= window
+
+    def upstream_request(self) -> tuple[bytes, bytes, Headers]:
+        """(method, target, headers) to send upstream: rules applied, hop-by-hop gone."""
+        ctx = self.ctx
+        request = self.request
+        headers = strip_hop_by_hop(request.headers)
+        headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
+        te = header_value(request.headers, b"te")
+        if te is not None and b"trailers" in te.lower():
+            headers.append((b"TE", b"trailers"))
+        if request.chunked:
+            headers.append((b"Transfer-Encoding", b"chunked"))
+        location = self.location
+        if location is not None:
+            for rule in location.header_set:
+                value = rule.value(ctx)
+                low = rule.name.lower()
+                headers = [(n, v) for n, v in headers if n.lower() != low]
+                if value is not None:
+                    headers.append((rule.name, value))
+            for rule in location.header_add:
+                value = rule.value(ctx)
+                if value is not None:
+                    headers.append((rule.name, value))
+        target = ctx.uri.encode("latin-1") if request.path != b"*" else b"*"
+        return request.method, target, headers
+
+    # --- response ---------------------------------------------------------------
+
+    def response_headers(self, status: int, headers: Headers) -> Headers:
+        """The upstream response head as the client will see it."""
+        ctx = self.ctx
+        ctx.upstream_status = status
+        ctx.status = status
+        out = strip_hop_by_hop(headers)
+        ctx.response_headers = out
+        return out
+
+    def error(self, err: PingapError) -> Respond:
+        """Render ``err`` through the error template (JSON if it starts with ``{``)."""
+        template = self.runtime.error_template
+        body = (template.replace("{{version}}", self.runtime.version)
+                .replace("{{content}}", _escape(template, err.message or "error"))
+                .replace("{{error_type}}", err.error_type)).encode("utf-8")
+        content_type = (b"application/json; charset=utf-8" if body.lstrip().startswith(b"{")
+                        else b"text/html; charset=utf-8")
+        headers = [
+            (b"Content-Type", content_type),
+            (b"Content-Length", str(len(body)).encode()),
+            (b"Cache-Control", b"private, no-store"),
+            (b"X-Pingap-EType", err.error_type.encode()),
+        ]
+        self.ctx.status = err.status
+        self.ctx.response_headers = headers
+        close = err.status >= 500 or err.error_type == "downstream"
+        return Respond(status=err.status, headers=headers, body=body, close=close)
+
+    def finish(self, *, now: float, size: int) -> RequestContext:
+        """Close the books: counters released; returns the access-log record."""
+        if self._counted and self.location is not None:
+            self.location.processing -= 1
+            self._counted = False
+        ctx = self.ctx
+        ctx.end = now
+        ctx.size = size
+        return ctx
+
+
+def _escape(template: str, text: str) -> str:
+    if template.lstrip().startswith("{"):
+        return text.replace("\\", "\\\\").replace('"', '\\"')
+    return html.escape(text)
+
+
+class _Facts:
+    """Adapter giving the matcher's conditions access to the request."""
+
+    __slots__ = ("header", "query", "cookie")
+
+    def __init__(self, ctx: RequestContext) -> None:
+        self.header = ctx.request_header
+        self.query = ctx.query_param
+        self.cookie = ctx.cookie

@@ -1,0 +1,364 @@
+"""One downstream HTTP/1.1 connection: read requests, proxy them, stream both ways.
+
+Written against ``pingap.http1.ServerCodec`` and ``pingap.session.ProxySession``; all
+I/O is blocking-style on gevent sockets. Bodies stream in 64 KiB pieces in each
+direction and are never held whole. A reused upstream connection that fails before a
+response byte arrives is retried once on a fresh connection when the request had no
+body (nothing that could not be sent again).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from typing import TYPE_CHECKING
+
+import h11
+
+from pingap.context import ConnectionInfo
+from pingap.errors import (
+    DownstreamError,
+    PingapError,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from pingap.events import (
+    NEED_DATA,
+    BodyReceived,
+    ConnectionEnded,
+    MessageEnded,
+    RequestReceived,
+)
+from pingap.http1 import H11ServerCodec, ServerCodec
+from pingap.session import Forward, ProxySession, Respond
+from workers.pool import connect
+
+if TYPE_CHECKING:
+    from pingap.runtime import ServerRuntime, UpstreamRuntime
+    from workers.pool import UpstreamConnection
+    from workers.worker import Worker
+
+log = logging.getLogger("pingap.h1")
+
+READ_SIZE = 65536
+DEFAULT_IDLE_TIMEOUT = 60.0
+DEFAULT_UPSTREAM_TIMEOUT = 60.0
+
+
+class ClientGone(Exception):
+    """The client connection failed or closed while we were talking to it."""
+
+
+class StaleConnection(Exception):
+    """A reused upstream connection died before any response byte."""
+
+
+class H1Connection:
+    """Serves one accepted socket until it closes."""
+
+    def __init__(self, worker: Worker, server: ServerRuntime, sock: socket.socket,
+                 conn: ConnectionInfo, codec: ServerCodec | None = None) -> None:
+        self.worker = worker
+        self.server = server
+        self.sock = sock
+        self.conn = conn
+        self.codec = codec or H11ServerCodec()
+        self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
+        self.busy = False
+
+    # --- downstream I/O ---------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        if not data:
+            return
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+
+    def next_event(self) -> object:
+        codec = self.codec
+        while True:
+            event = codec.next_event()
+            if event is not NEED_DATA:
+                return event
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except TimeoutError as exc:
+                if codec.request_in_progress:
+                    raise DownstreamError("Request Timeout", status=408) from exc
+                raise ClientGone("idle timeout") from exc
+            except OSError as exc:
+                raise ClientGone(str(exc)) from exc
+            codec.receive_data(data)
+
+    # --- the loop ---------------------------------------------------------------
+
+    def run(self) -> None:
+        self.sock.settimeout(self.idle_timeout)
+        try:
+            while True:
+                try:
+                    event = self.next_event()
+                except DownstreamError as err:
+                    self.reject(err)
+                    return
+                if isinstance(event, ConnectionEnded):
+                    return
+                assert isinstance(event, RequestReceived)
+                self.conn.requests += 1
+                self.busy = True
+                try:
+                    if not self.serve(event):
+                        return
+                finally:
+                    self.busy = False
+                if self.worker.draining or not self.codec.reusable():
+                    return
+                self.codec.start_next_cycle()
+        except ClientGone:
+            return
+        finally:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def reject(self, err: PingapError) -> None:
+        """Answer a malformed request and close; nothing reached any upstream."""
+        body = f"{err.message}\n".encode()
+        headers = [(b"Content-Type", b"text/plain; charset=utf-8"),
+                   (b"Content-Length", str(len(body)).encode()),
+                   (b"Connection", b"close")]
+        try:
+            self.send(self.codec.response_head(err.status, headers) + body)
+        except (ClientGone, PingapError):
+            pass
+        log.info("rejected request from %s: %d %s", self.conn.remote_addr, err.status,
+                 err.message)
+
+    def serve(self, request: RequestReceived) -> bool:
+        """Handle one request; True if the connection may carry another."""
+        server = self.server
+        now = time.monotonic()
+        session = ProxySession(self.worker.runtime, server, self.conn, request,
+                               now=now, wall=time.time())
+        server.processing += 1
+        server.accepted += 1
+        size = 0
+        keep = False
+        try:
+            decision = session.route()
+            if isinstance(decision, Forward):
+                size, keep = self.proxy(session, request, decision.upstream)
+            else:
+                size, keep = self.respond(request, decision)
+        except ClientGone:
+            keep = False
+        finally:
+            server.processing -= 1
+            ctx = session.finish(now=time.monotonic(), size=size)
+            self.worker.log_request(server, ctx)
+        return keep
+
+    # --- local answers ----------------------------------------------------------
+
+    def respond(self, request: RequestReceived, answer: Respond) -> tuple[int, bool]:
+        close = answer.close or request.has_body or self.worker.draining
+        headers = list(answer.headers)
+        if close:
+            headers.append((b"Connection", b"close"))
+        if not request.has_body:
+            self.finish_request_body()
+        self.send(self.codec.response_head(answer.status, headers))
+        self.send(self.codec.body(answer.body) if request.method != b"HEAD" else b"")
+        self.send(self.codec.end())
+        return len(answer.body), not close
+
+    def finish_request_body(self) -> None:
+        """Consume the end of a body-less request so the codec can start a new cycle."""
+        event = self.next_event()
+        if not isinstance(event, MessageEnded):
+            raise DownstreamError("unexpected request body")
+
+    def fail(self, session: ProxySession, request: RequestReceived,
+             err: PingapError, head_sent: bool) -> tuple[int, bool]:
+        if head_sent:
+            raise ClientGone(f"upstream failed mid-response: {err.message}")
+        log.warning("%s %s -> %s: %s", request.method.decode(), session.ctx.uri,
+                    session.ctx.upstream_addr or "-", err.message)
+        answer = session.error(err)
+        return self.respond(request, Respond(status=answer.status, headers=answer.headers,
+                                             body=answer.body, close=True))
+
+    # --- proxying ---------------------------------------------------------------
+
+    def proxy(self, session: ProxySession, request: RequestReceived,
+              upstream: UpstreamRuntime) -> tuple[int, bool]:
+        ctx = session.ctx
+        pool = self.worker.pool
+        method, target, headers = session.upstream_request()
+        replayable = not request.has_body
+        body_pending = True
+        fresh_only = False
+        while True:
+            try:
+                backend = session.next_backend()
+            except PingapError as err:
+                return self.fail(session, request, err, False)
+            select_start = time.monotonic()
+            try:
+                if fresh_only:
+                    up, connect_time = connect(upstream, backend)
+                    reused = False
+                else:
+                    up, reused, connect_time = pool.acquire(upstream, backend)
+            except UpstreamError as err:
+                self.worker.record_failure(upstream, backend)
+                if err.retryable and session.may_retry(time.monotonic()):
+                    continue
+                return self.fail(session, request, err, False)
+            ctx.upstream_reused = reused
+            ctx.upstream_connect_time = time.monotonic() - select_start
+            if not reused:
+                ctx.upstream_tcp_connect_time = connect_time
+            ctx.upstream_connection_time = time.monotonic() - up.created
+            up.requests += 1
+            try:
+                if body_pending:
+                    body_pending = False
+                    self.send_request(up, upstream, method, target, headers, request, session)
+                else:
+                    self.send_upstream(up, upstream, up.h11.send(
+                        h11.Request(method=method, target=target, headers=headers)))
+                    self.send_upstream(up, upstream, up.h11.send(h11.EndOfMessage()))
+                return self.relay_response(up, upstream, session, request, reused)
+            except StaleConnection:
+                up.close()
+                if reused and replayable:
+                    session._tried.discard(backend.addr)
+                    fresh_only = True
+                    continue
+                return self.fail(session, request,
+                                 UpstreamError("upstream closed the connection"), False)
+            except DownstreamError as err:
+                up.close()
+                return self.fail(session, request, err, False)
+            except ClientGone:
+                up.close()
+                raise
+            except _UpstreamFailed as failed:
+                up.close()
+                return self.fail(session, request, failed.err, failed.head_sent)
+
+    def send_upstream(self, up: UpstreamConnection, upstream: UpstreamRuntime,
+                      data: bytes | None) -> None:
+        if not data:
+            return
+        up.sock.settimeout(upstream.write_timeout or DEFAULT_UPSTREAM_TIMEOUT)
+        try:
+            up.sock.sendall(data)
+        except TimeoutError as exc:
+            raise _UpstreamFailed(UpstreamTimeout("upstream write timed out"), False) from exc
+        except OSError as exc:
+            if up.requests > 1:
+                raise StaleConnection() from exc
+            raise _UpstreamFailed(UpstreamError(f"upstream write failed: {exc}"),
+                                  False) from exc
+
+    def send_request(self, up: UpstreamConnection, upstream: UpstreamRuntime,
+                     method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                     request: RequestReceived, session: ProxySession) -> None:
+        """Send the head, then stream the body as the client sends it."""
+        self.send_upstream(up, upstream, up.h11.send(
+            h11.Request(method=method, target=target, headers=headers)))
+        if request.has_body and request.expect_continue:
+            self.send(self.codec.informational(100))
+        received = 0
+        while True:
+            event = self.next_event()
+            if isinstance(event, BodyReceived):
+                received += len(event.data)
+                session.check_body_size(received)
+                self.send_upstream(up, upstream, up.h11.send(h11.Data(data=event.data)))
+            elif isinstance(event, MessageEnded):
+                self.send_upstream(up, upstream,
+                                   up.h11.send(h11.EndOfMessage(headers=event.trailers)))
+                return
+            else:
+                raise ClientGone("client closed during the request body")
+
+    def relay_response(self, up: UpstreamConnection, upstream: UpstreamRuntime,
+                       session: ProxySession, request: RequestReceived,
+                       reused: bool) -> tuple[int, bool]:
+        ctx = session.ctx
+        sock = up.sock
+        body_start = 0.0
+        close = False
+        sock.settimeout(upstream.read_timeout or DEFAULT_UPSTREAM_TIMEOUT)
+        state = up.h11
+        sent_at = time.monotonic()
+        head_sent = False
+        got_bytes = False
+        size = 0
+        try:
+            while True:
+                event = state.next_event()
+                if event is h11.NEED_DATA:
+                    try:
+                        data = sock.recv(READ_SIZE)
+                    except TimeoutError as exc:
+                        raise _UpstreamFailed(UpstreamTimeout("upstream read timed out"),
+                                              head_sent) from exc
+                    except OSError as exc:
+                        if reused and not got_bytes:
+                            raise StaleConnection() from exc
+                        raise _UpstreamFailed(UpstreamError(f"upstream read failed: {exc}"),
+                                              head_sent) from exc
+                    if not data and reused and not got_bytes:
+                        raise StaleConnection()
+                    got_bytes = got_bytes or bool(data)
+                    state.receive_data(data)
+                    continue
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                if isinstance(event, h11.Response):
+                    now = time.monotonic()
+                    ctx.upstream_processing_time = now - sent_at
+                    headers = session.response_headers(event.status_code,
+                                                       list(event.headers.raw_items()))
+                    close = self.worker.draining or not self.codec_keep_alive(request)
+                    if close:
+                        headers.append((b"Connection", b"close"))
+                    self.send(self.codec.response_head(event.status_code, headers,
+                                                       event.reason))
+                    head_sent = True
+                    body_start = now
+                elif isinstance(event, h11.Data):
+                    size += len(event.data)
+                    self.send(self.codec.body(bytes(event.data)))
+                elif isinstance(event, h11.EndOfMessage):
+                    ctx.upstream_response_time = time.monotonic() - body_start
+                    self.send(self.codec.end(list(event.headers.raw_items())))
+                    self.worker.pool.release(up)
+                    return size, not close
+                elif isinstance(event, h11.ConnectionClosed):
+                    if reused and not got_bytes:
+                        raise StaleConnection()
+                    raise _UpstreamFailed(UpstreamError("upstream closed the connection"),
+                                          head_sent)
+        except h11.RemoteProtocolError as exc:
+            if reused and not got_bytes:
+                raise StaleConnection() from exc
+            raise _UpstreamFailed(UpstreamError(f"invalid upstream response: {exc}"),
+                                  head_sent) from exc
+
+    def codec_keep_alive(self, request: RequestReceived) -> bool:
+        return request.keep_alive
+
+
+class _UpstreamFailed(Exception):
+    def __init__(self, err: PingapError, head_sent: bool) -> None:
+        self.err = err
+        self.head_sent = head_sent
