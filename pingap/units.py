@@ -59,19 +59,20 @@ _BYTE_UNITS: dict[str, int] = {
 _BYTESIZE = re.compile(r"\s*(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?P<unit>[A-Za-z]*)\s*")
 
 
-def parse_duration(value: str | int | float) -> float:
+def parse_duration(value: str | float) -> float:
     """Seconds in a humantime duration (``"1h30m"`` -> 5400.0); a number is seconds.
 
-    Raises ``ValueError`` naming the value and what is wrong with it.
+    Raises ``ValueError`` naming the value and what is wrong with it (``TypeError``
+    for a value that is neither a string nor a number).
     """
     if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}: expected a string like '10s'")
+        raise TypeError(f"invalid duration {value!r}: expected a string like '10s'")
     if isinstance(value, int | float):
         if not math.isfinite(value) or value < 0:
             raise ValueError(f"invalid duration {value!r}: must be a non-negative number")
         return float(value)
     if not isinstance(value, str):
-        raise ValueError(f"invalid duration {value!r}: expected a string like '10s'")
+        raise TypeError(f"invalid duration {value!r}: expected a string like '10s'")
     text = value.strip()
     if not text:
         raise ValueError(f"invalid duration '{value}': empty")
@@ -105,23 +106,26 @@ def parse_duration(value: str | int | float) -> float:
 def parse_bytesize(value: str | int) -> int:
     """Bytes in a bytesize value (``"1mb"`` -> 1_000_000, ``"1mib"`` -> 1_048_576).
 
-    Decimals are allowed and truncated (``"1.5kb"`` -> 1500). Raises ``ValueError``.
+    Decimals are allowed and truncated (``"1.5kb"`` -> 1500). Raises ``ValueError``
+    (``TypeError`` for a value that is neither a string nor an integer).
     """
     if isinstance(value, bool):
-        raise ValueError(f"invalid byte size {value!r}: expected a size like '1mb'")
+        raise TypeError(f"invalid byte size {value!r}: expected a size like '1mb'")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"invalid byte size {value}: must not be negative")
         return value
     if not isinstance(value, str):
-        raise ValueError(f"invalid byte size {value!r}: expected a size like '1mb'")
+        raise TypeError(f"invalid byte size {value!r}: expected a size like '1mb'")
     match = _BYTESIZE.fullmatch(value)
     if match is None:
         raise ValueError(f"invalid byte size '{value}': expected a number and a unit like '1mb'")
     number, unit = match.group("number"), match.group("unit")
     if not unit:
         if "." in number:
-            raise ValueError(f"invalid byte size '{value}': a fraction needs a unit, e.g. '{number}kb'")
+            raise ValueError(
+                f"invalid byte size '{value}': a fraction needs a unit, e.g. '{number}kb'"
+            )
         return int(number)
     factor = _BYTE_UNITS.get(unit.lower())
     if factor is None:

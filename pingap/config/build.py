@@ -1,0 +1,194 @@
+"""Turn raw TOML entries into the typed model, checking every key against its field.
+
+One job: for each raw entry, check each key exists (else "unknown key; did you mean")
+and has the right type (else "expected an integer, got ..."), convert durations and
+byte sizes, and construct the frozen dataclass. A bad value is reported and the field
+keeps its default, so later cross-checks still see every entry. Setting a field listed
+in ``NOT_YET_SUPPORTED`` to a non-default value adds one warning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from pingap.config.model import (
+    INERT_VALUES,
+    NOT_YET_SUPPORTED,
+    BasicConfig,
+    CertificateConfig,
+    Kind,
+    LocationConfig,
+    PingapConfig,
+    PluginConfig,
+    ServerConfig,
+    StorageConfig,
+    UpstreamConfig,
+)
+from pingap.config.plugin_schema import (
+    PLUGIN_SCHEMAS,
+    check_plugin,
+    describe,
+    did_you_mean,
+)
+from pingap.config.sources import RawConfig, RawEntry, Report
+from pingap.units import parse_bytesize, parse_duration
+
+__all__ = ["build_config"]
+
+SECTION_CLASSES: Mapping[str, type] = {
+    "servers": ServerConfig,
+    "locations": LocationConfig,
+    "upstreams": UpstreamConfig,
+    "certificates": CertificateConfig,
+    "storages": StorageConfig,
+}
+
+T = TypeVar("T")
+
+
+class _BadValue(ValueError):
+    """A TOML value that does not fit its field; the message is for the user."""
+
+
+def _convert(kind: Kind, bounds: tuple[int, int], value: Any) -> Any:
+    """The model value of a TOML ``value`` for a field of ``kind``; raises _BadValue."""
+    got = describe(value)
+    if kind is Kind.STR:
+        if not isinstance(value, str):
+            raise _BadValue(f"expected a string, got {got}")
+        return value
+    if kind is Kind.BOOL:
+        if not isinstance(value, bool):
+            raise _BadValue(f"expected a boolean (true or false), got {got}")
+        return value
+    if kind is Kind.INT:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _BadValue(f"expected an integer, got {got}")
+        low, high = bounds
+        if not low <= value <= high:
+            raise _BadValue(f"{value} is out of range {low}-{high}")
+        return value
+    if kind is Kind.DURATION:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise _BadValue(f'expected a duration like "10s", got {got}')
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise _BadValue(str(exc)) from None
+    if kind is Kind.BYTESIZE:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise _BadValue(f'expected a byte size like "1mb", got {got}')
+        try:
+            return parse_bytesize(value)
+        except ValueError as exc:
+            raise _BadValue(str(exc)) from None
+    if not isinstance(value, list):
+        raise _BadValue(f"expected an array of strings, got {got}")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise _BadValue(f"item {index}: expected a string, got {describe(item)}")
+    return tuple(value)
+
+
+def _is_inert(dotted: str, value: Any, default: Any) -> bool:
+    """True when a not-yet-supported field's value leaves the feature off."""
+    if isinstance(value, str) and isinstance(default, str):
+        if value.lower() == default.lower():
+            return True
+    elif value == default:
+        return True
+    if default is None and value in (False, "", ()):
+        return True
+    return isinstance(value, str) and value.lower() in INERT_VALUES.get(dotted, ())
+
+
+def _build(cls: type[T], entry: RawEntry, report: Report, extra: Mapping[str, Any]) -> T:
+    """Check and convert every key of ``entry`` into a ``cls`` instance."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if "kind" in f.metadata}  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = dict(extra)
+    for key, value in entry.values.items():
+        spec = fields.get(key)
+        if spec is None:
+            report.errors.append(entry.problem(key, f"unknown key{did_you_mean(key, fields)}"))
+            continue
+        try:
+            kwargs[key] = _convert(spec.metadata["kind"], spec.metadata["bounds"], value)
+        except _BadValue as exc:
+            report.errors.append(entry.problem(key, str(exc)))
+            continue
+        dotted = f"{entry.section}.{key}"
+        if dotted in NOT_YET_SUPPORTED and not _is_inert(dotted, kwargs[key], spec.default):
+            report.warnings.append(entry.problem(key, "accepted but not supported yet; ignored"))
+    for key, spec in fields.items():
+        if spec.default is dataclasses.MISSING and key not in kwargs:
+            if key not in entry.values:  # else present but mistyped: already reported
+                report.errors.append(entry.problem(key, "required key is missing"))
+            kwargs[key] = ""  # a placeholder, so the entry still exists for cross-checks
+    return cls(**kwargs)
+
+
+def _build_plugin(entry: RawEntry, report: Report) -> PluginConfig:
+    values = dict(entry.values)
+    category = values.pop("category", None)
+    step = values.pop("step", None)
+    remark = values.pop("remark", None)
+    if remark is not None and not isinstance(remark, str):
+        report.errors.append(entry.problem("remark", f"expected a string, got {describe(remark)}"))
+        remark = None
+    if category is None:
+        report.errors.append(entry.problem("category", "required key is missing"))
+    elif not isinstance(category, str):
+        report.errors.append(
+            entry.problem("category", f"expected a string, got {describe(category)}")
+        )
+    elif category not in PLUGIN_SCHEMAS:
+        hint = did_you_mean(category, PLUGIN_SCHEMAS)
+        report.errors.append(
+            entry.problem("category", f"unknown plugin category '{category}'{hint}")
+        )
+    else:
+        check_plugin(
+            category, step, values, lambda key, msg: report.errors.append(entry.problem(key, msg))
+        )
+    return PluginConfig(
+        name=entry.name,
+        category=category if isinstance(category, str) else "",
+        step=step if isinstance(step, str) else None,
+        options=MappingProxyType(values),
+        remark=remark,
+    )
+
+
+def build_config(raw: RawConfig, report: Report) -> PingapConfig:
+    """The typed config of ``raw``; every problem goes to ``report`` (never raises)."""
+    sources: dict[str, str] = {}
+    basic = BasicConfig()
+    if raw.basic is not None:
+        basic = _build(BasicConfig, raw.basic, report, {})
+        sources["basic"] = raw.basic.file
+    built: dict[str, dict[str, Any]] = {}
+    for section, entries in raw.sections.items():
+        built[section] = {}
+        for name, entry in entries.items():
+            sources[f"{section}.{name}"] = entry.file
+            if section == "plugins":
+                built[section][name] = _build_plugin(entry, report)
+            else:
+                built[section][name] = _build(
+                    SECTION_CLASSES[section], entry, report, {"name": name}
+                )
+    return PingapConfig(
+        basic=basic,
+        servers=built["servers"],
+        locations=built["locations"],
+        upstreams=built["upstreams"],
+        plugins=built["plugins"],
+        certificates=built["certificates"],
+        storages=built["storages"],
+        sources=sources,
+        digest=raw.digest,
+        warnings=tuple(report.warnings),
+    )
