@@ -66,6 +66,7 @@ class H1Connection:
         self.codec = codec or H11ServerCodec()
         self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
         self.busy = False
+        self.body_done = False
 
     # --- downstream I/O ---------------------------------------------------------
 
@@ -146,6 +147,7 @@ class H1Connection:
                                now=now, wall=time.time())
         server.processing += 1
         server.accepted += 1
+        self.body_done = False
         size = 0
         keep = False
         try:
@@ -165,12 +167,15 @@ class H1Connection:
     # --- local answers ----------------------------------------------------------
 
     def respond(self, request: RequestReceived, answer: Respond) -> tuple[int, bool]:
-        close = answer.close or request.has_body or self.worker.draining
+        close = answer.close or self.worker.draining
+        if not self.body_done:
+            if request.has_body:
+                close = True  # the unread body makes the connection unusable
+            else:
+                self.finish_request_body()
         headers = list(answer.headers)
         if close:
             headers.append((b"Connection", b"close"))
-        if not request.has_body:
-            self.finish_request_body()
         self.send(self.codec.response_head(answer.status, headers))
         self.send(self.codec.body(answer.body) if request.method != b"HEAD" else b"")
         self.send(self.codec.end())
@@ -181,6 +186,7 @@ class H1Connection:
         event = self.next_event()
         if not isinstance(event, MessageEnded):
             raise DownstreamError("unexpected request body")
+        self.body_done = True
 
     def fail(self, session: ProxySession, request: RequestReceived,
              err: PingapError, head_sent: bool) -> tuple[int, bool]:
@@ -198,7 +204,6 @@ class H1Connection:
               upstream: UpstreamRuntime) -> tuple[int, bool]:
         ctx = session.ctx
         pool = self.worker.pool
-        method, target, headers = session.upstream_request()
         replayable = not request.has_body
         body_pending = True
         fresh_only = False
@@ -207,6 +212,7 @@ class H1Connection:
                 backend = session.next_backend()
             except PingapError as err:
                 return self.fail(session, request, err, False)
+            method, target, headers = session.upstream_request()
             select_start = time.monotonic()
             try:
                 if fresh_only:
@@ -283,6 +289,7 @@ class H1Connection:
                 session.check_body_size(received)
                 self.send_upstream(up, upstream, up.h11.send(h11.Data(data=event.data)))
             elif isinstance(event, MessageEnded):
+                self.body_done = True
                 self.send_upstream(up, upstream,
                                    up.h11.send(h11.EndOfMessage(headers=event.trailers)))
                 return

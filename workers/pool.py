@@ -7,6 +7,7 @@ a non-blocking peek) or idle past the upstream's ``idle_timeout`` is dropped. At
 
 from __future__ import annotations
 
+import select
 import socket
 import time
 from collections import deque
@@ -42,12 +43,11 @@ class UpstreamConnection:
     def alive(self) -> bool:
         """False if the backend closed it (EOF or unexpected bytes waiting)."""
         try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True
-        except OSError:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
             return False
-        return False  # EOF, or bytes nobody asked for: either way unusable
+        # Readable while idle means EOF, an error, or bytes nobody asked for.
+        return not readable
 
 
 def _host(backend: Backend) -> str:

@@ -1,0 +1,129 @@
+"""Upstream balancing, failures (502/504), health checks and keep-alive retry."""
+
+from __future__ import annotations
+
+import http.client
+from collections import Counter
+
+from tests.support.client import request
+from tests.support.proc import free_port, wait_for
+
+
+def one_location(port: int, upstream: str, extra_basic: str = "") -> str:
+    return f"""
+[basic]
+grace_period = "1s"
+{extra_basic}
+{upstream}
+[locations.all]
+upstream = "u"
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+"""
+
+
+def test_weighted_round_robin_splits_one_to_three(backends, pingap) -> None:
+    a, b = backends("a"), backends("b")
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["{a.addr} 1", "{b.addr} 3"]\n'),
+           port=port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    counts = Counter(request(port, path=f"/{i}", conn=conn).header("X-Backend")
+                     for i in range(1000))
+    conn.close()
+    assert abs(counts["a"] - 250) <= 50 and abs(counts["b"] - 750) <= 50, counts
+    assert counts["a"] + counts["b"] == 1000
+
+
+def test_hash_header_is_sticky_per_user(backends, pingap) -> None:
+    started = [backends(f"b{i}") for i in range(3)]
+    port = free_port()
+    addrs = ", ".join(f'"{b.addr}"' for b in started)
+    pingap(one_location(port, f'[upstreams.u]\naddrs = [{addrs}]\nalgo = "hash:header:X-User"\n'),
+           port=port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    seen: dict[str, set[str]] = {}
+    for round_ in range(5):
+        for user in range(30):
+            reply = request(port, path=f"/r{round_}", headers={"X-User": f"user-{user}"},
+                            conn=conn)
+            seen.setdefault(f"user-{user}", set()).add(reply.header("X-Backend"))
+    conn.close()
+    assert all(len(v) == 1 for v in seen.values()), seen
+    assert len({next(iter(v)) for v in seen.values()}) == 3  # users spread over all three
+
+
+def test_connect_failure_is_502_quickly(pingap) -> None:
+    dead = free_port()  # nothing listens here
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["127.0.0.1:{dead}"]\n'), port=port)
+    reply = request(port, path="/x")
+    assert reply.status == 502
+    assert reply.header("X-Pingap-EType") == "upstream"
+    assert reply.elapsed < 2.0
+
+
+def test_read_timeout_is_504_quickly(backends, pingap) -> None:
+    backend = backends()
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["{backend.addr}"]\n'
+                              'read_timeout = "500ms"\n'), port=port)
+    reply = request(port, path="/stall?s=5")
+    assert reply.status == 504
+    assert reply.elapsed < 2.0
+    # the proxy keeps working afterwards
+    assert request(port, path="/ok").status == 200
+
+
+def test_health_check_takes_a_dead_backend_out(backends, pingap) -> None:
+    live, doomed = backends("live"), backends("doomed")
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["{live.addr}", "{doomed.addr}"]\n'
+                              'health_check = "http://check.local/health?check_frequency=300ms'
+                              '&failure=1&success=1&connection_timeout=200ms"\n'),
+           port=port)
+    wait_for(lambda: any(r["target"] == "/health" for r in doomed.requests()),
+             what="the first health probe")
+    assert {request(port, path="/a").header("X-Backend") for _ in range(4)} == {"live", "doomed"}
+    doomed.stop()
+
+    def only_live() -> bool:
+        return all(request(port, path="/b").header("X-Backend") == "live" for _ in range(6))
+    wait_for(only_live, timeout=5, what="the dead backend to leave rotation")
+    replies = [request(port, path="/c") for _ in range(20)]
+    assert all(r.status == 200 and r.header("X-Backend") == "live" for r in replies)
+
+
+def test_reused_connection_dropped_by_backend_is_retried(backends, pingap) -> None:
+    backend = backends()
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["{backend.addr}"]\n'), port=port)
+    assert request(port, path="/arm-drop").status == 200   # pooled conn now drops the next
+    reply = request(port, path="/after")
+    assert reply.status == 200
+    events = backend.requests()
+    assert {"backend": "backend", "event": "dropped", "target": "/after"} in events
+    assert [e["target"] for e in events if "method" in e] == ["/arm-drop", "/after"]
+
+
+def test_no_retry_when_upstream_is_down_and_no_retries(backends, pingap) -> None:
+    live = backends("live")
+    dead = free_port()
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["127.0.0.1:{dead}", "{live.addr}"]\n'
+                              'health_check = "tcp://x?check_frequency=1h"\n'), port=port)
+    statuses = Counter(request(port, path="/x").status for _ in range(4))
+    assert statuses == {502: 2, 200: 2}
+
+
+def test_max_retries_moves_to_the_next_backend(backends, pingap) -> None:
+    live = backends("live")
+    dead = free_port()
+    port = free_port()
+    upstream = (f'[upstreams.u]\naddrs = ["127.0.0.1:{dead}", "{live.addr}"]\n'
+                'health_check = "tcp://x?check_frequency=1h"\n')
+    config = one_location(port, upstream).replace('upstream = "u"\n',
+                                                  'upstream = "u"\nmax_retries = 1\n')
+    pingap(config, port=port)
+    assert all(request(port, path="/x").status == 200 for _ in range(6))

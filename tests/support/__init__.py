@@ -1,0 +1,1 @@
+"""Helpers shared by the integration tests: a recording backend and a pingap runner."""

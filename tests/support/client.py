@@ -1,0 +1,67 @@
+"""Small real-client helpers (http.client and raw sockets) for the integration tests."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+    elapsed: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+
+def request(port: int, method: str = "GET", path: str = "/", *, headers: dict[str, str] |
+            None = None, body: Any = None, conn: http.client.HTTPConnection | None = None,
+            timeout: float = 10.0, encode_chunked: bool = False) -> Reply:
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    start = time.monotonic()
+    try:
+        c.request(method, path, body=body, headers=headers or {},
+                  encode_chunked=encode_chunked)
+        resp = c.getresponse()
+        data = resp.read()
+        return Reply(resp.status, resp.headers, data, time.monotonic() - start)
+    finally:
+        if own:
+            c.close()
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0,
+                 read_until_close: bool = True) -> bytes:
+    """Send raw bytes, return everything the server sends until it closes (or times out)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if not read_until_close:
+                break
+        return b"".join(chunks)
+
+
+def status_of(raw: bytes) -> int | None:
+    """Status code of the first response in ``raw``."""
+    if not raw.startswith(b"HTTP/1."):
+        return None
+    return int(raw.split(b" ", 2)[1])

@@ -1,0 +1,125 @@
+"""Start real processes for the integration tests and wait on conditions, never on sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+             what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns a truthy value; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class Process:
+    """A child process in its own process group, stopped (and reaped) on ``stop``."""
+
+    def __init__(self, cmd: list[str], *, log: Path, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.cmd = cmd
+        self.log_path = log
+        self._log = open(log, "ab")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=full_env, cwd=cwd or ROOT, start_new_session=True)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(sig)
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers of the group
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._log.close()
+        return self.proc.returncode
+
+
+class BackendProcess(Process):
+    """tests/support/backend.py on a free port, recording what it receives."""
+
+    def __init__(self, tmp: Path, name: str = "backend", port: int | None = None) -> None:
+        self.name = name
+        self.port = port or free_port()
+        self.record = tmp / f"{name}-{self.port}.jsonl"
+        self.record.touch()
+        super().__init__([sys.executable, "-m", "tests.support.backend", "--port",
+                          str(self.port), "--name", name, "--record", str(self.record)],
+                         log=tmp / f"{name}-{self.port}.log")
+        wait_for(lambda: port_open(self.port), what=f"backend {name} on {self.port}")
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict[str, Any]]:
+        text = self.record.read_text()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class PingapProcess(Process):
+    """The real ``pingap`` command on a config, ready once ``port`` accepts."""
+
+    def __init__(self, config: Path, port: int, tmp: Path, args: list[str] | None = None,
+                 env: dict[str, str] | None = None, ready: bool = True) -> None:
+        self.port = port
+        self.config = config
+        super().__init__(["pingap", "-c", str(config), *(args or [])],
+                         log=tmp / f"pingap-{port}.log", env=env)
+        if ready:
+            wait_for(lambda: port_open(port) or self.proc.poll() is not None,
+                     what=f"pingap on {port}")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"pingap exited {self.proc.returncode}:\n{self.log()}")
+
+    def worker_pids(self) -> list[int]:
+        try:
+            return [c.pid for c in psutil.Process(self.pid).children()]
+        except psutil.NoSuchProcess:
+            return []
