@@ -29,20 +29,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_config(path: str) -> tuple[object | None, list[str]]:
-    """(config, messages): config is None when it is unusable; messages has every problem."""
+    """(config, messages): every problem when config is None, else the warnings."""
     try:
         config = load_config(path)
     except ConfigError as err:
         return None, [str(p) for p in err.problems]
     try:
-        build_runtime(config)
+        runtime = build_runtime(config)
     except ConfigError as err:
         return None, [str(p) for p in err.problems]
-    return config, []
+    return config, [str(w) for w in (*config.warnings, *runtime.warnings)]
 
 
-def print_warnings(config: object) -> None:
-    for warning in getattr(config, "warnings", ()):
+def print_warnings(warnings: list[str]) -> None:
+    for warning in warnings:
         print(f"pingap: warning: {warning}", file=sys.stderr)
 
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"  {problem}", file=sys.stderr)
         return 1
-    print_warnings(config)
+    print_warnings(problems)
     if args.test:
         print(f"pingap: configuration {args.conf} is valid")
         return 0

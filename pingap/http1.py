@@ -7,16 +7,19 @@ httptools one later); the worker's connection loop is written against it only.
 docs): hard limits on the request head applied before h11 sees a byte (request line
 > 8 KiB → 414; a header line > 8 KiB, head > 32 KiB or > 100 fields → 431, however the
 bytes arrive), Content-Length with Transfer-Encoding → 400, Transfer-Encoding on
-HTTP/1.0 → 400, request-target validation → 400 (405 for CONNECT). Each request cycle
-gets a fresh ``h11.Connection`` fed only complete heads, so pipelined bytes are counted
-against the limits too.
+HTTP/1.0 → 400, an HTTP major version other than 1 → 505, a missing (HTTP/1.1 and
+later) or malformed Host → 400, request-target validation → 400 (405 for CONNECT). An
+absolute-form target replaces the Host header (RFC 9112 §3.2.2), and framing, routing
+and hop-by-hop fields are dropped from request trailers. Each request cycle gets a fresh
+``h11.Connection`` fed only complete heads, so pipelined bytes are counted against the
+limits too.
 """
 
 from __future__ import annotations
 
 import re
-from http import HTTPStatus
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Protocol
 
 import h11
@@ -64,6 +67,15 @@ _PCT_BAD = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _ORIGIN = re.compile(rb"^/[!-~]*$")
 _ABSOLUTE = re.compile(rb"^(https?)://([^/?#@\s]+)([/?][!-~]*)?$", re.IGNORECASE)
 _AUTHORITY = re.compile(rb"^[A-Za-z0-9.\-\[\]:]+:[0-9]+$")
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ] (reg-name may be empty).
+_HOST = re.compile(rb"^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]"
+                   rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$")
+#: Fields that must never come from a trailer section (RFC 9110 §6.5.1): framing,
+#: routing and hop-by-hop fields are dropped instead of being forwarded.
+_NOT_TRAILERS = frozenset({
+    b"content-length", b"transfer-encoding", b"trailer", b"host", b"connection",
+    b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"http2-settings",
+})
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -89,7 +101,7 @@ def validate_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes]:
             raise DownstreamError("CONNECT is not supported", status=405)
         raise DownstreamError("invalid CONNECT target", status=400)
     found = _ABSOLUTE.match(target)
-    if found is None:
+    if found is None or not _HOST.match(found.group(2)) or found.group(2)[:1] == b":":
         raise DownstreamError("invalid request target", status=400)
     rest = found.group(3) or b"/"
     if rest.startswith(b"?"):
@@ -176,7 +188,8 @@ class H11ServerCodec:
         if isinstance(event, h11.Data):
             return BodyReceived(data=bytes(event.data))
         if isinstance(event, h11.EndOfMessage):
-            return MessageEnded(trailers=list(event.headers.raw_items()))
+            return MessageEnded(trailers=[(n, v) for n, v in event.headers.raw_items()
+                                          if n.lower() not in _NOT_TRAILERS])
         if isinstance(event, h11.ConnectionClosed):
             return ConnectionEnded()
         if event is h11.PAUSED:
@@ -185,10 +198,13 @@ class H11ServerCodec:
 
     def _request(self, event: h11.Request) -> RequestReceived:
         headers = list(event.headers.raw_items())
+        major, _, minor = event.http_version.partition(b".")
+        if major != b"1":  # h11 accepts any digit.digit, e.g. "HTTP/2.0"
+            raise DownstreamError("HTTP Version Not Supported", status=505)
         content_length: int | None = None
         chunked = False
         expect_continue = False
-        host = b""
+        host: bytes | None = None
         for name, value in event.headers:  # lower-cased names
             if name == b"content-length":
                 content_length = int(value)
@@ -202,7 +218,14 @@ class H11ServerCodec:
             raise DownstreamError("both Content-Length and Transfer-Encoding", status=400)
         if chunked and event.http_version == b"1.0":
             raise DownstreamError("Transfer-Encoding on HTTP/1.0", status=400)
+        if host is None and minor != b"0":  # h11 only insists for exactly "1.1"
+            raise DownstreamError("Missing mandatory Host: header", status=400)
+        if host is not None and not _HOST.match(host):
+            raise DownstreamError("invalid Host header", status=400)
         authority, path, query = validate_target(event.method, event.target)
+        if authority:  # RFC 9112 §3.2.2: the target's authority replaces Host
+            headers = [(n, v) for n, v in headers if n.lower() != b"host"]
+            headers.insert(0, (b"Host", authority))
         assert self._conn is not None
         return RequestReceived(
             method=event.method,
@@ -213,14 +236,15 @@ class H11ServerCodec:
             expect_continue=expect_continue and event.http_version == b"1.1",
             content_length=content_length,
             chunked=chunked,
-            host=authority or host,
+            host=authority or host or b"",
             path=path,
             query=query,
         )
 
     # --- output ---------------------------------------------------------------
 
-    def _send(self, event: object) -> bytes:
+    def _send(self, event: h11.Request | h11.InformationalResponse | h11.Response
+              | h11.Data | h11.EndOfMessage) -> bytes:
         assert self._conn is not None
         try:
             data = self._conn.send(event)

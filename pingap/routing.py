@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 Captures = dict[str, str]
 
@@ -283,19 +284,18 @@ class Route:
         return names
 
 
-@dataclass(frozen=True, slots=True)
-class RequestFacts:
-    """What conditions may look at: header lookup, raw query, cookie lookup."""
+class RequestFacts(Protocol):
+    """What conditions may look at (``RequestContext`` provides these)."""
 
-    header: Callable[[str], str | None]
-    query: Callable[[str], str | None]
-    cookie: Callable[[str], str | None]
+    def request_header(self, name: str) -> str | None: ...
+    def query_param(self, name: str) -> str | None: ...
+    def cookie(self, name: str) -> str | None: ...
 
 
 def _conditions_hold(conditions: Sequence[Condition], facts: RequestFacts) -> bool:
     for cond in conditions:
-        getter = (facts.header if cond.source == "header"
-                  else facts.query if cond.source == "query" else facts.cookie)
+        getter = (facts.request_header if cond.source == "header"
+                  else facts.query_param if cond.source == "query" else facts.cookie)
         found = getter(cond.name)
         if found is None or (cond.value is not None and found != cond.value):
             return False

@@ -18,6 +18,7 @@ from pingap.accesslog import AccessLogSpec, compile_template, parse_access_log
 from pingap.context import RequestContext
 from pingap.errors import ConfigError, Problem
 from pingap.health import HealthCheckSpec, parse_health_check
+from pingap.plugins import BUILTIN_PLUGINS, GUARD_CATEGORIES, Plugin, build_plugin
 from pingap.routing import LocationMatcher, Route, compile_route
 from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
 from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
@@ -78,6 +79,7 @@ class LocationRuntime:
     max_processing: int
     max_retries: int
     max_retry_window: float | None
+    plugins: tuple[Plugin, ...] = ()
     processing: int = 0
 
 
@@ -108,6 +110,7 @@ class Runtime:
     error_template: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     keepalive_pool_size: int
+    warnings: list[Problem] = field(default_factory=list)
     version: str = __version__
 
 
@@ -115,12 +118,19 @@ class _Collector:
     def __init__(self, config: Any) -> None:
         self.config = config
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
 
-    def add(self, section: str, name: str, key: str, message: str) -> None:
+    def problem(self, section: str, name: str, key: str, message: str) -> Problem:
         sources = getattr(self.config, "sources", {}) or {}
         file = sources.get(f"{section}.{name}", sources.get(section, ""))
-        self.problems.append(Problem(file, f"{section}.{name}.{key}" if key else
-                                     f"{section}.{name}", message))
+        return Problem(file, f"{section}.{name}.{key}" if key else f"{section}.{name}",
+                       message)
+
+    def add(self, section: str, name: str, key: str, message: str) -> None:
+        self.problems.append(self.problem(section, name, key, message))
+
+    def warn(self, section: str, name: str, key: str, message: str) -> None:
+        self.warnings.append(self.problem(section, name, key, message))
 
 
 def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | None:
@@ -169,7 +179,39 @@ def _rules(name: str, key: str, items: Any, out: _Collector) -> list[HeaderRule]
     return rules
 
 
+def _build_plugins(config: Any) -> dict[str, tuple[str, Plugin | None]]:
+    """name -> (category, instance or None when this build lacks the category)."""
+    plugins: dict[str, tuple[str, Plugin | None]] = {}
+    for name, (category, options) in BUILTIN_PLUGINS.items():
+        plugins[name] = (category, build_plugin(name, category, options))
+    for name, cfg in config.plugins.items():
+        plugins[name] = (cfg.category, build_plugin(name, cfg.category, cfg.options, cfg.step))
+    return plugins
+
+
+def _location_plugins(name: str, cfg: Any, plugins: dict[str, tuple[str, Plugin | None]],
+                      out: _Collector) -> tuple[Plugin, ...]:
+    chosen = []
+    for i, plugin_name in enumerate(cfg.plugins or ()):
+        if plugin_name not in plugins:
+            out.add("locations", name, f"plugins[{i}]", f"plugin {plugin_name!r} is not defined")
+            continue
+        category, plugin = plugins[plugin_name]
+        if plugin is not None:
+            chosen.append(plugin)
+        elif category in GUARD_CATEGORIES:
+            out.add("locations", name, f"plugins[{i}]",
+                    f"plugin {plugin_name!r} ({category}) is not implemented in this version; "
+                    "refusing to serve the location without it")
+        else:
+            out.warn("locations", name, f"plugins[{i}]",
+                     f"plugin {plugin_name!r} ({category}) is not implemented in this "
+                     "version; skipped")
+    return tuple(chosen)
+
+
 def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
+                    plugins: dict[str, tuple[str, Plugin | None]],
                     out: _Collector) -> tuple[LocationRuntime, Route] | None:
     header_set = []
     if cfg.enable_reverse_proxy_headers:
@@ -188,6 +230,7 @@ def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
         max_processing=cfg.max_processing or 0,
         max_retries=cfg.max_retries or 0,
         max_retry_window=cfg.max_retry_window,
+        plugins=_location_plugins(name, cfg, plugins, out),
     )
     try:
         route = compile_route(
@@ -225,8 +268,9 @@ def build_runtime(config: Any) -> Runtime:
             upstreams[name] = built
     locations: dict[str, LocationRuntime] = {}
     routes: dict[str, Route] = {}
+    plugins = _build_plugins(config)
     for name, cfg in config.locations.items():
-        loc = _build_location(name, cfg, config.upstreams, out)
+        loc = _build_location(name, cfg, config.upstreams, plugins, out)
         if loc is not None:
             locations[name], routes[name] = loc
     servers: dict[str, ServerRuntime] = {}
@@ -258,4 +302,5 @@ def build_runtime(config: Any) -> Runtime:
         error_template=config.basic.error_template or DEFAULT_ERROR_TEMPLATE,
         trusted_proxies=trusted,
         keepalive_pool_size=config.basic.upstream_keepalive_pool_size,
+        warnings=out.warnings,
     )

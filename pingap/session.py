@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import html
 import ipaddress
-from dataclasses import dataclass
 
+from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo, RequestContext, header_value
 from pingap.errors import DownstreamError, NoBackendError, PingapError
 from pingap.events import Headers, RequestReceived
@@ -24,23 +24,6 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
     b"upgrade", b"http2-settings",
 })
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Respond:
-    """Answer the client locally."""
-
-    status: int
-    headers: Headers
-    body: bytes
-    close: bool = False
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Forward:
-    """Proxy the request to ``upstream``."""
-
-    upstream: UpstreamRuntime
 
 
 def split_host(host: str) -> str:
@@ -123,7 +106,7 @@ class ProxySession:
     def route(self) -> Respond | Forward:
         """Match a location and apply its limits and rewrite."""
         ctx = self.ctx
-        found = self.server.matcher.match(ctx.host, ctx.path, _Facts(ctx))
+        found = self.server.matcher.match(ctx.host, ctx.path, ctx)
         if found is None:
             return self.error(PingapError(
                 f"No matching location, host:{ctx.host} path:{ctx.path}", status=404))
@@ -142,10 +125,16 @@ class ProxySession:
         if location.max_processing and location.processing > location.max_processing:
             return self.error(DownstreamError(
                 f"Too Many Requests, max:{location.max_processing}", status=429))
+        answer = self._run_plugins("early_request")
+        if answer is not None:
+            return answer
         if route.rewrite is not None:
             new_path, groups = route.rewrite.apply(ctx.path, ctx.variables)
             ctx.path = new_path
             ctx.variables.update(groups)
+        answer = self._run_plugins("request") or self._run_plugins("proxy_upstream")
+        if answer is not None:
+            return answer
         name = location.upstream
         if not name:
             return self.error(PingapError(
@@ -157,6 +146,17 @@ class ProxySession:
             return self.error(NoBackendError(f"No available upstream for {location.name}"))
         self.upstream = upstream
         return Forward(upstream=upstream)
+
+    def _run_plugins(self, step: str) -> Respond | None:
+        location = self.location
+        assert location is not None
+        for plugin in location.plugins:
+            result = plugin.handle_request(step, self.ctx)
+            if isinstance(result, Respond):
+                self.ctx.status = result.status
+                self.ctx.response_headers = result.headers
+                return result
+        return None
 
     def check_body_size(self, received: int) -> None:
         """Raise 413 once a streamed body passes ``client_max_body_size``."""
@@ -221,6 +221,9 @@ class ProxySession:
         ctx.upstream_status = status
         ctx.status = status
         out = strip_hop_by_hop(headers)
+        if self.location is not None:
+            for plugin in self.location.plugins:
+                plugin.handle_response(ctx, status, out)
         ctx.response_headers = out
         return out
 
@@ -258,14 +261,3 @@ def _escape(template: str, text: str) -> str:
     if template.lstrip().startswith("{"):
         return text.replace("\\", "\\\\").replace('"', '\\"')
     return html.escape(text)
-
-
-class _Facts:
-    """Adapter giving the matcher's conditions access to the request."""
-
-    __slots__ = ("header", "query", "cookie")
-
-    def __init__(self, ctx: RequestContext) -> None:
-        self.header = ctx.request_header
-        self.query = ctx.query_param
-        self.cookie = ctx.cookie

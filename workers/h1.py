@@ -14,8 +14,10 @@ import socket
 import time
 from typing import TYPE_CHECKING
 
+import gevent
 import h11
 
+from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo
 from pingap.errors import (
     DownstreamError,
@@ -31,7 +33,7 @@ from pingap.events import (
     RequestReceived,
 )
 from pingap.http1 import H11ServerCodec, ServerCodec
-from pingap.session import Forward, ProxySession, Respond
+from pingap.session import ProxySession
 from workers.pool import connect
 
 if TYPE_CHECKING:
@@ -176,6 +178,8 @@ class H1Connection:
         headers = list(answer.headers)
         if close:
             headers.append((b"Connection", b"close"))
+        if answer.delay:
+            gevent.sleep(answer.delay)
         self.send(self.codec.response_head(answer.status, headers))
         self.send(self.codec.body(answer.body) if request.method != b"HEAD" else b"")
         self.send(self.codec.end())

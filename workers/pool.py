@@ -14,7 +14,7 @@ from collections import deque
 
 import h11
 
-from pingap.errors import UpstreamConnectError, UpstreamTimeout
+from pingap.errors import UpstreamConnectError
 from pingap.runtime import UpstreamRuntime
 from pingap.upstream import Backend
 
@@ -117,4 +117,3 @@ class UpstreamPool:
                 idle.pop().close()
 
 
-__all__ = ["UpstreamConnection", "UpstreamPool", "connect", "UpstreamTimeout"]

@@ -236,7 +236,8 @@ def _check_backend(item: str, *, check_ip: bool, tls: bool) -> str | None:
         or ip.is_link_local
         or ip == ipaddress.IPv4Address("255.255.255.255")
     ):
-        return f"'{backend.host}' is not a usable backend address (unspecified, broadcast, multicast or link-local)"
+        return (f"'{backend.host}' is not a usable backend address "
+                "(unspecified, broadcast, multicast or link-local)")
     return None
 
 

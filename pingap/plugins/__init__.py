@@ -1,0 +1,91 @@
+"""The plugin framework: a registry keyed by category, phase methods, small results.
+
+A plugin class declares its ``category`` and the ``steps`` it may run in (the first is
+its default ``step``). Request-phase hooks return ``CONTINUE`` or a ``Respond``; they never
+return bare booleans. ``build_plugins`` instantiates every ``[plugins.*]`` table plus
+pingap's built-in ``pingap:*`` names (a user plugin of the same name shadows a built-in,
+as in pingap).
+
+Categories pingap has but this build does not run yet: a location naming one is a
+warning, except for plugins that guard access (auth, restrictions, limits) — serving a
+location without its guard would be unsafe, so that is a config error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pingap.actions import CONTINUE, Continue, Respond
+from pingap.context import RequestContext
+
+REGISTRY: dict[str, type[Plugin]] = {}
+
+#: Categories whose absence would open a location up: never silently skipped.
+GUARD_CATEGORIES = frozenset({
+    "basic_auth", "key_auth", "jwt", "combined_auth", "forward_auth", "csrf",
+    "ip_restriction", "ua_restriction", "referer_restriction", "geo_restriction", "limit",
+})
+
+BUILTIN_PLUGINS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pingap:ping": ("ping", {"path": "/ping"}),
+    "pingap:stats": ("stats", {"path": "/stats"}),
+    "pingap:compression": ("compression",
+                           {"gzip_level": 6, "br_level": 6, "zstd_level": 6}),
+    "pingap:compressionUpstream": ("compression", {"gzip_level": 6, "br_level": 6,
+                                                   "zstd_level": 6, "mode": "upstream"}),
+    "pingap:requestId": ("request_id", {}),
+    "pingap:acceptEncodingAdjustment": ("accept_encoding", {
+        "encodings": "zstd, br, gzip", "only_one_encoding": True}),
+}
+
+
+def register(cls: type[Plugin]) -> type[Plugin]:
+    """Class decorator: make ``cls`` the implementation of its category."""
+    REGISTRY[cls.category] = cls
+    return cls
+
+
+class Plugin:
+    """Base class. Subclasses set ``category``/``steps`` and override the hooks they use."""
+
+    category: ClassVar[str] = ""
+    steps: ClassVar[tuple[str, ...]] = ("request",)
+
+    def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        self.name = name
+        self.options = options
+        self.step = step or self.steps[0]
+
+    def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
+        """Called for every request step; act only in ``self.step``."""
+        return CONTINUE
+
+    def handle_response(self, ctx: RequestContext, status: int,
+                        headers: list[tuple[bytes, bytes]]) -> None:
+        """Called with the response head (upstream or local) before it is sent."""
+
+
+def plugin_response(status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",
+                    headers: list[tuple[bytes, bytes]] | None = None) -> Respond:
+    """A plugin-made response: always a Content-Length, private/no-cache unless set."""
+    out = list(headers or [])
+    names = {n.lower() for n, _ in out}
+    if b"content-type" not in names:
+        out.append((b"Content-Type", content_type))
+    if b"cache-control" not in names:
+        out.append((b"Cache-Control", b"private, no-cache"))
+    out.append((b"Content-Length", str(len(body)).encode()))
+    return Respond(status=status, headers=out, body=body)
+
+
+def build_plugin(name: str, category: str, options: Mapping[str, Any],
+                 step: str | None = None) -> Plugin | None:
+    """The plugin instance, or None when the category is not implemented here."""
+    cls = REGISTRY.get(category)
+    if cls is None:
+        return None
+    return cls(name, options, step)
+
+
+from pingap.plugins import builtin as _builtin  # noqa: E402,F401  (registers categories)

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: installs what the tests run for real
+# (Debian packages, the project with its test extras), then lint, types and pytest.
+#   scripts/test.sh [pytest args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+# Debian packages the integration tests drive as real processes.
+need=()
+command -v curl >/dev/null 2>&1 || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
+
+"$PYTHON" -m ruff check pingap master workers tests scripts
+"$PYTHON" -m mypy pingap master workers
+exec "$PYTHON" -m pytest -q -p no:cacheprovider "$@"
