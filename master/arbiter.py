@@ -1,15 +1,21 @@
-"""The master loop: bind listeners, keep N workers alive, act on signals.
+"""The master loop: listeners, generations of workers, signals, reload and upgrade.
 
-Signal handlers only enqueue; the loop dispatches ``handle_<name>`` (gunicorn's arbiter
-shape). Workers are fresh interpreters (``python -m workers``) that inherit the listening
-fds; a worker exiting with ``EXIT_BOOT_ERROR`` stops the master instead of a respawn loop.
+Signal handlers only enqueue; the loop (``run``) selects on a self-pipe, every worker's
+control socket, the config watcher and any hand-off connection, then dispatches
+``handle_<signal>`` (gunicorn's arbiter shape). All state lives on the instance.
+
+Generations: every successful (re)load starts a generation of ``workers_wanted`` fresh
+worker processes. Only when all of them report READY are the previous generation's
+workers told to DRAIN, so the listening sockets (owned here, shared by every
+generation) always have an accepting worker. A generation that fails to boot is killed
+and the old one keeps serving; at start-up, a boot failure stops the master.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
+import mmap
 import os
 import select
 import signal
@@ -20,12 +26,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.listeners import bind
+from master import files, handoff
+from master.listeners import ListenerSet, address_key, systemd_sockets
+from master.notify import monotonic_usec, notify
+from pingap.config import load_config
+from pingap.control import Decoder, MessageType, ProtocolError, encode
+from pingap.errors import ConfigError
+from pingap.runtime import build_runtime
+from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
+from pingap.scoreboard import Scoreboard, SlotState
 
 log = logging.getLogger("pingap.master")
 
 EXIT_BOOT_ERROR = 3  # must match workers.worker.EXIT_BOOT_ERROR
-RESPAWN_BACKOFF_MAX = 10.0
+BOOT_TIMEOUT = 60.0
+HANDOFF_TAKER_WAIT = 5.0
+HANDOFF_READY_WAIT = 90.0
+TICK = 0.25
 
 
 class HaltServer(Exception):
@@ -36,40 +53,115 @@ class HaltServer(Exception):
 
 
 @dataclass
-class WorkerProcess:
-    worker_id: int
-    proc: subprocess.Popen[bytes]
-    started: float
+class Options:
+    config_path: str
+    threads: int | None = None
+    log_path: str | None = None
+    autoreload: bool = False
+    upgrade: bool = False              # pingap -u: take the sockets from upgrade_sock
+    upgrade_fd: int | None = None      # USR2 child: take them from this inherited socket
+    heartbeat_timeout: float = 10.0
+    argv: list[str] = field(default_factory=list)  # to start a replacement on USR2
 
 
 @dataclass
-class Arbiter:
-    config_path: str
+class Generation:
+    number: int
     config: Any
-    workers_wanted: int
-    log_path: str | None = None
-    listeners: dict[str, list[socket.socket]] = field(default_factory=dict)
-    workers: dict[int, WorkerProcess] = field(default_factory=dict)
-    signal_queue: list[int] = field(default_factory=list)
-    stopping: bool = False
-    _crashes: int = 0
-    _pipe: tuple[int, int] = (-1, -1)
+    digest: str
+    servers: dict[str, list[str]]  # server name -> listener keys
 
+
+@dataclass
+class WorkerHandle:
+    worker_id: int
+    generation: int
+    proc: subprocess.Popen[bytes]
+    control: socket.socket
+    slot: int
+    started: float
+    decoder: Decoder = field(default_factory=Decoder)
+    ready: bool = False
+    draining: bool = False
+    deadline: float | None = None
+    last_heartbeat: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    boot_error: str | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@dataclass
+class Rollout:
+    generation: Generation
+    reason: str
+    seq: int
+    deadline: float
+    new_keys: list[str]
+
+
+@dataclass
+class Handoff:
+    conn: socket.socket
+    child: subprocess.Popen[bytes] | None
+    deadline: float
+    decoder: Decoder = field(default_factory=Decoder)
+
+
+def workers_for(config: Any, threads: int | None) -> int:
+    wanted = threads if threads is not None else config.basic.threads
+    return wanted if wanted and wanted > 0 else (os.cpu_count() or 1)
+
+
+def generation_servers(config: Any) -> dict[str, list[str]]:
+    return {name: [address_key(h, p) for h, p in server.listen_addrs]
+            for name, server in config.servers.items()}
+
+
+def load_checked(path: str) -> Any:
+    """Load and fully compile the config; ConfigError lists every problem."""
+    config = load_config(path)
+    build_runtime(config)
+    return config
+
+
+class Arbiter:
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
-               signal.SIGUSR1, signal.SIGCHLD)
+               signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD)
+
+    def __init__(self, options: Options, config: Any) -> None:
+        self.options = options
+        self.config_path = os.path.abspath(options.config_path)
+        self.config = config
+        self.pid_file = config.basic.pid_file or files.default_pid_file()
+        self.listeners = ListenerSet()
+        self.workers: dict[int, WorkerHandle] = {}   # by pid
+        self.current: Generation | None = None
+        self.rollout: Rollout | None = None
+        self.reload_pending = False
+        self.reload_seq = 0
+        self.last_reload: dict[str, Any] | None = None
+        self.handoff: Handoff | None = None
+        self.upgrade_conn: socket.socket | None = None  # to the old master, until READY
+        self.stopping = False
+        self.paused = False                      # WINCH: workers stopped, master stays
+        self.ready_once = False
+        self.started = time.time()
+        self.signal_queue: list[int] = []
+        self.crashes: list[float] = []
+        self.respawn_at = 0.0
+        self.watcher: Any = None
+        self.watch_due: float | None = None
+        self.status_due = 0.0
+        self.ready_pipe: int | None = None      # daemon: tell the launcher we are up
+        self.last_upgrade_failed = False
+        self._pipe = (-1, -1)
+        self._scoreboard_fd = -1
+        self.scoreboard: Scoreboard | None = None
 
     # --- setup --------------------------------------------------------------------
-
-    def bind_listeners(self) -> None:
-        for name, server in self.config.servers.items():
-            socks = []
-            for host, port in server.listen_addrs:
-                try:
-                    socks.append(bind(host, port, reuse_port=bool(server.reuse_port)))
-                except OSError as exc:
-                    raise HaltServer(f"servers.{name}.addr: cannot listen on "
-                                     f"{host}:{port}: {exc.strerror}") from exc
-            self.listeners[name] = socks
 
     def _install_signals(self) -> None:
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -81,110 +173,515 @@ class Arbiter:
     def _enqueue(self, signum: int, frame: object) -> None:
         self.signal_queue.append(signum)
 
-    # --- workers ------------------------------------------------------------------
+    def _setup_scoreboard(self) -> None:
+        fd = os.memfd_create("pingap-scoreboard", 0)
+        os.ftruncate(fd, SCOREBOARD_SIZE)
+        os.set_inheritable(fd, True)
+        self._scoreboard_fd = fd
+        self.scoreboard = Scoreboard(memoryview(mmap.mmap(fd, SCOREBOARD_SIZE)))
 
-    def spawn_worker(self, worker_id: int) -> None:
-        fds = {name: [s.fileno() for s in socks] for name, socks in self.listeners.items()}
+    def _adopt_listeners(self) -> None:
+        self.listeners.adopt(systemd_sockets())
+        conn: socket.socket | None = None
+        if self.options.upgrade_fd is not None:
+            conn = socket.socket(fileno=self.options.upgrade_fd)
+        elif self.options.upgrade:
+            path = self.config.basic.upgrade_sock or "/tmp/pingap_upgrade.sock"
+            log.info("waiting for the running pingap to hand over its sockets on %s", path)
+            conn = handoff.listen_for_handoff(path, HANDOFF_READY_WAIT)
+        if conn is not None:
+            socks, old_pid = handoff.receive_listeners(conn)
+            self.listeners.sockets.update(socks)
+            self.upgrade_conn = conn
+            log.info("took over %d listening sockets from pid %d", len(socks), old_pid)
+
+    # --- generations ----------------------------------------------------------------
+
+    def start_generation(self, config: Any, reason: str) -> None:
+        number = (self.current.number if self.current else 0) + 1
+        if self.rollout is not None:
+            number = self.rollout.generation.number + 1
+        servers = generation_servers(config)
+        keys = [k for ks in servers.values() for k in ks]
+        reuse = {address_key(h, p): bool(s.reuse_port)
+                 for s in config.servers.values() for h, p in s.listen_addrs}
+        try:
+            new_keys = self.listeners.ensure(keys, reuse)
+        except OSError as exc:
+            raise _BindError(f"cannot listen: {exc}") from exc
+        generation = Generation(number, config, config.digest, servers)
+        self.reload_seq += 1
+        self.rollout = Rollout(generation, reason, self.reload_seq,
+                               time.monotonic() + BOOT_TIMEOUT, new_keys)
+        for worker_id in range(workers_for(config, self.options.threads)):
+            self.spawn_worker(generation, worker_id)
+
+    def spawn_worker(self, generation: Generation, worker_id: int) -> None:
+        assert self.scoreboard is not None
+        fds = {name: [self.listeners.sockets[k].fileno() for k in keys]
+               for name, keys in generation.servers.items()}
+        parent, child = socket.socketpair()
+        child.set_inheritable(True)
+        slot = self.scoreboard.free_index()
+        self.scoreboard.write(slot, pid=0, generation=generation.number,
+                              state=SlotState.BOOTING)
         cmd = [sys.executable, "-m", "workers", "--config", self.config_path,
-               "--listeners", json.dumps(fds), "--worker-id", str(worker_id)]
-        if self.log_path:
-            cmd += ["--log", self.log_path]
+               "--config-digest", generation.digest, "--listeners", json.dumps(fds),
+               "--worker-id", str(worker_id), "--generation", str(generation.number),
+               "--control-fd", str(child.fileno()),
+               "--scoreboard-fd", str(self._scoreboard_fd), "--slot", str(slot)]
+        if self.options.log_path:
+            cmd += ["--log", self.options.log_path]
         pass_fds = [fd for fdl in fds.values() for fd in fdl]
+        pass_fds += [child.fileno(), self._scoreboard_fd]
         proc = subprocess.Popen(cmd, pass_fds=pass_fds, close_fds=True)
-        self.workers[worker_id] = WorkerProcess(worker_id, proc, time.monotonic())
-        log.info("started worker %d (pid %d)", worker_id, proc.pid)
+        child.close()
+        parent.setblocking(False)
+        now = time.monotonic()
+        handle = WorkerHandle(worker_id, generation.number, proc, parent, slot, now,
+                              last_heartbeat=now)
+        self.workers[proc.pid] = handle
+        log.info("started worker %d of generation %d (pid %d)", worker_id,
+                 generation.number, proc.pid)
 
-    def manage_workers(self) -> None:
-        if self.stopping:
+    def _generation_workers(self, number: int) -> list[WorkerHandle]:
+        return [w for w in self.workers.values() if w.generation == number and not w.draining]
+
+    def check_rollout(self) -> None:
+        rollout = self.rollout
+        if rollout is None:
             return
-        for worker_id in range(self.workers_wanted):
-            if worker_id not in self.workers:
-                self.spawn_worker(worker_id)
+        workers = self._generation_workers(rollout.generation.number)
+        failed = [w for w in workers if w.proc.poll() is not None and not w.ready]
+        wanted = workers_for(rollout.generation.config, self.options.threads)
+        if failed or time.monotonic() > rollout.deadline:
+            reason = (failed[0].boot_error or f"worker exited with {failed[0].proc.returncode}"
+                      if failed else "workers did not become ready in time")
+            self.abort_rollout(reason)
+            return
+        if len(workers) < wanted or not all(w.ready for w in workers):
+            return
+        self.complete_rollout()
+
+    def complete_rollout(self) -> None:
+        rollout = self.rollout
+        assert rollout is not None
+        self.rollout = None
+        old = self.current
+        self.current = rollout.generation
+        self.config = rollout.generation.config
+        for worker in list(self.workers.values()):
+            if worker.generation != self.current.number and not worker.draining:
+                self.drain_worker(worker)
+        if old is not None:
+            live = {k for ks in self.current.servers.values() for k in ks}
+            self.listeners.close([k for k in list(self.listeners.sockets) if k not in live])
+        self.last_reload = {"seq": rollout.seq, "ok": True, "at": time.time(),
+                            "reason": rollout.reason, "generation": self.current.number,
+                            "problems": []}
+        log.info("generation %d serving (%s)", self.current.number, rollout.reason)
+        self.on_ready()
+        if self.reload_pending:
+            self.reload_pending = False
+            self.reload("pending change")
+
+    def abort_rollout(self, reason: str) -> None:
+        rollout = self.rollout
+        assert rollout is not None
+        self.rollout = None
+        for worker in self._generation_workers(rollout.generation.number):
+            worker.draining = True
+            worker.proc.kill()
+        self.listeners.close(rollout.new_keys)
+        self.last_reload = {"seq": rollout.seq, "ok": False, "at": time.time(),
+                            "reason": rollout.reason, "problems": [reason]}
+        if self.current is None:
+            raise HaltServer(f"workers failed to boot: {reason}", EXIT_BOOT_ERROR)
+        log.error("reload failed, generation %d keeps serving: %s", self.current.number,
+                  reason)
+        notify("READY=1", f"STATUS=reload failed: {reason}")
+        self.write_status(force=True)
+
+    def reload(self, reason: str) -> None:
+        if self.stopping or self.handoff is not None:
+            return
+        if self.rollout is not None:
+            self.reload_pending = True
+            return
+        notify("RELOADING=1", monotonic_usec())
+        self.paused = False
+        try:
+            config = load_checked(self.config_path)
+        except ConfigError as err:
+            self.reload_seq += 1
+            self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
+                                "reason": reason, "problems": [str(p) for p in err.problems]}
+            log.error("reload (%s) rejected, old config keeps serving:\n  %s", reason,
+                      "\n  ".join(str(p) for p in err.problems))
+            notify("READY=1", "STATUS=reload rejected: invalid config")
+            self.write_status(force=True)
+            return
+        try:
+            self.start_generation(config, reason)
+        except _BindError as err:
+            self.reload_seq += 1
+            self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
+                                "reason": reason, "problems": [str(err)]}
+            log.error("reload (%s) failed: %s", reason, err)
+            notify("READY=1", f"STATUS=reload failed: {err}")
+            self.write_status(force=True)
+
+    def on_ready(self) -> None:
+        """A generation is serving: tell whoever waits (systemd, launcher, old master)."""
+        assert self.current is not None
+        status = (f"STATUS=generation {self.current.number}, "
+                  f"{len(self._generation_workers(self.current.number))} workers")
+        if not self.ready_once:
+            self.ready_once = True
+            files.write_pid_file(self.pid_file)
+            notify("READY=1", f"MAINPID={os.getpid()}", status)
+            if self.upgrade_conn is not None:
+                try:
+                    handoff.send_ready(self.upgrade_conn)
+                except OSError as exc:
+                    log.warning("could not tell the old master we are ready: %s", exc)
+                self.upgrade_conn.close()
+                self.upgrade_conn = None
+            if self.ready_pipe is not None:
+                os.write(self.ready_pipe, b"ok")
+                os.close(self.ready_pipe)
+                self.ready_pipe = None
+        else:
+            notify("READY=1", status)
+        self.write_status(force=True)
+
+    # --- worker messages and life -----------------------------------------------------
+
+    def drain_worker(self, worker: WorkerHandle) -> None:
+        worker.draining = True
+        basic = (self.current or self.rollout.generation).config.basic  # type: ignore[union-attr]
+        worker.deadline = time.monotonic() + basic.grace_period + basic.graceful_shutdown_timeout
+        try:
+            worker.control.sendall(encode(MessageType.DRAIN))
+        except OSError:
+            worker.proc.send_signal(signal.SIGTERM)
+
+    def read_worker(self, worker: WorkerHandle) -> None:
+        messages = handoff.read_messages(worker.control, worker.decoder)
+        if messages is None:
+            return
+        for message in messages:
+            if message.type == MessageType.READY:
+                worker.ready = True
+                worker.last_heartbeat = time.monotonic()
+            elif message.type == MessageType.HEARTBEAT:
+                worker.last_heartbeat = time.monotonic()
+                worker.stats = message.payload or {}
+            elif message.type == MessageType.BOOT_ERROR:
+                worker.boot_error = str((message.payload or {}).get("error", "boot error"))
 
     def reap_workers(self) -> None:
-        for worker_id, worker in list(self.workers.items()):
+        for pid, worker in list(self.workers.items()):
             status = worker.proc.poll()
             if status is None:
                 continue
-            del self.workers[worker_id]
-            if self.stopping:
+            del self.workers[pid]
+            worker.control.close()
+            if self.scoreboard is not None:
+                self.scoreboard.clear(worker.slot)
+            current = self.current.number if self.current else -1
+            if worker.draining or self.stopping or worker.generation != current:
+                log.info("worker %d (pid %d, generation %d) exited", worker.worker_id, pid,
+                         worker.generation)
                 continue
-            if status == EXIT_BOOT_ERROR:
-                raise HaltServer(f"worker {worker_id} failed to boot", EXIT_BOOT_ERROR)
-            log.warning("worker %d (pid %d) exited with %s; replacing it",
-                        worker_id, worker.proc.pid, status)
-            lived = time.monotonic() - worker.started
-            self._crashes = 0 if lived > 10 else self._crashes + 1
-            if self._crashes > 1:
-                time.sleep(min(RESPAWN_BACKOFF_MAX, 0.1 * 2 ** self._crashes))
+            if status == EXIT_BOOT_ERROR or not worker.ready:
+                log.error("worker %d (pid %d) failed to boot: %s", worker.worker_id, pid,
+                          worker.boot_error or f"exit status {status}")
+            else:
+                log.warning("worker %d (pid %d) died (status %s); replacing it",
+                            worker.worker_id, pid, status)
+            now = time.monotonic()
+            self.crashes = [t for t in self.crashes if now - t < 30] + [now]
+            if len(self.crashes) > 2:
+                self.respawn_at = now + min(10.0, 0.1 * 2 ** len(self.crashes))
 
-    def signal_workers(self, sig: int) -> None:
-        for worker in self.workers.values():
+    def manage_workers(self) -> None:
+        if self.stopping or self.paused or self.current is None or self.handoff is not None:
+            return
+        if time.monotonic() < self.respawn_at:
+            return
+        present = {w.worker_id for w in self._generation_workers(self.current.number)}
+        for worker_id in range(workers_for(self.current.config, self.options.threads)):
+            if worker_id not in present:
+                self.spawn_worker(self.current, worker_id)
+
+    def check_timeouts(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers.values()):
+            if worker.proc.poll() is not None:
+                continue
+            if worker.draining:
+                if worker.deadline is not None and now > worker.deadline:
+                    log.warning("worker pid %d did not drain in time; killing it", worker.pid)
+                    worker.proc.kill()
+            elif not worker.ready:
+                if now - worker.started > BOOT_TIMEOUT:
+                    log.error("worker pid %d did not boot in time; killing it", worker.pid)
+                    worker.proc.kill()
+            elif now - worker.last_heartbeat > self.options.heartbeat_timeout:
+                log.error("worker pid %d missed heartbeats for %.1fs; killing it", worker.pid,
+                          now - worker.last_heartbeat)
+                worker.proc.kill()
+
+    # --- hand-off (QUIT / USR2) -----------------------------------------------------------
+
+    def begin_handoff(self, conn: socket.socket, child: subprocess.Popen[bytes] | None) -> None:
+        self.last_upgrade_failed = False
+        self.write_status(force=True)
+        try:
+            handoff.send_listeners(conn, self.listeners.sockets)
+        except OSError as exc:
+            log.error("handing over the listeners failed: %s", exc)
+            conn.close()
+            if child is not None:
+                child.kill()
+            return
+        conn.setblocking(False)
+        self.handoff = Handoff(conn, child, time.monotonic() + HANDOFF_READY_WAIT)
+        log.info("listeners handed over; waiting for the new master to be ready")
+
+    def check_handoff(self, readable: bool) -> None:
+        state = self.handoff
+        if state is None:
+            return
+        messages: list[Any] | None = []
+        if readable:
             try:
-                worker.proc.send_signal(sig)
+                messages = handoff.read_messages(state.conn, state.decoder)
+            except ProtocolError:
+                messages = None
+        if messages and any(m.type == MessageType.READY for m in messages):
+            state.conn.close()
+            self.handoff = None
+            log.info("new master is ready; draining")
+            self.graceful_stop(close_listeners=True)
+            return
+        child_dead = state.child is not None and state.child.poll() is not None
+        if messages is None or child_dead or time.monotonic() > state.deadline:
+            log.error("upgrade failed: the new master %s before it was ready; "
+                      "this master keeps serving",
+                      "exited" if (messages is None or child_dead) else "timed out")
+            state.conn.close()
+            if state.child is not None and state.child.poll() is None:
+                state.child.kill()
+            self.handoff = None
+            self.last_upgrade_failed = True
+            self.write_status(force=True)
+
+    # --- stopping -----------------------------------------------------------------------
+
+    def graceful_stop(self, close_listeners: bool = True) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        notify("STOPPING=1")
+        if self.rollout is not None:
+            for worker in self._generation_workers(self.rollout.generation.number):
+                worker.proc.kill()
+            self.rollout = None
+        if close_listeners:
+            self.listeners.close()
+        for worker in list(self.workers.values()):
+            if not worker.draining:
+                self.drain_worker(worker)
+
+    # --- signal handlers ----------------------------------------------------------------
+
+    def handle_term(self) -> None:
+        if self.stopping:
+            self.handle_int()
+            return
+        log.info("SIGTERM: graceful stop")
+        self.graceful_stop()
+
+    def handle_int(self) -> None:
+        log.info("SIGINT: fast stop")
+        self.stopping = True
+        notify("STOPPING=1")
+        self.listeners.close()
+        for worker in self.workers.values():
+            worker.draining = True
+            worker.deadline = time.monotonic() + 2.0
+            try:
+                worker.proc.send_signal(signal.SIGINT)
             except ProcessLookupError:
                 pass
 
-    # --- loop ---------------------------------------------------------------------
+    def handle_quit(self) -> None:
+        if self.handoff is not None or self.stopping:
+            return
+        path = self.config.basic.upgrade_sock or "/tmp/pingap_upgrade.sock"
+        log.info("SIGQUIT: handing the listeners to a new pingap on %s", path)
+        conn = handoff.wait_for_taker(path, HANDOFF_TAKER_WAIT)
+        if conn is None:
+            log.info("nobody took the listeners; graceful stop")
+            self.graceful_stop()
+            return
+        self.begin_handoff(conn, None)
+
+    def handle_usr2(self) -> None:
+        if self.handoff is not None or self.stopping:
+            return
+        parent, child = socket.socketpair()
+        child.set_inheritable(True)
+        argv = [a for a in self.options.argv if a not in ("-d", "--daemon", "-u", "--upgrade")]
+        cmd = [sys.executable, "-m", "master", *argv, "--upgrade-fd", str(child.fileno())]
+        log.info("SIGUSR2: starting a new master: %s", " ".join(cmd))
+        proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
+        child.close()
+        self.begin_handoff(parent, proc)
+
+    def handle_hup(self) -> None:
+        log.info("SIGHUP: reloading %s", self.config_path)
+        self.reload("SIGHUP")
+
+    def handle_usr1(self) -> None:
+        log.info("SIGUSR1: reopening log files")
+        reopen_log(self.options.log_path)
+        for worker in self.workers.values():
+            try:
+                worker.proc.send_signal(signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+
+    def handle_winch(self) -> None:
+        log.info("SIGWINCH: stopping workers gracefully (HUP starts them again)")
+        self.paused = True
+        for worker in list(self.workers.values()):
+            if not worker.draining:
+                self.drain_worker(worker)
+
+    def handle_chld(self) -> None:
+        pass  # reaping happens every turn of the loop
+
+    # --- status ---------------------------------------------------------------------------
+
+    def write_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self.status_due:
+            return
+        self.status_due = now + 1.0
+        workers = []
+        for worker in sorted(self.workers.values(), key=lambda w: (w.generation, w.worker_id)):
+            state = ("draining" if worker.draining else "serving" if worker.ready
+                     else "booting")
+            workers.append({"pid": worker.pid, "id": worker.worker_id,
+                            "generation": worker.generation, "state": state,
+                            **{k: worker.stats.get(k, 0)
+                               for k in ("connections", "accepted", "requests")}})
+        status = {
+            "pid": os.getpid(), "started": self.started,
+            "generation": self.current.number if self.current else 0,
+            "config": self.config_path, "digest": self.config.digest,
+            "workers": workers, "last_reload": self.last_reload,
+            "stopping": self.stopping, "upgrade_failed": self.last_upgrade_failed,
+            "listeners": sorted(self.listeners.sockets),
+        }
+        try:
+            files.write_status(self.pid_file, status)
+        except OSError as exc:
+            log.warning("cannot write status file: %s", exc)
+
+    # --- the loop -------------------------------------------------------------------------
 
     def run(self) -> int:
-        self.bind_listeners()
         self._install_signals()
-        self.manage_workers()
+        self._setup_scoreboard()
         try:
+            self._adopt_listeners()
+            if self.options.autoreload:
+                from master.watcher import ConfigWatcher
+                self.watcher = ConfigWatcher(self.config_path)
+                self.watcher.start()
+            try:
+                self.start_generation(self.config, "start")
+            except _BindError as err:
+                raise HaltServer(str(err)) from err
             while True:
-                self._sleep()
-                while self.signal_queue:
-                    sig = self.signal_queue.pop(0)
-                    handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}",
-                                      None)
-                    if handler is not None:
-                        handler()
-                self.reap_workers()
+                self.turn()
                 if self.stopping and not self.workers:
+                    log.info("master exits")
                     return 0
-                self.manage_workers()
         except HaltServer as halt:
             log.error("%s", halt.reason)
             self.stopping = True
-            self.signal_workers(signal.SIGINT)
-            self._wait_workers(5.0)
-            return halt.exit_status
-
-    def _sleep(self) -> None:
-        try:
-            ready, _, _ = select.select([self._pipe[0]], [], [], 1.0)
-            if ready:
-                while os.read(self._pipe[0], 4096):
-                    pass
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EINTR):
-                raise
-
-    def _wait_workers(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        for worker in self.workers.values():
-            try:
-                worker.proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            for worker in self.workers.values():
                 worker.proc.kill()
+            for worker in self.workers.values():
+                worker.proc.wait()
+            if self.ready_pipe is not None:
+                os.write(self.ready_pipe, f"pingap: {halt.reason}\n".encode())
+            return halt.exit_status
+        finally:
+            self.listeners.close()
+            if self.watcher is not None:
+                self.watcher.stop()
+            files.remove_pid_file(self.pid_file)
 
-    # --- signal handlers ----------------------------------------------------------
+    def turn(self) -> None:
+        rlist: list[Any] = [self._pipe[0]]
+        by_fd = {w.control.fileno(): w for w in self.workers.values()
+                 if w.control.fileno() >= 0}
+        rlist += list(by_fd)
+        if self.handoff is not None:
+            rlist.append(self.handoff.conn)
+        if self.watcher is not None:
+            rlist.append(self.watcher.fd)
+        try:
+            ready, _, _ = select.select(rlist, [], [], TICK)
+        except InterruptedError:
+            ready = []
+        for item in ready:
+            if item == self._pipe[0]:
+                try:
+                    while os.read(self._pipe[0], 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif item in by_fd:
+                try:
+                    self.read_worker(by_fd[item])
+                except ProtocolError as exc:
+                    log.error("bad control frame from pid %d: %s", by_fd[item].pid, exc)
+                    by_fd[item].proc.kill()
+            elif self.watcher is not None and item == self.watcher.fd:
+                if self.watcher.drain():
+                    self.watch_due = time.monotonic() + 0.5
+        while self.signal_queue:
+            sig = self.signal_queue.pop(0)
+            handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}", None)
+            if handler is not None:
+                handler()
+        if self.watch_due is not None and time.monotonic() >= self.watch_due:
+            self.watch_due = None
+            self.reload("config change")
+        self.check_handoff(self.handoff is not None and self.handoff.conn in ready)
+        self.reap_workers()
+        self.check_rollout()
+        self.check_timeouts()
+        self.manage_workers()
+        self.write_status()
 
-    def handle_term(self) -> None:
-        log.info("graceful stop")
-        self.stopping = True
-        self.signal_workers(signal.SIGTERM)
 
-    handle_quit = handle_term
+class _BindError(Exception):
+    pass
 
-    def handle_int(self) -> None:
-        log.info("fast stop")
-        self.stopping = True
-        self.signal_workers(signal.SIGINT)
 
-    def handle_usr1(self) -> None:
-        self.signal_workers(signal.SIGUSR1)
-
-    def handle_chld(self) -> None:
-        pass  # reaping happens on every loop turn
+def reopen_log(path: str | None) -> None:
+    if not path:
+        return
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            handler.stream = handler._open()

@@ -1,4 +1,4 @@
-"""The ``pingap`` command: pingap's flags, validated config, then the master loop."""
+"""The ``pingap`` command: pingap's flags, a fully validated config, then the master."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from pingap.errors import ConfigError
 from pingap.runtime import build_runtime
 
 
+def _env_flag(name: str) -> bool:
+    return bool(os.environ.get(name))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pingap", description="A pingap-compatible reverse proxy in Python.")
@@ -20,10 +24,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="config file or directory (env PINGAP_CONF)")
     parser.add_argument("-t", "--test", action="store_true",
                         help="validate the config, print every problem, exit 0 or 1")
+    parser.add_argument("-d", "--daemon", action="store_true", default=_env_flag("PINGAP_DAEMON"),
+                        help="run in the background (returns once serving, or fails)")
+    parser.add_argument("-u", "--upgrade", action="store_true",
+                        default=_env_flag("PINGAP_UPGRADE"),
+                        help="take the listening sockets from a running pingap "
+                             "(it hands them over on SIGQUIT through basic.upgrade_sock)")
+    parser.add_argument("-a", "--autorestart", action="store_true",
+                        default=_env_flag("PINGAP_AUTORESTART"),
+                        help="watch the config and apply every change (same as --autoreload "
+                             "here: server changes need no restart)")
+    parser.add_argument("--autoreload", action="store_true",
+                        default=_env_flag("PINGAP_AUTORELOAD"),
+                        help="watch the config and reload on change")
     parser.add_argument("--threads", type=int, default=None,
                         help="worker processes (overrides basic.threads; 0 = CPU count)")
     parser.add_argument("--log", default=os.environ.get("PINGAP_LOG"),
-                        help="application log file (default: stderr)")
+                        help="application log file, appended (default: stderr)")
+    parser.add_argument("--heartbeat-timeout", type=float, default=10.0,
+                        help="kill and replace a worker silent for this many seconds")
+    parser.add_argument("--upgrade-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("-V", "--version", action="version", version=f"pingap {__version__}")
     return parser
 
@@ -41,9 +61,11 @@ def check_config(path: str) -> tuple[object | None, list[str]]:
     return config, [str(w) for w in (*config.warnings, *runtime.warnings)]
 
 
-def print_warnings(warnings: list[str]) -> None:
-    for warning in warnings:
-        print(f"pingap: warning: {warning}", file=sys.stderr)
+def print_problems(path: str, problems: list[str]) -> None:
+    print(f"pingap: configuration {path} is invalid "
+          f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):", file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
 
 
 def setup_logging(path: str | None) -> None:
@@ -56,25 +78,42 @@ def setup_logging(path: str | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.conf:
         print("pingap: -c/--conf is required (or set PINGAP_CONF)", file=sys.stderr)
         return 1
-    config, problems = check_config(args.conf)
+    conf = os.path.abspath(args.conf.split("?", 1)[0]) + (
+        "?" + args.conf.split("?", 1)[1] if "?" in args.conf else "")
+    config, problems = check_config(conf)
     if config is None:
-        print(f"pingap: configuration {args.conf} is invalid "
-              f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):",
-              file=sys.stderr)
-        for problem in problems:
-            print(f"  {problem}", file=sys.stderr)
+        print_problems(args.conf, problems)
         return 1
-    print_warnings(problems)
+    for warning in problems:
+        print(f"pingap: warning: {warning}", file=sys.stderr)
     if args.test:
         print(f"pingap: configuration {args.conf} is valid")
         return 0
-    setup_logging(args.log)
-    from master.arbiter import Arbiter
 
-    threads = args.threads if args.threads is not None else config.basic.threads  # type: ignore[attr-defined]
-    workers = threads if threads and threads > 0 else (os.cpu_count() or 1)
-    return Arbiter(args.conf, config, workers, args.log).run()
+    from master.arbiter import Arbiter, Options
+    from master.files import daemonize
+
+    log_path = os.path.abspath(args.log) if args.log else None
+    child_argv = ["-c", conf]
+    if args.threads is not None:
+        child_argv += ["--threads", str(args.threads)]
+    if log_path:
+        child_argv += ["--log", log_path]
+    if args.autoreload or args.autorestart:
+        child_argv.append("--autoreload")
+    child_argv += ["--heartbeat-timeout", str(args.heartbeat_timeout)]
+    ready_pipe = None
+    if args.daemon:
+        ready_pipe = daemonize(config.basic.error_log)  # type: ignore[attr-defined]
+    setup_logging(log_path)
+    options = Options(config_path=conf, threads=args.threads, log_path=log_path,
+                      autoreload=args.autoreload or args.autorestart, upgrade=args.upgrade,
+                      upgrade_fd=args.upgrade_fd, heartbeat_timeout=args.heartbeat_timeout,
+                      argv=child_argv)
+    arbiter = Arbiter(options, config)
+    arbiter.ready_pipe = ready_pipe
+    return arbiter.run()

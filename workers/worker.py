@@ -1,19 +1,25 @@
 """A worker process: serves the listeners the master passed it until told to stop.
 
-Life cycle (gunicorn's split): *boot* loads and compiles the config and adopts the
-listening fds — any failure there exits with ``EXIT_BOOT_ERROR`` so the master stops
-instead of respawning in a loop; *serve* runs one accept greenlet per listener, one
-greenlet per connection, the health probers and a parent watchdog. TERM/QUIT drain
-(stop accepting, finish in-flight requests up to ``grace_period``), INT exits at once,
-USR1 reopens log files.
+Life cycle (gunicorn's split): *boot* loads and compiles the config (checking it is the
+one the master validated), adopts the listening fds and drops privileges — any failure
+is reported as BOOT_ERROR on the control channel and exits with ``EXIT_BOOT_ERROR``, so
+the master stops instead of respawning in a loop; *serve* runs one accept greenlet per
+listener, one greenlet per connection, the health probers, a heartbeat and the control
+reader. DRAIN (or TERM/QUIT) stops accepting, answers the next request on each
+keep-alive connection with ``Connection: close``, closes idle connections after a short
+grace and exits once in-flight requests finish (or ``grace_period`` passes). INT exits
+at once; USR1 reopens log files; a closed control channel means the master is gone.
 """
 
 from __future__ import annotations
 
 import argparse
+import grp
 import json
 import logging
+import mmap
 import os
+import pwd
 import signal
 import socket
 import sys
@@ -25,8 +31,11 @@ from gevent.event import Event
 
 from pingap.config import load_config
 from pingap.context import ConnectionInfo, RequestContext
+from pingap.control import Decoder, MessageType, encode
 from pingap.errors import ConfigError
 from pingap.runtime import Runtime, ServerRuntime, build_runtime
+from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
+from pingap.scoreboard import Scoreboard, SlotState
 from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
 from workers.health import HealthProber
@@ -35,15 +44,15 @@ from workers.pool import UpstreamPool
 log = logging.getLogger("pingap.worker")
 
 EXIT_BOOT_ERROR = 3
-IDLE_CLOSE_GRACE = 1.0
+IDLE_CLOSE_GRACE = 2.0
+HEARTBEAT_INTERVAL = 1.0
+#: Stop accepting while this many connections above the serving workers' average.
+BALANCE_SLACK = 4
 
 
 def setup_logging(path: str | None) -> None:
     handler: logging.Handler
-    if path:
-        handler = logging.FileHandler(path)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(
         "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -54,14 +63,21 @@ def setup_logging(path: str | None) -> None:
 class Worker:
     """One worker process's state; ``serve()`` blocks until the worker should exit."""
 
-    def __init__(self, runtime: Runtime, listeners: dict[str, list[socket.socket]],
-                 worker_id: int = 0) -> None:
+    def __init__(self, runtime: Runtime, listeners: dict[str, list[socket.socket]], *,
+                 worker_id: int = 0, generation: int = 0, control: socket.socket | None = None,
+                 scoreboard: Scoreboard | None = None, slot: int = 0) -> None:
         self.runtime = runtime
         self.listeners = listeners
         self.worker_id = worker_id
+        self.generation = generation
+        self.control = control
+        self.scoreboard = scoreboard
+        self.slot = slot
         self.pool = UpstreamPool(runtime.keepalive_pool_size)
         self.draining = False
         self.ppid = os.getppid()
+        self.accepted = 0
+        self.requests = 0
         self._stop = Event()
         self._conn_ids = count(1)
         self._connections: dict[H1Connection, gevent.Greenlet] = {}
@@ -71,9 +87,9 @@ class Worker:
         for server in runtime.servers.values():
             if server.access_log is not None:
                 path = server.access_log.spec.path
-                key = path or ""
-                if key not in self._access_logs:
-                    self._access_logs[key] = FileAccessLog(path) if path else LoggerAccessLog()
+                if (path or "") not in self._access_logs:
+                    self._access_logs[path or ""] = (FileAccessLog(path) if path
+                                                     else LoggerAccessLog())
 
     # --- serving ------------------------------------------------------------------
 
@@ -89,14 +105,28 @@ class Worker:
         gevent.signal_handler(signal.SIGINT, self._stop.set)
         gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
         gevent.spawn(self._watch_parent)
-        log.info("worker %d serving %s", self.worker_id,
+        self._publish(SlotState.SERVING)
+        self._send(MessageType.READY, {"pid": os.getpid(), "generation": self.generation})
+        if self.control is not None:
+            gevent.spawn(self._read_control)
+        gevent.spawn(self._heartbeat)
+        log.info("worker %d (generation %d) serving %s", self.worker_id, self.generation,
                  ", ".join(f"{n}={s.addrs}" for n, s in self.runtime.servers.items()))
         self._stop.wait()
         self._shutdown()
         return 0
 
+    def _overloaded(self) -> bool:
+        board = self.scoreboard
+        if board is None:
+            return False
+        return len(self._connections) > board.serving_average() + BALANCE_SLACK
+
     def _accept_loop(self, server: ServerRuntime, sock: socket.socket) -> None:
         while not self.draining:
+            if self._overloaded():
+                gevent.sleep(0.002)  # let less busy workers take the next connections
+                continue
             try:
                 client, peer = sock.accept()
             except OSError as exc:
@@ -105,7 +135,9 @@ class Worker:
                 log.warning("accept on %s failed: %s", server.name, exc)
                 gevent.sleep(0.05)
                 continue
+            self.accepted += 1
             gevent.spawn(self._serve_connection, server, client, peer)
+            gevent.sleep(0)  # one connection per wake-up: others get their turn
 
     def _serve_connection(self, server: ServerRuntime, client: socket.socket,
                           peer: tuple[str, int]) -> None:
@@ -125,12 +157,15 @@ class Worker:
         )
         conn = H1Connection(self, server, client, info)
         self._connections[conn] = gevent.getcurrent()  # type: ignore[assignment]
+        self._publish(SlotState.SERVING)
         try:
             conn.run()
         finally:
             self._connections.pop(conn, None)
+            self._publish(SlotState.DRAINING if self.draining else SlotState.SERVING)
 
     def log_request(self, server: ServerRuntime, ctx: RequestContext) -> None:
+        self.requests += 1
         access_log = server.access_log
         if access_log is None:
             return
@@ -141,29 +176,51 @@ class Worker:
     def record_failure(self, upstream: object, backend: object) -> None:
         """Hook for passive health/backend stats (later issues)."""
 
-    # --- stopping -----------------------------------------------------------------
+    # --- master communication ---------------------------------------------------------
 
-    def begin_drain(self) -> None:
-        if self.draining:
+    def _publish(self, state: SlotState) -> None:
+        if self.scoreboard is not None:
+            self.scoreboard.write(self.slot, pid=os.getpid(), generation=self.generation,
+                                  state=state, connections=len(self._connections),
+                                  accepted=self.accepted, requests=self.requests,
+                                  heartbeat=time.monotonic())
+
+    def stats(self) -> dict[str, int]:
+        return {"connections": len(self._connections), "accepted": self.accepted,
+                "requests": self.requests, "pid": os.getpid()}
+
+    def _send(self, message_type: MessageType, payload: object = None) -> None:
+        if self.control is None:
             return
-        self.draining = True
-        log.info("worker %d draining", self.worker_id)
-        for greenlet in self._accepters:
-            greenlet.kill(block=False)
-        for socks in self.listeners.values():
-            for sock in socks:
-                sock.close()
-        gevent.spawn(self._drain)
+        try:
+            self.control.sendall(encode(message_type, payload))
+        except OSError:
+            pass
 
-    def _drain(self) -> None:
-        deadline = time.monotonic() + self.runtime.config.basic.grace_period
-        gevent.sleep(min(IDLE_CLOSE_GRACE, self.runtime.config.basic.grace_period))
-        while self._connections and time.monotonic() < deadline:
-            for conn, greenlet in list(self._connections.items()):
-                if not conn.busy:
-                    greenlet.kill(block=False)
-            gevent.sleep(0.05)
-        self._stop.set()
+    def _heartbeat(self) -> None:
+        while not self._stop.is_set():
+            self._send(MessageType.HEARTBEAT, self.stats())
+            self._publish(SlotState.DRAINING if self.draining else SlotState.SERVING)
+            gevent.sleep(HEARTBEAT_INTERVAL)
+
+    def _read_control(self) -> None:
+        assert self.control is not None
+        decoder = Decoder()
+        while True:
+            try:
+                data = self.control.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                log.warning("control channel closed: master is gone; worker %d exits",
+                            self.worker_id)
+                self._stop.set()
+                return
+            for message in decoder.feed(data):
+                if message.type == MessageType.DRAIN:
+                    self.begin_drain()
+                elif message.type == MessageType.STATS:
+                    self._send(MessageType.STATS, self.stats())
 
     def _watch_parent(self) -> None:
         while True:
@@ -173,9 +230,41 @@ class Worker:
                 self._stop.set()
                 return
 
+    # --- stopping -----------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        self._publish(SlotState.DRAINING)
+        log.info("worker %d (generation %d) draining %d connections", self.worker_id,
+                 self.generation, len(self._connections))
+        for greenlet in self._accepters:
+            greenlet.kill(block=False)
+        for socks in self.listeners.values():
+            for sock in socks:
+                sock.close()
+        gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        grace = self.runtime.config.basic.grace_period
+        deadline = time.monotonic() + grace
+        idle_close = time.monotonic() + min(IDLE_CLOSE_GRACE, grace)
+        while self._connections and time.monotonic() < deadline:
+            if time.monotonic() >= idle_close:
+                for conn, greenlet in list(self._connections.items()):
+                    if not conn.busy:
+                        greenlet.kill(block=False)
+            gevent.sleep(0.05)
+        self._stop.set()
+
     def reopen_logs(self) -> None:
         for sink in self._access_logs.values():
             sink.reopen()
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.FileHandler):
+                handler.close()
+                handler.stream = handler._open()
 
     def _shutdown(self) -> None:
         for prober in self._probers:
@@ -193,24 +282,63 @@ def adopt_listeners(spec: str) -> dict[str, list[socket.socket]]:
     return {name: [socket.socket(fileno=fd) for fd in fds] for name, fds in mapping.items()}
 
 
+def drop_privileges(user: str | None, group: str | None) -> None:
+    """basic.user/basic.group: switch identity after the sockets are in hand."""
+    if os.getuid() != 0 or not (user or group):
+        return
+    if group:
+        gid = grp.getgrnam(group).gr_gid
+        os.setgroups([])
+        os.setgid(gid)
+    if user:
+        entry = pwd.getpwnam(user)
+        if not group:
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+        os.setuid(entry.pw_uid)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m workers")
     parser.add_argument("--config", required=True)
+    parser.add_argument("--config-digest", default=None)
     parser.add_argument("--listeners", required=True,
                         help='JSON {"server name": [fd, ...]} of inherited sockets')
     parser.add_argument("--worker-id", type=int, default=0)
+    parser.add_argument("--generation", type=int, default=0)
+    parser.add_argument("--control-fd", type=int, default=None)
+    parser.add_argument("--scoreboard-fd", type=int, default=None)
+    parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     setup_logging(args.log)
+    control = socket.socket(fileno=args.control_fd) if args.control_fd is not None else None
+
+    def boot_error(message: str) -> int:
+        log.error("worker %d boot failed: %s", args.worker_id, message)
+        if control is not None:
+            try:
+                control.sendall(encode(MessageType.BOOT_ERROR, {"error": message}))
+            except OSError:
+                pass
+        return EXIT_BOOT_ERROR
+
     try:
         config = load_config(args.config)
+        if args.config_digest and config.digest != args.config_digest:
+            return boot_error("the config changed on disk after the master validated it")
         runtime = build_runtime(config)
         listeners = adopt_listeners(args.listeners)
-        worker = Worker(runtime, listeners, args.worker_id)
+        scoreboard = None
+        if args.scoreboard_fd is not None:
+            scoreboard = Scoreboard(memoryview(mmap.mmap(args.scoreboard_fd, SCOREBOARD_SIZE)))
+        worker = Worker(runtime, listeners, worker_id=args.worker_id,
+                        generation=args.generation, control=control, scoreboard=scoreboard,
+                        slot=args.slot)
+        drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
-        log.error("worker boot failed: invalid config:\n%s", err)
-        return EXIT_BOOT_ERROR
-    except Exception:
+        return boot_error(f"invalid config: {err}")
+    except Exception as exc:
         log.exception("worker boot failed")
-        return EXIT_BOOT_ERROR
+        return boot_error(f"{type(exc).__name__}: {exc}")
     return worker.serve()

@@ -1,0 +1,67 @@
+"""Config watching for ``--autoreload``/``-a``: watchdog events wake the master loop.
+
+watchdog runs its observer in a thread; the handler only writes a byte to a pipe that
+the master's loop selects on. Debouncing (a burst of saves becomes one reload) happens in
+the loop, which reloads once no event arrived for ``DEBOUNCE`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+DEBOUNCE = 0.5
+
+
+class _Wake(FileSystemEventHandler):
+    def __init__(self, wfd: int, target: str) -> None:
+        self.wfd = wfd
+        self.target = os.path.abspath(target)
+        self.is_dir = os.path.isdir(self.target)
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        paths = [os.fsdecode(event.src_path)]
+        if getattr(event, "dest_path", ""):
+            paths.append(os.fsdecode(event.dest_path))
+        relevant = any(
+            os.path.abspath(p) == self.target if not self.is_dir
+            else os.path.abspath(p).startswith(self.target + os.sep) and p.endswith(".toml")
+            for p in paths)
+        if relevant:
+            try:
+                os.write(self.wfd, b"w")
+            except OSError:
+                pass
+
+
+class ConfigWatcher:
+    """Watches a config file or directory; ``fd`` becomes readable on changes."""
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.fd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._observer = Observer()
+        watch_dir = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
+        self._observer.schedule(_Wake(self._wfd, self.path), watch_dir,
+                                recursive=os.path.isdir(self.path))
+        self._observer.daemon = True
+
+    def start(self) -> None:
+        self._observer.start()
+
+    def drain(self) -> bool:
+        """Consume pending wake-ups; True if there were any."""
+        seen = False
+        try:
+            while os.read(self.fd, 4096):
+                seen = True
+        except BlockingIOError:
+            pass
+        return seen
+
+    def stop(self) -> None:
+        self._observer.stop()
