@@ -87,6 +87,13 @@ class WorkerHandle:
     last_heartbeat: float = 0.0
     stats: dict[str, Any] = field(default_factory=dict)
     boot_error: str | None = None
+    killed: bool = False
+
+    def kill(self) -> None:
+        """SIGKILL once; the loop reaps it."""
+        if not self.killed:
+            self.killed = True
+            self.proc.kill()
 
     @property
     def pid(self) -> int:
@@ -100,6 +107,7 @@ class Rollout:
     seq: int
     deadline: float
     new_keys: list[str]
+    failure: str | None = None
 
 
 @dataclass
@@ -181,7 +189,11 @@ class Arbiter:
         self.scoreboard = Scoreboard(memoryview(mmap.mmap(fd, SCOREBOARD_SIZE)))
 
     def _adopt_listeners(self) -> None:
-        self.listeners.adopt(systemd_sockets())
+        try:
+            self.listeners.adopt(systemd_sockets())
+        except OSError as exc:
+            raise HaltServer(f"LISTEN_FDS: cannot adopt the sockets systemd passed: {exc}") \
+                from exc
         conn: socket.socket | None = None
         if self.options.upgrade_fd is not None:
             conn = socket.socket(fileno=self.options.upgrade_fd)
@@ -252,12 +264,9 @@ class Arbiter:
         if rollout is None:
             return
         workers = self._generation_workers(rollout.generation.number)
-        failed = [w for w in workers if w.proc.poll() is not None and not w.ready]
         wanted = workers_for(rollout.generation.config, self.options.threads)
-        if failed or time.monotonic() > rollout.deadline:
-            reason = (failed[0].boot_error or f"worker exited with {failed[0].proc.returncode}"
-                      if failed else "workers did not become ready in time")
-            self.abort_rollout(reason)
+        if rollout.failure is not None or time.monotonic() > rollout.deadline:
+            self.abort_rollout(rollout.failure or "workers did not become ready in time")
             return
         if len(workers) < wanted or not all(w.ready for w in workers):
             return
@@ -389,6 +398,11 @@ class Arbiter:
             worker.control.close()
             if self.scoreboard is not None:
                 self.scoreboard.clear(worker.slot)
+            rollout = self.rollout
+            if rollout is not None and worker.generation == rollout.generation.number \
+                    and not worker.draining and not worker.ready:
+                rollout.failure = worker.boot_error or f"worker exited with status {status}"
+                continue
             current = self.current.number if self.current else -1
             if worker.draining or self.stopping or worker.generation != current:
                 log.info("worker %d (pid %d, generation %d) exited", worker.worker_id, pid,
@@ -418,20 +432,20 @@ class Arbiter:
     def check_timeouts(self) -> None:
         now = time.monotonic()
         for worker in list(self.workers.values()):
-            if worker.proc.poll() is not None:
+            if worker.killed or worker.proc.poll() is not None:
                 continue
             if worker.draining:
                 if worker.deadline is not None and now > worker.deadline:
                     log.warning("worker pid %d did not drain in time; killing it", worker.pid)
-                    worker.proc.kill()
+                    worker.kill()
             elif not worker.ready:
                 if now - worker.started > BOOT_TIMEOUT:
                     log.error("worker pid %d did not boot in time; killing it", worker.pid)
-                    worker.proc.kill()
+                    worker.kill()
             elif now - worker.last_heartbeat > self.options.heartbeat_timeout:
                 log.error("worker pid %d missed heartbeats for %.1fs; killing it", worker.pid,
                           now - worker.last_heartbeat)
-                worker.proc.kill()
+                worker.kill()
 
     # --- hand-off (QUIT / USR2) -----------------------------------------------------------
 

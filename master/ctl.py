@@ -22,18 +22,18 @@ import sys
 import time
 from typing import Any
 
+import psutil
+
 from master import files
 from master.cli import check_config, print_problems
 
 
 def pid_alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def find_pid_file(args: argparse.Namespace) -> str:

@@ -18,6 +18,7 @@ limits too.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Protocol
@@ -62,7 +63,6 @@ class ServerCodec(Protocol):
     def request_in_progress(self) -> bool: ...
 
 
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
 _PCT_BAD = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _ORIGIN = re.compile(rb"^/[!-~]*$")
 _ABSOLUTE = re.compile(rb"^(https?)://([^/?#@\s]+)([/?][!-~]*)?$", re.IGNORECASE)
@@ -87,6 +87,10 @@ def validate_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes]:
     """(authority, path, query) of a request target, or DownstreamError(400/405)."""
     if _PCT_BAD.search(target) or b"#" in target:
         raise DownstreamError("invalid request target", status=400)
+    if method == b"CONNECT":  # RFC 9112 §3.2.3: authority-form only, whatever the target
+        if _AUTHORITY.match(target):
+            raise DownstreamError("CONNECT is not supported", status=405)
+        raise DownstreamError("invalid CONNECT target", status=400)
     if target.startswith(b"/"):
         if not _ORIGIN.match(target):
             raise DownstreamError("invalid request target", status=400)
@@ -96,10 +100,6 @@ def validate_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes]:
         if method != b"OPTIONS":
             raise DownstreamError("'*' target is only valid for OPTIONS", status=400)
         return b"", b"*", b""
-    if method == b"CONNECT":
-        if _AUTHORITY.match(target):
-            raise DownstreamError("CONNECT is not supported", status=405)
-        raise DownstreamError("invalid CONNECT target", status=400)
     found = _ABSOLUTE.match(target)
     if found is None or not _HOST.match(found.group(2)) or found.group(2)[:1] == b":":
         raise DownstreamError("invalid request target", status=400)
@@ -119,6 +119,12 @@ class H11ServerCodec:
         self._closed = False
         self._conn: h11.Connection | None = None
         self._informational_sent = False
+        self._reset_scan()
+
+    def _reset_scan(self) -> None:
+        self._line_start = 0   # start of the first line not checked yet
+        self._fields = -1      # header lines seen; -1 until the request line is complete
+        self._head_size = 0    # bytes of head up to the end of the last complete line
 
     # --- input ----------------------------------------------------------------
 
@@ -138,28 +144,52 @@ class H11ServerCodec:
         return self._conn.their_state is h11.SEND_BODY
 
     def _check_head(self) -> bool:
-        """Apply the head limits; True once a complete head is buffered."""
+        """Apply the head limits to what arrived so far; True once the head is complete.
+
+        Incremental: each line is checked once, when its LF arrives, so a slow client
+        costs no rescans. Sizes exclude line terminators, and the verdict is the same
+        however the bytes are split across reads.
+        """
         limits = self.limits
         buf = self._buf
-        while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 §2.2: ignore leading CRLF
-            del buf[: 2 if buf[:1] == b"\r" else 1]
-        first_nl = buf.find(b"\n")
-        if (first_nl < 0 and len(buf) > limits.max_request_line) or \
-                first_nl > limits.max_request_line:
-            raise DownstreamError("request line too long", status=414)
-        end = _HEAD_END.search(buf)
-        head = buf if end is None else buf[: end.start()]
-        if len(head) > limits.max_head:
+        if self._fields < 0 and self._line_start == 0:
+            while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 §2.2: skip empty lines
+                del buf[: 2 if buf[:1] == b"\r" else 1]
+        pos = self._line_start
+        while True:
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+            length = end - pos
+            if self._fields < 0:
+                if length > limits.max_request_line:
+                    raise DownstreamError("request line too long", status=414)
+                self._fields = 0
+            elif length == 0:
+                if self._head_size > limits.max_head:
+                    raise DownstreamError("request header fields too large", status=431)
+                return True
+            else:
+                if length > limits.max_header_line:
+                    raise DownstreamError("request header field too large", status=431)
+                self._fields += 1
+                if self._fields > limits.max_fields:
+                    raise DownstreamError("too many header fields", status=431)
+            self._head_size = end
+            pos = self._line_start = nl + 1
+        partial = len(buf) - pos - (1 if buf[-1:] == b"\r" else 0)
+        if self._fields < 0:
+            if partial > limits.max_request_line:
+                raise DownstreamError("request line too long", status=414)
+        elif partial > 0:
+            if partial > limits.max_header_line:
+                raise DownstreamError("request header field too large", status=431)
+            if self._fields + 1 > limits.max_fields:
+                raise DownstreamError("too many header fields", status=431)
+        if (pos + partial if partial > 0 else self._head_size) > limits.max_head:
             raise DownstreamError("request header fields too large", status=431)
-        lines = head.split(b"\n")
-        if len(lines) - 1 > limits.max_fields:
-            raise DownstreamError("too many header fields", status=431)
-        complete_lines = lines if end is not None else lines[:-1]
-        last = lines[-1] if end is None else b""
-        if any(len(line) > limits.max_header_line for line in complete_lines[1:]) or \
-                (end is None and first_nl >= 0 and len(last) > limits.max_header_line):
-            raise DownstreamError("request header field too large", status=431)
-        return end is not None
+        return False
 
     def next_event(self) -> Event | NeedData:
         if self._conn is None:
@@ -243,11 +273,12 @@ class H11ServerCodec:
 
     # --- output ---------------------------------------------------------------
 
-    def _send(self, event: h11.Request | h11.InformationalResponse | h11.Response
-              | h11.Data | h11.EndOfMessage) -> bytes:
+    def _send(self, make: Callable[[], h11.InformationalResponse | h11.Response | h11.Data
+                                  | h11.EndOfMessage]) -> bytes:
+        """Build and serialise an h11 event; h11 validates at both steps."""
         assert self._conn is not None
         try:
-            data = self._conn.send(event)
+            data = self._conn.send(make())
         except h11.LocalProtocolError as exc:
             raise DownstreamError(f"cannot send response: {exc}", status=500) from exc
         return data or b""
@@ -256,7 +287,9 @@ class H11ServerCodec:
         if self._informational_sent or self._conn is None:
             return b""
         self._informational_sent = True
-        return self._send(h11.InformationalResponse(status_code=status, headers=[]))
+        reason = _REASONS.get(status, b"")
+        return self._send(lambda: h11.InformationalResponse(status_code=status, headers=[],
+                                                            reason=reason))
 
     def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
         if self._conn is None:  # an error before any head was parsed
@@ -265,13 +298,14 @@ class H11ServerCodec:
             self._conn.next_event()
         if not reason:
             reason = _REASONS.get(status, b"")
-        return self._send(h11.Response(status_code=status, headers=headers, reason=reason))
+        return self._send(lambda: h11.Response(status_code=status, headers=headers,
+                                               reason=reason))
 
     def body(self, data: bytes) -> bytes:
-        return self._send(h11.Data(data=data)) if data else b""
+        return self._send(lambda: h11.Data(data=data)) if data else b""
 
     def end(self, trailers: Headers | None = None) -> bytes:
-        return self._send(h11.EndOfMessage(headers=trailers or []))
+        return self._send(lambda: h11.EndOfMessage(headers=trailers or []))
 
     def reusable(self) -> bool:
         conn = self._conn
@@ -282,6 +316,7 @@ class H11ServerCodec:
         assert self._conn is not None
         data, closed = self._conn.trailing_data
         self._buf = bytearray(data)
+        self._reset_scan()
         self._closed = self._closed or closed
         self._conn = None
 

@@ -324,8 +324,8 @@ class LocationMatcher:
             if route.conditions and (facts is None
                                      or not _conditions_hold(route.conditions, facts)):
                 continue
-            if host_caps:
-                path_caps = {**host_caps, **path_caps}
+            if host_caps:  # as in pingap, a host capture wins over a same-named path one
+                path_caps = {**path_caps, **host_caps}
             return route, path_caps
         return None
 

@@ -179,13 +179,18 @@ def _rules(name: str, key: str, items: Any, out: _Collector) -> list[HeaderRule]
     return rules
 
 
-def _build_plugins(config: Any) -> dict[str, tuple[str, Plugin | None]]:
+def _build_plugins(config: Any, out: _Collector) -> dict[str, tuple[str, Plugin | None]]:
     """name -> (category, instance or None when this build lacks the category)."""
     plugins: dict[str, tuple[str, Plugin | None]] = {}
     for name, (category, options) in BUILTIN_PLUGINS.items():
         plugins[name] = (category, build_plugin(name, category, options))
     for name, cfg in config.plugins.items():
-        plugins[name] = (cfg.category, build_plugin(name, cfg.category, cfg.options, cfg.step))
+        try:
+            plugins[name] = (cfg.category,
+                             build_plugin(name, cfg.category, cfg.options, cfg.step))
+        except ValueError as exc:
+            out.add("plugins", name, "", str(exc))
+            plugins[name] = (cfg.category, None)
     return plugins
 
 
@@ -268,7 +273,7 @@ def build_runtime(config: Any) -> Runtime:
             upstreams[name] = built
     locations: dict[str, LocationRuntime] = {}
     routes: dict[str, Route] = {}
-    plugins = _build_plugins(config)
+    plugins = _build_plugins(config, out)
     for name, cfg in config.locations.items():
         loc = _build_location(name, cfg, config.upstreams, plugins, out)
         if loc is not None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import html
 import ipaddress
+import json
+import re
 
 from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo, RequestContext, header_value
@@ -62,8 +64,13 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
+#: Never removed because ``Connection`` names them: dropping framing or Host would turn
+#: one request into a different one (HTTP Garden's "transducer strips framing" class).
+PROTECTED = frozenset({b"host", b"content-length"})
+
+
 def strip_hop_by_hop(headers: Headers) -> Headers:
-    named = connection_tokens(headers)
+    named = connection_tokens(headers) - PROTECTED
     return [(n, v) for n, v in headers
             if (low := n.lower()) not in HOP_BY_HOP and low not in named]
 
@@ -106,7 +113,8 @@ class ProxySession:
     def route(self) -> Respond | Forward:
         """Match a location and apply its limits and rewrite."""
         ctx = self.ctx
-        found = self.server.matcher.match(ctx.host, ctx.path, ctx)
+        # OPTIONS * asks about the server as a whole: route it like "/"
+        found = self.server.matcher.match(ctx.host, "/" if ctx.path == "*" else ctx.path, ctx)
         if found is None:
             return self.error(PingapError(
                 f"No matching location, host:{ctx.host} path:{ctx.path}", status=404))
@@ -117,7 +125,7 @@ class ProxySession:
         ctx.variables.update(captures)
         limit = location.client_max_body_size
         length = self.request.content_length
-        if limit is not None and length is not None and length > limit:
+        if limit and length is not None and length > limit:
             return self.error(DownstreamError(
                 f"Request Entity Too Large, max:{limit}", status=413))
         location.processing += 1
@@ -128,7 +136,7 @@ class ProxySession:
         answer = self._run_plugins("early_request")
         if answer is not None:
             return answer
-        if route.rewrite is not None:
+        if route.rewrite is not None and ctx.path != "*":
             new_path, groups = route.rewrite.apply(ctx.path, ctx.variables)
             ctx.path = new_path
             ctx.variables.update(groups)
@@ -162,7 +170,7 @@ class ProxySession:
         """Raise 413 once a streamed body passes ``client_max_body_size``."""
         self.ctx.payload_size = received
         location = self.location
-        if location is not None and location.client_max_body_size is not None \
+        if location is not None and location.client_max_body_size \
                 and received > location.client_max_body_size:
             raise DownstreamError(
                 f"Request Entity Too Large, max:{location.client_max_body_size}", status=413)
@@ -210,6 +218,9 @@ class ProxySession:
                 value = rule.value(ctx)
                 if value is not None:
                     headers.append((rule.name, value))
+        if header_value(headers, b"host") is None:
+            # HTTP/1.0 clients may omit Host; HTTP/1.1 upstream requests must carry one
+            headers.append((b"Host", (ctx.host or ctx.upstream_addr or "").encode("latin-1")))
         target = ctx.uri.encode("latin-1") if request.path != b"*" else b"*"
         return request.method, target, headers
 
@@ -230,9 +241,11 @@ class ProxySession:
     def error(self, err: PingapError) -> Respond:
         """Render ``err`` through the error template (JSON if it starts with ``{``)."""
         template = self.runtime.error_template
-        body = (template.replace("{{version}}", self.runtime.version)
-                .replace("{{content}}", _escape(template, err.message or "error"))
-                .replace("{{error_type}}", err.error_type)).encode("utf-8")
+        values = {"version": self.runtime.version,
+                  "content": _escape(template, err.message or "error"),
+                  "error_type": err.error_type}
+        # one pass: text substituted in is never scanned again for placeholders
+        body = _PLACEHOLDER.sub(lambda m: values[m.group(1)], template).encode("utf-8")
         content_type = (b"application/json; charset=utf-8" if body.lstrip().startswith(b"{")
                         else b"text/html; charset=utf-8")
         headers = [
@@ -257,7 +270,11 @@ class ProxySession:
         return ctx
 
 
+_PLACEHOLDER = re.compile(r"\{\{(version|content|error_type)\}\}")
+
+
 def _escape(template: str, text: str) -> str:
+    """The error text made safe for the template: JSON string content or HTML."""
     if template.lstrip().startswith("{"):
-        return text.replace("\\", "\\\\").replace('"', '\\"')
+        return json.dumps(text, ensure_ascii=False)[1:-1]
     return html.escape(text)

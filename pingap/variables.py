@@ -20,8 +20,8 @@ from pingap.context import RequestContext
 
 Resolver = Callable[[RequestContext], "str | None"]
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_BAD_VALUE = re.compile(r"[\x00\r\n]")
+TOKEN = _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+BAD_VALUE = _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but HTAB (RFC 9110 §5.5)
 
 #: Request-context keys usable as ``:key`` (the access log's ``{:key}`` names).
 CONTEXT_KEYS = frozenset({
@@ -54,10 +54,15 @@ _BUILTINS: dict[str, Resolver] = {
 }
 
 
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, as the access log prints them (float noise absorbed)."""
+    return max(0, int(seconds * 1000 + 1e-6))
+
+
 def _context_resolver(key: str) -> Resolver:
     def resolve(ctx: RequestContext) -> str | None:
         if key == "service_time":
-            return str(int(((ctx.end or ctx.start) - ctx.start) * 1000))
+            return str(_ms((ctx.end or ctx.start) - ctx.start))
         if key == "connection_id":
             return str(ctx.conn.connection_id)
         if key in ("tls_version", "tls_cipher", "tls_handshake_time"):
@@ -68,8 +73,10 @@ def _context_resolver(key: str) -> Resolver:
             return None
         if isinstance(value, bool):
             return "true" if value else "false"
+        if key == "compression_ratio" and isinstance(value, float):
+            return f"{value:.1f}"
         if isinstance(value, float):
-            return str(int(value * 1000))
+            return str(_ms(value))
         return str(value)
     return resolve
 

@@ -46,6 +46,9 @@ log = logging.getLogger("pingap.h1")
 READ_SIZE = 65536
 DEFAULT_IDLE_TIMEOUT = 60.0
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
+LINGER_TIME = 2.0         # at most this long in lingering close
+LINGER_TIMEOUT = 0.5      # ... and this long waiting for each read
+LINGER_MAX_BYTES = 1 << 20
 
 
 class ClientGone(Exception):
@@ -136,10 +139,34 @@ class H1Connection:
                    (b"Connection", b"close")]
         try:
             self.send(self.codec.response_head(err.status, headers) + body)
+            self.linger()
         except (ClientGone, PingapError):
             pass
         log.info("rejected request from %s: %d %s", self.conn.remote_addr, err.status,
                  err.message)
+
+    def linger(self) -> None:
+        """Lingering close (nginx's): stop writing, then read and discard what the client
+        still sends for a moment, so the kernel does not answer it with a reset that
+        could destroy the error response before the client read it."""
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        deadline = time.monotonic() + LINGER_TIME
+        discarded = 0
+        while discarded < LINGER_MAX_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.sock.settimeout(min(remaining, LINGER_TIMEOUT))
+            try:
+                data = self.sock.recv(READ_SIZE)
+            except OSError:
+                return
+            if not data:
+                return
+            discarded += len(data)
 
     def serve(self, request: RequestReceived) -> bool:
         """Handle one request; True if the connection may carry another."""
@@ -255,6 +282,10 @@ class H1Connection:
             except DownstreamError as err:
                 up.close()
                 return self.fail(session, request, err, False)
+            except h11.LocalProtocolError as exc:
+                up.close()
+                return self.fail(session, request,
+                                 UpstreamError(f"cannot forward the request: {exc}"), False)
             except ClientGone:
                 up.close()
                 raise
@@ -334,6 +365,9 @@ class H1Connection:
                     continue
                 if isinstance(event, h11.InformationalResponse):
                     continue
+                if event is h11.PAUSED:  # the upstream switched protocols: not supported here
+                    raise _UpstreamFailed(UpstreamError("upstream switched protocols"),
+                                          head_sent)
                 if isinstance(event, h11.Response):
                     now = time.monotonic()
                     ctx.upstream_processing_time = now - sent_at

@@ -9,6 +9,8 @@ from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import RequestContext
 from pingap.plugins import Plugin, plugin_response, register
 from pingap.units import parse_duration
+from pingap.variables import BAD_VALUE as _BAD_VALUE
+from pingap.variables import TOKEN as _TOKEN
 
 
 @register
@@ -40,10 +42,15 @@ class Mock(Plugin):
         super().__init__(name, options, step)
         self.path = str(options.get("path", ""))
         status = options.get("status", 200)
-        status = status if isinstance(status, int) and 100 <= status <= 999 else 200
+        if not isinstance(status, int) or not 200 <= status <= 999:
+            raise ValueError(f"status must be a final status code (200-999), got {status!r}")
         headers = []
         for item in options.get("headers", ()) or ():
-            key, _, value = str(item).partition(":")
+            key, sep, value = str(item).partition(":")
+            if not sep or not _TOKEN.match(key.strip()):
+                raise ValueError(f"invalid header {item!r}: expected 'Name: value'")
+            if _BAD_VALUE.search(value):
+                raise ValueError(f"invalid header {item!r}: control characters in the value")
             headers.append((key.strip().encode("latin-1"), value.strip().encode("latin-1")))
         body = str(options.get("data", "")).encode("utf-8")
         delay = options.get("delay")
