@@ -24,9 +24,17 @@ from pingap.upstream import Backend
 
 log = logging.getLogger("pingap.health")
 
-_INSECURE = ssl.create_default_context()
-_INSECURE.check_hostname = False
-_INSECURE.verify_mode = ssl.CERT_NONE
+_insecure: ssl.SSLContext | None = None
+
+
+def _insecure_context() -> ssl.SSLContext:
+    """Probes do not verify certificates (as pingap); built on first https check."""
+    global _insecure
+    if _insecure is None:
+        _insecure = ssl.create_default_context()
+        _insecure.check_hostname = False
+        _insecure.verify_mode = ssl.CERT_NONE
+    return _insecure
 
 
 def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
@@ -42,7 +50,7 @@ def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
             return True
         sock.settimeout(spec.read_timeout)
         if spec.tls:
-            sock = _INSECURE.wrap_socket(sock, server_hostname=spec.host or None)
+            sock = _insecure_context().wrap_socket(sock, server_hostname=spec.host or None)
         sock.sendall(build_http_probe_request(spec))
         data = b""
         while b"\r\n" not in data and len(data) < 4096:

@@ -107,6 +107,10 @@ class Worker:
         gevent.spawn(self._watch_parent)
         self._publish(SlotState.SERVING)
         self._send(MessageType.READY, {"pid": os.getpid(), "generation": self.generation})
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, 0)  # the master boosted our boot
+        except OSError:
+            pass
         if self.control is not None:
             gevent.spawn(self._read_control)
         gevent.spawn(self._heartbeat)

@@ -170,9 +170,9 @@ def test_upgrades_usr2_and_pingap_style_keep_the_socket_and_every_request(
                                log=tmp_path / f"upgrade-{i}.log")
             procs.append(new_proc)
             os.kill(old, signal.SIGQUIT)
-            wait_for(lambda: master_pid(tmp) == new_proc.pid, timeout=30,
+            wait_for(lambda new=new_proc.pid: master_pid(tmp) == new, timeout=30,
                      what="the -u master to take over")
-            wait_for(lambda: gone(old), timeout=30, what="the old master to exit")
+            wait_for(lambda old=old: gone(old), timeout=30, what="the old master to exit")
             assert listen_inode(new_proc.pid, port) == inode
         load.wait_requests(load.result.ok + 200)
         result = load.stop()
@@ -220,7 +220,7 @@ def test_killed_worker_is_replaced_within_a_second(setup) -> None:
         failures_at_replacement = len(load.result.failures)
         load.wait_requests(load.result.ok + 300)
         result = load.stop()
-    assert took < 1.0 + 0.25, f"replacement serving after {took:.2f}s"  # + status write tick
+    assert took < 1.0, f"replacement serving after {took:.2f}s"
     assert failures_at_replacement <= 64, result.summary()
     assert len(result.failures) == failures_at_replacement, result.summary()
 
