@@ -188,6 +188,10 @@ class ProxySession:
         self.ctx.upstream_addr = backend.addr
         return backend
 
+    def forget_backend(self, backend: Backend) -> None:
+        """Allow ``backend`` again (its pooled connection was stale, not the backend)."""
+        self._tried.discard(backend.addr)
+
     def may_retry(self, now: float) -> bool:
         location = self.location
         if location is None or len(self._tried) > location.max_retries:

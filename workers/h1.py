@@ -15,7 +15,6 @@ import time
 from typing import TYPE_CHECKING
 
 import gevent
-import h11
 
 from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo
@@ -31,6 +30,16 @@ from pingap.events import (
     ConnectionEnded,
     MessageEnded,
     RequestReceived,
+)
+from pingap.h1client import (
+    ResponseData,
+    ResponseEnded,
+    ResponseReader,
+    ResponseStarted,
+    UpstreamProtocolError,
+    chunk,
+    last_chunk,
+    request_head,
 )
 from pingap.http1 import H11ServerCodec, ServerCodec
 from pingap.session import ProxySession
@@ -236,7 +245,6 @@ class H1Connection:
         ctx = session.ctx
         pool = self.worker.pool
         replayable = not request.has_body
-        body_pending = True
         fresh_only = False
         while True:
             try:
@@ -263,18 +271,12 @@ class H1Connection:
             ctx.upstream_connection_time = time.monotonic() - up.created
             up.requests += 1
             try:
-                if body_pending:
-                    body_pending = False
-                    self.send_request(up, upstream, method, target, headers, request, session)
-                else:
-                    self.send_upstream(up, upstream, up.h11.send(
-                        h11.Request(method=method, target=target, headers=headers)))
-                    self.send_upstream(up, upstream, up.h11.send(h11.EndOfMessage()))
+                self.send_request(up, upstream, method, target, headers, request, session)
                 return self.relay_response(up, upstream, session, request, reused)
             except StaleConnection:
                 up.close()
                 if reused and replayable:
-                    session._tried.discard(backend.addr)
+                    session.forget_backend(backend)
                     fresh_only = True
                     continue
                 return self.fail(session, request,
@@ -282,10 +284,6 @@ class H1Connection:
             except DownstreamError as err:
                 up.close()
                 return self.fail(session, request, err, False)
-            except h11.LocalProtocolError as exc:
-                up.close()
-                return self.fail(session, request,
-                                 UpstreamError(f"cannot forward the request: {exc}"), False)
             except ClientGone:
                 up.close()
                 raise
@@ -294,7 +292,7 @@ class H1Connection:
                 return self.fail(session, request, failed.err, failed.head_sent)
 
     def send_upstream(self, up: UpstreamConnection, upstream: UpstreamRuntime,
-                      data: bytes | None) -> None:
+                      data: bytes) -> None:
         if not data:
             return
         up.sock.settimeout(upstream.write_timeout or DEFAULT_UPSTREAM_TIMEOUT)
@@ -312,21 +310,27 @@ class H1Connection:
                      method: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
                      request: RequestReceived, session: ProxySession) -> None:
         """Send the head, then stream the body as the client sends it."""
-        self.send_upstream(up, upstream, up.h11.send(
-            h11.Request(method=method, target=target, headers=headers)))
-        if request.has_body and request.expect_continue:
+        head = request_head(method, target, headers)
+        if not request.has_body:
+            if not self.body_done:
+                self.finish_request_body()
+            self.send_upstream(up, upstream, head)
+            return
+        self.send_upstream(up, upstream, head)
+        if request.expect_continue:
             self.send(self.codec.informational(100))
+        chunked = request.chunked
         received = 0
         while True:
             event = self.next_event()
             if isinstance(event, BodyReceived):
                 received += len(event.data)
                 session.check_body_size(received)
-                self.send_upstream(up, upstream, up.h11.send(h11.Data(data=event.data)))
+                self.send_upstream(up, upstream, chunk(event.data) if chunked else event.data)
             elif isinstance(event, MessageEnded):
                 self.body_done = True
-                self.send_upstream(up, upstream,
-                                   up.h11.send(h11.EndOfMessage(headers=event.trailers)))
+                if chunked:
+                    self.send_upstream(up, upstream, last_chunk(event.trailers))
                 return
             else:
                 raise ClientGone("client closed during the request body")
@@ -334,73 +338,60 @@ class H1Connection:
     def relay_response(self, up: UpstreamConnection, upstream: UpstreamRuntime,
                        session: ProxySession, request: RequestReceived,
                        reused: bool) -> tuple[int, bool]:
+        """Stream the upstream response to the client; (body bytes, keep-alive)."""
         ctx = session.ctx
+        codec = self.codec
         sock = up.sock
-        body_start = 0.0
-        close = False
         sock.settimeout(upstream.read_timeout or DEFAULT_UPSTREAM_TIMEOUT)
-        state = up.h11
-        sent_at = time.monotonic()
+        reader = ResponseReader(request.method)
+        sent_at = body_start = time.monotonic()
         head_sent = False
         got_bytes = False
+        close = False
         size = 0
-        try:
-            while True:
-                event = state.next_event()
-                if event is h11.NEED_DATA:
-                    try:
-                        data = sock.recv(READ_SIZE)
-                    except TimeoutError as exc:
-                        raise _UpstreamFailed(UpstreamTimeout("upstream read timed out"),
-                                              head_sent) from exc
-                    except OSError as exc:
-                        if reused and not got_bytes:
-                            raise StaleConnection() from exc
-                        raise _UpstreamFailed(UpstreamError(f"upstream read failed: {exc}"),
-                                              head_sent) from exc
-                    if not data and reused and not got_bytes:
-                        raise StaleConnection()
-                    got_bytes = got_bytes or bool(data)
-                    state.receive_data(data)
-                    continue
-                if isinstance(event, h11.InformationalResponse):
-                    continue
-                if event is h11.PAUSED:  # the upstream switched protocols: not supported here
-                    raise _UpstreamFailed(UpstreamError("upstream switched protocols"),
-                                          head_sent)
-                if isinstance(event, h11.Response):
+        while True:
+            try:
+                data = sock.recv(READ_SIZE)
+            except TimeoutError as exc:
+                raise _UpstreamFailed(UpstreamTimeout("upstream read timed out"),
+                                      head_sent) from exc
+            except OSError as exc:
+                if reused and not got_bytes:
+                    raise StaleConnection() from exc
+                raise _UpstreamFailed(UpstreamError(f"upstream read failed: {exc}"),
+                                      head_sent) from exc
+            if not data and reused and not got_bytes:
+                raise StaleConnection()
+            got_bytes = got_bytes or bool(data)
+            try:
+                events = reader.feed(data)
+            except UpstreamProtocolError as exc:
+                raise _UpstreamFailed(UpstreamError(str(exc)), head_sent) from exc
+            out: list[bytes] = []
+            for event in events:
+                if isinstance(event, ResponseData):
+                    size += len(event.data)
+                    out.append(codec.body(event.data))
+                elif isinstance(event, ResponseStarted):
                     now = time.monotonic()
                     ctx.upstream_processing_time = now - sent_at
-                    headers = session.response_headers(event.status_code,
-                                                       list(event.headers.raw_items()))
-                    close = self.worker.draining or not self.codec_keep_alive(request)
+                    body_start = now
+                    headers = session.response_headers(event.status, event.headers)
+                    close = self.worker.draining or not request.keep_alive
                     if close:
                         headers.append((b"Connection", b"close"))
-                    self.send(self.codec.response_head(event.status_code, headers,
-                                                       event.reason))
-                    head_sent = True
-                    body_start = now
-                elif isinstance(event, h11.Data):
-                    size += len(event.data)
-                    self.send(self.codec.body(bytes(event.data)))
-                elif isinstance(event, h11.EndOfMessage):
+                    out.append(codec.response_head(event.status, headers, event.reason))
+                else:
+                    assert isinstance(event, ResponseEnded)
                     ctx.upstream_response_time = time.monotonic() - body_start
-                    self.send(self.codec.end(list(event.headers.raw_items())))
-                    self.worker.pool.release(up)
+                    out.append(codec.end(event.trailers))
+                    self.send(b"".join(out))
+                    self.worker.pool.release(up, reusable=event.keep_alive)
                     return size, not close
-                elif isinstance(event, h11.ConnectionClosed):
-                    if reused and not got_bytes:
-                        raise StaleConnection()
-                    raise _UpstreamFailed(UpstreamError("upstream closed the connection"),
-                                          head_sent)
-        except h11.RemoteProtocolError as exc:
-            if reused and not got_bytes:
-                raise StaleConnection() from exc
-            raise _UpstreamFailed(UpstreamError(f"invalid upstream response: {exc}"),
-                                  head_sent) from exc
-
-    def codec_keep_alive(self, request: RequestReceived) -> bool:
-        return request.keep_alive
+            if out:
+                # one write per read: the head goes out with the first piece of body
+                self.send(b"".join(out))
+                head_sent = True
 
 
 class _UpstreamFailed(Exception):

@@ -12,24 +12,26 @@ import socket
 import time
 from collections import deque
 
-import h11
+from gevent.monkey import get_original
 
 from pingap.errors import UpstreamConnectError
 from pingap.runtime import UpstreamRuntime
 from pingap.upstream import Backend
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+# The unpatched poll: a zero-timeout check needs no trip through the gevent hub.
+_poll = get_original("select", "poll")
+_POLLIN = select.POLLIN | select.POLLERR | select.POLLHUP
 
 
 class UpstreamConnection:
-    """One TCP connection to a backend with its h11 client state."""
+    """One TCP connection to a backend."""
 
-    __slots__ = ("sock", "backend", "h11", "created", "last_used", "requests")
+    __slots__ = ("backend", "created", "last_used", "requests", "sock")
 
     def __init__(self, sock: socket.socket, backend: Backend, now: float) -> None:
         self.sock = sock
         self.backend = backend
-        self.h11 = h11.Connection(h11.CLIENT)
         self.created = now
         self.last_used = now
         self.requests = 0
@@ -42,12 +44,13 @@ class UpstreamConnection:
 
     def alive(self) -> bool:
         """False if the backend closed it (EOF or unexpected bytes waiting)."""
+        poller = _poll()
+        poller.register(self.sock.fileno(), _POLLIN)
         try:
-            readable, _, _ = select.select([self.sock], [], [], 0)
-        except (OSError, ValueError):
+            # Readable while idle means EOF, an error, or bytes nobody asked for.
+            return not poller.poll(0)
+        except OSError:
             return False
-        # Readable while idle means EOF, an error, or bytes nobody asked for.
-        return not readable
 
 
 def _host(backend: Backend) -> str:
@@ -93,15 +96,9 @@ class UpstreamPool:
         conn, elapsed = connect(upstream, backend)
         return conn, False, elapsed
 
-    def release(self, conn: UpstreamConnection) -> None:
-        """Return ``conn`` if both sides finished cleanly and keep-alive holds."""
-        state = conn.h11
-        if state.our_state is not h11.DONE or state.their_state is not h11.DONE:
-            conn.close()
-            return
-        try:
-            state.start_next_cycle()
-        except h11.LocalProtocolError:
+    def release(self, conn: UpstreamConnection, *, reusable: bool) -> None:
+        """Keep ``conn`` for the next request if the exchange ended cleanly with keep-alive."""
+        if not reusable:
             conn.close()
             return
         idle = self._idle.setdefault(conn.backend.addr, deque())

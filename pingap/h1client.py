@@ -1,0 +1,150 @@
+"""The upstream side of HTTP/1.1: request bytes out, response events in — no I/O.
+
+Requests are serialised directly (their headers were validated on the way in: by the
+downstream codec or at config load). Responses are parsed with httptools (llhttp, strict
+mode), which is several times cheaper than a pure-Python parser on the hot path.
+``ResponseReader`` turns llhttp's callbacks into three events: ``ResponseStarted``
+(informational 1xx responses are skipped), ``ResponseData`` and ``ResponseEnded`` (with
+trailers and whether the connection may be reused). End of input is ``feed(b"")``: it ends
+a close-delimited body, and is an error anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httptools
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class UpstreamProtocolError(Exception):
+    """The backend sent something that is not a valid HTTP/1.x response."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseStarted:
+    status: int
+    reason: bytes
+    headers: Headers
+    http_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseData:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseEnded:
+    trailers: Headers = field(default_factory=list)
+    keep_alive: bool = True
+
+
+ResponseEvent = ResponseStarted | ResponseData | ResponseEnded
+
+
+def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+def last_chunk(trailers: Headers | None = None) -> bytes:
+    if not trailers:
+        return b"0\r\n\r\n"
+    return b"0\r\n" + b"".join(n + b": " + v + b"\r\n" for n, v in trailers) + b"\r\n"
+
+
+class ResponseReader:
+    """Parses one response to a request of ``method`` (HEAD responses have no body)."""
+
+    __slots__ = ("_close_delimited", "_events", "_head_done", "_headers", "_is_head",
+                 "_parser", "_reason", "_trailers", "done", "keep_alive", "started")
+
+    def __init__(self, method: bytes) -> None:
+        self._is_head = method == b"HEAD"
+        self._parser = httptools.HttpResponseParser(self)
+        self._events: list[ResponseEvent] = []
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._reason = b""
+        self._head_done = False
+        self._close_delimited = False
+        self.started = False   # a final response head was seen
+        self.done = False
+        self.keep_alive = False
+
+    # llhttp callbacks -----------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        (self._trailers if self._head_done else self._headers).append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise UpstreamProtocolError("upstream switched protocols")
+            self._headers = []  # 100 Continue & co: not forwarded
+            return
+        self._head_done = True
+        self.started = True
+        headers, self._headers = self._headers, []
+        self._events.append(ResponseStarted(status=status, reason=self._reason,
+                                            headers=headers,
+                                            http_version=self._parser.get_http_version()))
+        if self._is_head:
+            self._finish(keep_alive=self._parser.should_keep_alive())
+            return
+        if status in (204, 304):
+            return
+        names = {n.lower() for n, _ in headers}
+        self._close_delimited = (b"content-length" not in names
+                                 and b"transfer-encoding" not in names)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.done and body:
+            self._events.append(ResponseData(data=body))
+
+    def on_message_complete(self) -> None:
+        if self._head_done and not self.done:
+            self._finish(keep_alive=self._parser.should_keep_alive())
+
+    def _finish(self, *, keep_alive: bool) -> None:
+        self.done = True
+        self.keep_alive = keep_alive
+        self._events.append(ResponseEnded(trailers=self._trailers, keep_alive=keep_alive))
+
+    # input -----------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[ResponseEvent]:
+        """Events from ``data``; ``b""`` means the backend closed the connection."""
+        if self.done:
+            if data:
+                raise UpstreamProtocolError("data after the end of the response")
+            return []
+        if not data:
+            if self._head_done and self._close_delimited:
+                self._finish(keep_alive=False)
+                events, self._events = self._events, []
+                return events
+            raise UpstreamProtocolError("upstream closed the connection mid-response"
+                                        if self.started else "upstream closed the connection")
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if not self.done:
+                raise UpstreamProtocolError(f"invalid upstream response: {exc}") from exc
+        except UpstreamProtocolError:
+            raise
+        events, self._events = self._events, []
+        return events
