@@ -18,9 +18,7 @@ limits too.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Protocol
 
 import h11
@@ -36,6 +34,7 @@ from pingap.events import (
     NeedData,
     RequestReceived,
 )
+from pingap.h1writer import ResponseWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +118,8 @@ class H11ServerCodec:
         self._closed = False
         self._conn: h11.Connection | None = None
         self._informational_sent = False
+        # h11 parses requests; responses are framed and written by ResponseWriter
+        self._writer = ResponseWriter()
         self._reset_scan()
 
     def _reset_scan(self) -> None:
@@ -227,26 +228,31 @@ class H11ServerCodec:
         raise DownstreamError(f"unexpected event {event!r}")
 
     def _request(self, event: h11.Request) -> RequestReceived:
-        headers = list(event.headers.raw_items())
-        major, _, minor = event.http_version.partition(b".")
+        headers = event.headers.raw_items()
+        version = event.http_version
+        major, _, minor = version.partition(b".")
         if major != b"1":  # h11 accepts any digit.digit, e.g. "HTTP/2.0"
             raise DownstreamError("HTTP Version Not Supported", status=505)
         content_length: int | None = None
         chunked = False
         expect_continue = False
+        close = False
         host: bytes | None = None
-        for name, value in event.headers:  # lower-cased names
-            if name == b"content-length":
+        for name, value in headers:
+            low = name.lower()
+            if low == b"content-length":
                 content_length = int(value)
-            elif name == b"transfer-encoding":
+            elif low == b"transfer-encoding":
                 chunked = True
-            elif name == b"expect" and value.lower() == b"100-continue":
-                expect_continue = True
-            elif name == b"host":
+            elif low == b"host":
                 host = value
+            elif low == b"connection":
+                close = close or b"close" in value.lower()
+            elif low == b"expect" and value.lower() == b"100-continue":
+                expect_continue = True
         if chunked and content_length is not None:
             raise DownstreamError("both Content-Length and Transfer-Encoding", status=400)
-        if chunked and event.http_version == b"1.0":
+        if chunked and version == b"1.0":
             raise DownstreamError("Transfer-Encoding on HTTP/1.0", status=400)
         if host is None and minor != b"0":  # h11 only insists for exactly "1.1"
             raise DownstreamError("Missing mandatory Host: header", status=400)
@@ -256,14 +262,16 @@ class H11ServerCodec:
         if authority:  # RFC 9112 §3.2.2: the target's authority replaces Host
             headers = [(n, v) for n, v in headers if n.lower() != b"host"]
             headers.insert(0, (b"Host", authority))
-        assert self._conn is not None
+        # HTTP/1.0 keep-alive is not offered: the response closes the connection
+        keep_alive = version == b"1.1" and not close
+        self._writer.start(event.method, version, keep_alive)
         return RequestReceived(
             method=event.method,
             target=event.target,
             headers=headers,
-            http_version=event.http_version,
-            keep_alive=_wants_keep_alive(event),
-            expect_continue=expect_continue and event.http_version == b"1.1",
+            http_version=version,
+            keep_alive=keep_alive,
+            expect_continue=expect_continue and version == b"1.1",
             content_length=content_length,
             chunked=chunked,
             host=authority or host or b"",
@@ -273,44 +281,26 @@ class H11ServerCodec:
 
     # --- output ---------------------------------------------------------------
 
-    def _send(self, make: Callable[[], h11.InformationalResponse | h11.Response | h11.Data
-                                  | h11.EndOfMessage]) -> bytes:
-        """Build and serialise an h11 event; h11 validates at both steps."""
-        assert self._conn is not None
-        try:
-            data = self._conn.send(make())
-        except h11.LocalProtocolError as exc:
-            raise DownstreamError(f"cannot send response: {exc}", status=500) from exc
-        return data or b""
-
     def informational(self, status: int) -> bytes:
         if self._informational_sent or self._conn is None:
             return b""
         self._informational_sent = True
-        reason = _REASONS.get(status, b"")
-        return self._send(lambda: h11.InformationalResponse(status_code=status, headers=[],
-                                                            reason=reason))
+        return self._writer.informational(status)
 
     def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
-        if self._conn is None:  # an error before any head was parsed
-            self._conn = h11.Connection(h11.SERVER)
-            self._conn.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            self._conn.next_event()
-        if not reason:
-            reason = _REASONS.get(status, b"")
-        return self._send(lambda: h11.Response(status_code=status, headers=headers,
-                                               reason=reason))
+        return self._writer.head(status, headers, reason)
 
     def body(self, data: bytes) -> bytes:
-        return self._send(lambda: h11.Data(data=data)) if data else b""
+        return self._writer.body(data)
 
     def end(self, trailers: Headers | None = None) -> bytes:
-        return self._send(lambda: h11.EndOfMessage(headers=trailers or []))
+        return self._writer.end(trailers)
 
     def reusable(self) -> bool:
         conn = self._conn
-        return (conn is not None and conn.our_state is h11.DONE
-                and conn.their_state is h11.DONE and not self._closed)
+        writer = self._writer
+        return (conn is not None and conn.their_state is h11.DONE and writer.done
+                and not writer.must_close and not self._closed)
 
     def start_next_cycle(self) -> None:
         assert self._conn is not None
@@ -319,13 +309,4 @@ class H11ServerCodec:
         self._reset_scan()
         self._closed = self._closed or closed
         self._conn = None
-
-
-_REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
-
-
-def _wants_keep_alive(event: h11.Request) -> bool:
-    connection = b",".join(v for k, v in event.headers if k == b"connection").lower()
-    tokens = {t.strip() for t in connection.split(b",")}
-    # h11 answers HTTP/1.0 with Connection: close whatever the client asked for.
-    return event.http_version == b"1.1" and b"close" not in tokens
+        self._writer.start(b"GET", b"1.1", False)

@@ -1,0 +1,137 @@
+"""Serialising HTTP/1.1 responses to clients, with the framing decided here — no I/O.
+
+Every HTTP/1 codec (h11-based or httptools-based) parses requests its own way and writes
+responses with this one writer, so framing is the same whatever parser is in use:
+
+* HEAD requests and 1xx/204/304 responses carry no body;
+* a response with Content-Length is sent as is;
+* otherwise HTTP/1.1 clients get ``Transfer-Encoding: chunked`` (trailers allowed) and
+  HTTP/1.0 clients a close-delimited body;
+* ``Connection: close`` is added when the connection will be closed (client asked, HTTP/1.0,
+  close-delimited body, or the caller wants it).
+
+Header names and values are checked before anything is sent: a name that is not a token
+or a value with CR, LF or NUL raises ``DownstreamError(500)`` (no response splitting).
+"""
+
+from __future__ import annotations
+
+import re
+from http import HTTPStatus
+
+from pingap.errors import DownstreamError
+
+Headers = list[tuple[bytes, bytes]]
+
+REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_good_names: set[bytes] = set()
+
+
+def _check_name(name: bytes) -> None:
+    if name in _good_names:
+        return
+    if not _TOKEN.fullmatch(name):
+        raise DownstreamError(f"cannot send response: invalid header name {name!r}", status=500)
+    if len(_good_names) < 4096:
+        _good_names.add(name)
+
+
+class ResponseWriter:
+    """One response at a time on one client connection."""
+
+    __slots__ = ("_chunked", "_no_body", "_remaining", "done", "head_sent", "http11",
+                 "is_head", "keep_alive", "must_close")
+
+    def __init__(self) -> None:
+        self.start(b"GET", b"1.1", False)
+
+    def start(self, method: bytes, http_version: bytes, keep_alive: bool) -> None:
+        """Prepare for the response to a request (its method, version, keep-alive wish)."""
+        self.is_head = method == b"HEAD"
+        self.http11 = http_version == b"1.1"
+        self.keep_alive = keep_alive and self.http11
+        self.must_close = not self.keep_alive
+        self.head_sent = False
+        self.done = False
+        self._chunked = False
+        self._no_body = False
+        self._remaining = -1  # bytes still owed under Content-Length; -1: no length
+
+    def informational(self, status: int) -> bytes:
+        if not self.http11 or self.head_sent:
+            return b""
+        return b"HTTP/1.1 %d %s\r\n\r\n" % (status, REASONS.get(status, b""))
+
+    def head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
+        if not 200 <= status <= 999:
+            raise DownstreamError(f"cannot send response: bad status {status}", status=500)
+        has_connection = False
+        length = -1
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b""))]
+        for name, value in headers:
+            _check_name(name)
+            if _BAD_VALUE.search(value):
+                raise DownstreamError(
+                    f"cannot send response: invalid value for header {name!r}", status=500)
+            low = name.lower()
+            if low == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise DownstreamError("cannot send response: bad Content-Length",
+                                          status=500) from None
+            elif low == b"connection":
+                has_connection = True
+                if b"close" in value.lower():
+                    self.must_close = True
+            elif low == b"transfer-encoding":
+                continue  # framing is decided below
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if self.is_head or status in (204, 304):
+            self._no_body = True
+        elif length >= 0:
+            self._remaining = length
+        else:
+            if self.http11:
+                self._chunked = True
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.must_close = True
+        if self.must_close and not has_connection:
+            lines.append(b"Connection: close\r\n")
+        lines.append(b"\r\n")
+        self.head_sent = True
+        return b"".join(lines)
+
+    def body(self, data: bytes) -> bytes:
+        if self._no_body or not data:
+            return b""
+        if self._chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        if self._remaining >= 0:
+            if len(data) > self._remaining:
+                raise DownstreamError("response body longer than its Content-Length",
+                                      status=500)
+            self._remaining -= len(data)
+        return data
+
+    def end(self, trailers: Headers | None = None) -> bytes:
+        self.done = True
+        if not self._chunked:
+            if self._remaining > 0:
+                raise DownstreamError("response body shorter than its Content-Length",
+                                      status=500)
+            return b""
+        if not trailers:
+            return b"0\r\n\r\n"
+        out = [b"0\r\n"]
+        for name, value in trailers:
+            _check_name(name)
+            if _BAD_VALUE.search(value):
+                raise DownstreamError(
+                    f"cannot send trailer: invalid value for {name!r}", status=500)
+            out.append(b"%s: %s\r\n" % (name, value))
+        out.append(b"\r\n")
+        return b"".join(out)
