@@ -153,6 +153,12 @@ class H11ServerCodec:
         """
         limits = self.limits
         buf = self._buf
+        if self._line_start == 0 and len(buf) <= limits.max_request_line \
+                and buf[:1] not in (b"\r", b"\n"):
+            # the common case: a small head that arrived whole - no line can be too long
+            end = buf.find(b"\r\n\r\n")
+            if end > 0 and buf.count(b"\n", 0, end) <= limits.max_fields:
+                return True
         if self._fields < 0 and self._line_start == 0:
             while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 §2.2: skip empty lines
                 del buf[: 2 if buf[:1] == b"\r" else 1]

@@ -21,6 +21,8 @@
 #   PYTHON=python3      interpreter for the harness (and for pingap when `pingap` is not on PATH)
 #   PINGAP=cmd          program to run as pingap (gets `-c CONFIG`; default: `pingap` on PATH)
 #   NO_INSTALL=1        never run apt-get; just fail if a tool is missing
+#   NO_BASELINE=1       skip the bare gevent+h11 proxy (scripts/bench/h11_baseline.py) that
+#                       otherwise runs beside pingap as the core issue's floor
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -89,4 +91,10 @@ extra=()
 [[ -n "$have_wd" ]] || extra+=(--workdir "$results/pingap-$slug-$stamp-wd")
 
 echo "bench.sh: $bench_py, results in $results" >&2
-exec "$python" "$bench_py" --proxy "pingap=$pingap_cmd" "${extra[@]}" "$@"
+# The issue's floor is "what a bare h11 loop does here": measure one in the same run
+# (NO_BASELINE=1 skips it).
+baseline=()
+if [[ -z "${NO_BASELINE:-}" ]]; then
+  baseline=(--proxy "h11-baseline=$(q "$python") $(q "$here/bench/h11_baseline.py") --listen 127.0.0.1:{port} --upstream {upstream}")
+fi
+exec "$python" "$bench_py" --proxy "pingap=$pingap_cmd" "${baseline[@]}" "${extra[@]}" "$@"

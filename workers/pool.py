@@ -70,6 +70,7 @@ def connect(upstream: UpstreamRuntime, backend: Backend) -> tuple[UpstreamConnec
     except OSError as exc:
         raise UpstreamConnectError(f"connect to {backend.addr} failed: {exc}") from exc
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(None)  # per-operation deadlines are the connection loop's business
     now = time.monotonic()
     return UpstreamConnection(sock, backend, now), now - start
 

@@ -46,6 +46,7 @@ log = logging.getLogger("pingap.worker")
 EXIT_BOOT_ERROR = 3
 IDLE_CLOSE_GRACE = 2.0
 HEARTBEAT_INTERVAL = 1.0
+DEADLINE_TICK = 0.1
 #: Stop accepting while this many connections above the serving workers' average.
 BALANCE_SLACK = 4
 
@@ -114,6 +115,7 @@ class Worker:
         if self.control is not None:
             gevent.spawn(self._read_control)
         gevent.spawn(self._heartbeat)
+        gevent.spawn(self._sweep_deadlines)
         log.info("worker %d (generation %d) serving %s", self.worker_id, self.generation,
                  ", ".join(f"{n}={s.addrs}" for n, s in self.runtime.servers.items()))
         self._stop.wait()
@@ -167,6 +169,16 @@ class Worker:
         finally:
             self._connections.pop(conn, None)
             self._publish(SlotState.DRAINING if self.draining else SlotState.SERVING)
+
+    def _sweep_deadlines(self) -> None:
+        """Raise TimeoutError in every connection whose current deadline has passed."""
+        while True:
+            gevent.sleep(DEADLINE_TICK)
+            now = time.monotonic()
+            for conn, greenlet in list(self._connections.items()):
+                if 0.0 < conn.deadline < now:
+                    conn.deadline = 0.0
+                    greenlet.kill(TimeoutError("timed out"), block=False)
 
     def log_request(self, server: ServerRuntime, ctx: RequestContext) -> None:
         self.requests += 1

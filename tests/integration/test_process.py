@@ -426,3 +426,17 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert sys.executable  # the units run the same interpreter's entry points
+
+
+def test_workers_drop_privileges_to_basic_user(setup) -> None:
+    import pwd
+    tmp, port, conf, backend, start, _ = setup
+    start(extra_basic='user = "nobody"\ngroup = "nogroup"')
+    wait_for(lambda: len(serving_workers(tmp)) == 2, what="two workers")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    master = psutil.Process(master_pid(tmp))
+    assert master.uids().real == os.getuid()
+    for worker in serving_workers(tmp):
+        uids = psutil.Process(worker["pid"]).uids()
+        assert (uids.real, uids.effective) == (nobody, nobody)
+    assert request(port, path="/as-nobody").status == 200
