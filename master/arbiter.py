@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import mmap
 import os
 import select
 import signal
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from master import files, handoff
+from master import files, handoff, shm
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from pingap.config import load_config
@@ -35,6 +34,8 @@ from pingap.errors import ConfigError
 from pingap.runtime import build_runtime
 from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
 from pingap.scoreboard import Scoreboard, SlotState
+from pingap.state import SIZE as STATE_SIZE
+from pingap.state import SharedState
 
 log = logging.getLogger("pingap.master")
 
@@ -170,7 +171,10 @@ class Arbiter:
         self.last_upgrade_failed = False
         self._pipe = (-1, -1)
         self._scoreboard_fd = -1
+        self._state_fd = -1
         self.scoreboard: Scoreboard | None = None
+        self.state: SharedState | None = None
+        self.inherited_regions: dict[str, int] = {}
 
     # --- setup --------------------------------------------------------------------
 
@@ -184,12 +188,17 @@ class Arbiter:
     def _enqueue(self, signum: int, frame: object) -> None:
         self.signal_queue.append(signum)
 
-    def _setup_scoreboard(self) -> None:
-        fd = os.memfd_create("pingap-scoreboard", 0)
-        os.ftruncate(fd, SCOREBOARD_SIZE)
-        os.set_inheritable(fd, True)
-        self._scoreboard_fd = fd
-        self.scoreboard = Scoreboard(memoryview(mmap.mmap(fd, SCOREBOARD_SIZE)))
+    def _setup_shared(self) -> None:
+        """Create the scoreboard and shared state, unless a previous master handed them
+        over (then counters, health and metric totals carry on)."""
+        inherited = self.inherited_regions
+        fresh = "shm:state" not in inherited
+        self._scoreboard_fd = inherited.get("shm:scoreboard") or \
+            shm.create_region("pingap-scoreboard", SCOREBOARD_SIZE)
+        self._state_fd = inherited.get("shm:state") or \
+            shm.create_region("pingap-state", STATE_SIZE)
+        self.scoreboard = shm.open_scoreboard(self._scoreboard_fd)
+        self.state = shm.open_state(self._state_fd, fresh=fresh)
 
     def _adopt_listeners(self) -> None:
         try:
@@ -205,7 +214,8 @@ class Arbiter:
             log.info("waiting for the running pingap to hand over its sockets on %s", path)
             conn = handoff.listen_for_handoff(path, HANDOFF_READY_WAIT)
         if conn is not None:
-            socks, old_pid = handoff.receive_listeners(conn)
+            socks, regions, old_pid = handoff.receive_listeners(conn)
+            self.inherited_regions.update(regions)
             self.listeners.sockets.update(socks)
             self.upgrade_conn = conn
             log.info("took over %d listening sockets from pid %d", len(socks), old_pid)
@@ -237,18 +247,21 @@ class Arbiter:
                for name, keys in generation.servers.items()}
         parent, child = socket.socketpair()
         child.set_inheritable(True)
-        slot = self.scoreboard.free_index()
-        self.scoreboard.write(slot, pid=0, generation=generation.number,
-                              state=SlotState.BOOTING)
+        assert self.state is not None
+        with self.state.lock("slots"):  # an upgrading master may allocate at the same time
+            slot = self.scoreboard.free_index()
+            self.scoreboard.write(slot, pid=0, generation=generation.number,
+                                  state=SlotState.BOOTING)
         cmd = [sys.executable, "-m", "workers", "--config", self.config_path,
                "--config-digest", generation.digest, "--listeners", json.dumps(fds),
                "--worker-id", str(worker_id), "--generation", str(generation.number),
                "--control-fd", str(child.fileno()),
-               "--scoreboard-fd", str(self._scoreboard_fd), "--slot", str(slot)]
+               "--scoreboard-fd", str(self._scoreboard_fd), "--slot", str(slot),
+               "--state-fd", str(self._state_fd)]
         if self.options.log_path:
             cmd += ["--log", self.options.log_path]
         pass_fds = [fd for fdl in fds.values() for fd in fdl]
-        pass_fds += [child.fileno(), self._scoreboard_fd]
+        pass_fds += [child.fileno(), self._scoreboard_fd, self._state_fd]
         proc = subprocess.Popen(cmd, pass_fds=pass_fds, close_fds=True)
         child.close()
         parent.setblocking(False)
@@ -404,6 +417,9 @@ class Arbiter:
                 continue
             del self.workers[pid]
             worker.control.close()
+            if self.state is not None:
+                self.state.retire(worker.slot)       # metric totals outlive the worker
+                self.state.drop_owner(worker.slot)   # its in-flight counts are void
             if self.scoreboard is not None:
                 self.scoreboard.clear(worker.slot)
             rollout = self.rollout
@@ -461,7 +477,9 @@ class Arbiter:
         self.last_upgrade_failed = False
         self.write_status(force=True)
         try:
-            handoff.send_listeners(conn, self.listeners.sockets)
+            handoff.send_listeners(conn, self.listeners.sockets,
+                                   {"shm:scoreboard": self._scoreboard_fd,
+                                    "shm:state": self._state_fd})
         except OSError as exc:
             log.error("handing over the listeners failed: %s", exc)
             conn.close()
@@ -618,9 +636,9 @@ class Arbiter:
 
     def run(self) -> int:
         self._install_signals()
-        self._setup_scoreboard()
         try:
             self._adopt_listeners()
+            self._setup_shared()
             if self.options.autoreload:
                 from master.watcher import ConfigWatcher
                 self.watcher = ConfigWatcher(self.config_path)

@@ -77,8 +77,21 @@ def setup_logging(path: str | None) -> None:
     root.setLevel(os.environ.get("PINGAP_LOG_LEVEL", "INFO").upper())
 
 
+def load_plugins() -> None:
+    """Third-party plugin categories (entry-point group ``pingap.plugins``)."""
+    from importlib.metadata import entry_points
+
+    from pingap.plugins import load_entry_points
+    load_entry_points(entry_points)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        load_plugins()
+    except Exception as exc:
+        print(f"pingap: cannot load a plugin package: {exc}", file=sys.stderr)
+        return 1
     if not args.conf:
         print("pingap: -c/--conf is required (or set PINGAP_CONF)", file=sys.stderr)
         return 1

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from master import files
-from master.cli import check_config, print_problems
+from master.cli import check_config, load_plugins, print_problems
 
 
 def pid_alive(pid: int) -> bool:
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pid-file", default=None)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    load_plugins()
 
     if args.command == "test":
         if not args.conf:

@@ -25,14 +25,21 @@ class HandoffError(Exception):
     pass
 
 
-def send_listeners(conn: socket.socket, listeners: dict[str, socket.socket]) -> None:
+def send_listeners(conn: socket.socket, listeners: dict[str, socket.socket],
+                   regions: dict[str, int] | None = None) -> None:
+    """Send every listening socket, plus shared-memory regions (keys ``shm:*``)."""
     keys = list(listeners)
+    fds = [listeners[k].fileno() for k in keys]
+    for key, fd in (regions or {}).items():
+        keys.append(key)
+        fds.append(fd)
     frame = encode(MessageType.HANDOFF, {"addrs": keys, "pid": os.getpid()})
-    socket.send_fds(conn, [frame], [listeners[k].fileno() for k in keys])
+    socket.send_fds(conn, [frame], fds)
 
 
-def receive_listeners(conn: socket.socket) -> tuple[dict[str, socket.socket], int]:
-    """(listeners by address key, old master pid) from one HANDOFF frame."""
+def receive_listeners(conn: socket.socket) -> tuple[dict[str, socket.socket], dict[str, int],
+                                                    int]:
+    """(listeners by address key, shared-memory fds by ``shm:*`` key, old master pid)."""
     data, fds, _flags, _addr = socket.recv_fds(conn, 65536, MAX_FDS)
     messages = Decoder().feed(data)
     if not messages or messages[0].type != MessageType.HANDOFF:
@@ -44,12 +51,15 @@ def receive_listeners(conn: socket.socket) -> tuple[dict[str, socket.socket], in
         for fd in fds:
             os.close(fd)
         raise HandoffError(f"{len(keys)} addresses but {len(fds)} fds")
-    socks = {}
+    socks: dict[str, socket.socket] = {}
+    regions: dict[str, int] = {}
     for key, fd in zip(keys, fds, strict=True):
-        sock = socket.socket(fileno=fd)
-        sock.set_inheritable(True)
-        socks[key] = sock
-    return socks, int(messages[0].payload.get("pid", 0))
+        os.set_inheritable(fd, True)
+        if key.startswith("shm:"):
+            regions[key] = fd
+        else:
+            socks[key] = socket.socket(fileno=fd)
+    return socks, regions, int(messages[0].payload.get("pid", 0))
 
 
 def wait_for_taker(path: str, timeout: float) -> socket.socket | None:

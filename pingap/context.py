@@ -7,6 +7,7 @@ lists hold ``(name, value)`` byte pairs with the name in its original case.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -74,6 +75,13 @@ class RequestContext:
     cache_lookup_time: float | None = None
     cache_lock_time: float | None = None
     end: float | None = None
+    #: callbacks run when the request is over (plugins releasing what they hold)
+    cleanups: list[Callable[[], None]] | None = None
+
+    def on_finish(self, callback: Callable[[], None]) -> None:
+        if self.cleanups is None:
+            self.cleanups = []
+        self.cleanups.append(callback)
 
     @property
     def uri(self) -> str:

@@ -57,10 +57,15 @@ class UpstreamRuntime:
     write_timeout: float | None
     idle_timeout: float | None
     tls: bool = False
-    #: backend addr -> healthy; written by the prober, read on every pick.
+    #: backend addr -> healthy, when no shared state is attached (tests, tools)
     health: dict[str, bool] = field(default_factory=dict)
+    #: host-wide health written by the host's one prober (``pingap.state.SharedState``)
+    shared: Any = None
 
     def is_available(self, backend: Backend) -> bool:
+        shared = self.shared
+        if shared is not None:
+            return shared.health(self.name, backend.addr) is not False
         return self.health.get(backend.addr, True)
 
     def select(self, ctx: RequestContext) -> Backend | None:
@@ -97,6 +102,7 @@ class ServerRuntime:
     access_log: AccessLog | None
     read_timeout: float | None
     write_timeout: float | None
+    prometheus_metrics: str | None = None
     processing: int = 0
     accepted: int = 0
 
@@ -295,8 +301,20 @@ def build_runtime(config: Any) -> Runtime:
             access_log=access_log,
             read_timeout=cfg.downstream_read_timeout,
             write_timeout=cfg.downstream_write_timeout,
+            prometheus_metrics=cfg.prometheus_metrics or None,
         )
+        metrics = cfg.prometheus_metrics
+        if metrics and "://" not in metrics and not metrics.startswith("/"):
+            out.add("servers", name, "prometheus_metrics",
+                    "expected a path like '/metrics' or a push gateway URL")
     trusted = _trusted(config, out)
+    basic = config.basic
+    if basic.redis_url and not basic.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        out.problems.append(Problem(config.sources.get("basic", ""), "basic.redis_url",
+                                    "expected a redis://, rediss:// or unix:// URL"))
+    if basic.redis_failure_mode not in ("open", "closed"):
+        out.problems.append(Problem(config.sources.get("basic", ""), "basic.redis_failure_mode",
+                                    "expected 'open' or 'closed'"))
     if out.problems:
         raise ConfigError(out.problems)
     return Runtime(

@@ -203,7 +203,8 @@ class ProxySession:
         """(method, target, headers) to send upstream: rules applied, hop-by-hop gone."""
         ctx = self.ctx
         request = self.request
-        headers = strip_hop_by_hop(request.headers)
+        # ctx.request_headers: request-phase plugins may have edited them
+        headers = strip_hop_by_hop(ctx.request_headers)
         headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
         te = header_value(request.headers, b"te")
         if te is not None and b"trailers" in te.lower():
@@ -269,6 +270,10 @@ class ProxySession:
             self.location.processing -= 1
             self._counted = False
         ctx = self.ctx
+        if ctx.cleanups:
+            for callback in ctx.cleanups:
+                callback()
+            ctx.cleanups = None
         ctx.end = now
         ctx.size = size
         return ctx

@@ -42,6 +42,7 @@ from pingap.h1client import (
     request_head,
 )
 from pingap.http1 import H11ServerCodec, ServerCodec
+from pingap.plugins import plugin_response
 from pingap.session import ProxySession
 from workers.pool import connect
 
@@ -138,7 +139,9 @@ class H1Connection:
                         return
                 finally:
                     self.busy = False
-                if self.worker.draining or not self.codec.reusable():
+                # a response sent before the drain began promised keep-alive: the next
+                # request on this connection is answered (with Connection: close)
+                if not self.codec.reusable():
                     return
                 self.codec.start_next_cycle()
         except ClientGone:
@@ -189,16 +192,28 @@ class H1Connection:
     def serve(self, request: RequestReceived) -> bool:
         """Handle one request; True if the connection may carry another."""
         server = self.server
+        worker = self.worker
         now = time.monotonic()
-        session = ProxySession(self.worker.runtime, server, self.conn, request,
+        session = ProxySession(worker.runtime, server, self.conn, request,
                                now=now, wall=time.time())
         server.processing += 1
         server.accepted += 1
         self.body_done = False
         size = 0
         keep = False
+        metrics = worker.metrics
+        counted = False
         try:
+            if server.prometheus_metrics == session.ctx.path:
+                size, keep = self.respond(request, plugin_response(
+                    200, worker.metrics_text().encode(),
+                    b"text/plain; version=0.0.4; charset=utf-8"))
+                return keep
             decision = session.route()
+            if metrics is not None and session.location is not None:
+                metrics.request_started(server.name, session.location.name,
+                                        self.conn.requests > 1)
+                counted = True
             if isinstance(decision, Forward):
                 size, keep = self.proxy(session, request, decision.upstream)
             else:
@@ -208,7 +223,11 @@ class H1Connection:
         finally:
             server.processing -= 1
             ctx = session.finish(now=time.monotonic(), size=size)
-            self.worker.log_request(server, ctx)
+            if counted:
+                assert metrics is not None
+                metrics.request_finished(server.name, ctx,
+                                         session.upstream.name if session.upstream else None)
+            worker.log_request(server, ctx)
         return keep
 
     # --- local answers ----------------------------------------------------------

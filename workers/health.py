@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+from typing import Any
 
 import gevent
 
@@ -70,12 +71,20 @@ def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
 class HealthProber:
     """Keeps one upstream's ``health`` map current."""
 
-    def __init__(self, upstream: UpstreamRuntime) -> None:
+    def __init__(self, upstream: UpstreamRuntime, shared: Any = None) -> None:
         self.upstream = upstream
+        self.shared = shared  # pingap.state.SharedState: publish for every worker
         self.spec = upstream.health_check
-        self.trackers = {b.addr: HealthTracker.for_spec(self.spec)
-                         for b in upstream.backends}
+        self.trackers = {b.addr: self._tracker(b.addr) for b in upstream.backends}
         self._greenlet: gevent.Greenlet | None = None
+
+    def _tracker(self, addr: str) -> HealthTracker:
+        """Start from what the host already knows (a prober of an older generation)."""
+        healthy = True
+        if self.shared is not None:
+            healthy = self.shared.health(self.upstream.name, addr) is not False
+        spec = self.spec
+        return HealthTracker(success=spec.success, failure=spec.failure, healthy=healthy)
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
@@ -88,11 +97,15 @@ class HealthProber:
         jobs = [(b, gevent.spawn(probe, self.spec, b)) for b in self.upstream.backends]
         for backend, job in jobs:
             ok = bool(job.get())
-            flipped = self.trackers[backend.addr].record(ok)
+            tracker = self.trackers[backend.addr]
+            flipped = tracker.record(ok)
             if flipped is not None:
                 self.upstream.health[backend.addr] = flipped
                 log.warning("upstream %s(%s) becomes %s", self.upstream.name, backend.addr,
                             "healthy" if flipped else "unhealthy")
+            if self.shared is not None:
+                # every check (not only flips), so workers of a new generation see it too
+                self.shared.set_health(self.upstream.name, backend.addr, tracker.healthy)
 
     def _run(self) -> None:
         while True:

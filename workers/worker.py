@@ -17,25 +17,32 @@ import argparse
 import grp
 import json
 import logging
-import mmap
 import os
+import platform
 import pwd
 import signal
 import socket
 import sys
 import time
+from importlib.metadata import entry_points
 from itertools import count
 
 import gevent
+import psutil
 from gevent.event import Event
 
+from master.shm import open_scoreboard, open_state
+from pingap import __version__
 from pingap.config import load_config
 from pingap.context import ConnectionInfo, RequestContext
 from pingap.control import Decoder, MessageType, encode
 from pingap.errors import ConfigError
+from pingap.metrics import MetricsRecorder, process_lines
+from pingap.metrics import render as render_metrics
+from pingap.plugins import Services, load_entry_points
 from pingap.runtime import Runtime, ServerRuntime, build_runtime
-from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
 from pingap.scoreboard import Scoreboard, SlotState
+from pingap.state import SharedState, ShmCounters
 from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
 from workers.health import HealthProber
@@ -66,8 +73,12 @@ class Worker:
 
     def __init__(self, runtime: Runtime, listeners: dict[str, list[socket.socket]], *,
                  worker_id: int = 0, generation: int = 0, control: socket.socket | None = None,
-                 scoreboard: Scoreboard | None = None, slot: int = 0) -> None:
+                 scoreboard: Scoreboard | None = None, slot: int = 0,
+                 state: SharedState | None = None) -> None:
         self.runtime = runtime
+        self.state = state
+        self.metrics = MetricsRecorder(state, slot) if state is not None else None
+        self.started_at = time.time()
         self.listeners = listeners
         self.worker_id = worker_id
         self.generation = generation
@@ -83,7 +94,12 @@ class Worker:
         self._conn_ids = count(1)
         self._connections: dict[H1Connection, gevent.Greenlet] = {}
         self._accepters: list[gevent.Greenlet] = []
-        self._probers = [HealthProber(u) for u in runtime.upstreams.values()]
+        for upstream in runtime.upstreams.values():
+            upstream.shared = state
+        # one prober per host: worker 0 of each generation probes, everyone reads
+        self._probers = ([HealthProber(u, state) for u in runtime.upstreams.values()]
+                         if worker_id == 0 or state is None else [])
+        self._bind_plugins(runtime, state, slot)
         self._access_logs: dict[str, FileAccessLog | LoggerAccessLog] = {}
         for server in runtime.servers.values():
             if server.access_log is not None:
@@ -91,6 +107,79 @@ class Worker:
                 if (path or "") not in self._access_logs:
                     self._access_logs[path or ""] = (FileAccessLog(path) if path
                                                      else LoggerAccessLog())
+
+    def _bind_plugins(self, runtime: Runtime, state: SharedState | None, slot: int) -> None:
+        services = Services()
+        basic = runtime.config.basic
+        if basic.redis_url:
+            from workers.redis_store import RedisCounters
+            services.counters = RedisCounters(basic.redis_url,
+                                              fail_open=basic.redis_failure_mode == "open")
+        elif state is not None:
+            services.counters = ShmCounters(state, slot, time.time)
+        services.stats = self.plugin_stats
+        seen: set[int] = set()
+        for location in runtime.locations.values():
+            for plugin in location.plugins:
+                if id(plugin) not in seen:
+                    seen.add(id(plugin))
+                    plugin.bind(services)
+
+    def plugin_stats(self, ctx: RequestContext) -> dict[str, object]:
+        """What the ``stats`` plugin answers (pingap's field names where they apply)."""
+        proc = psutil.Process()
+        memory = proc.memory_info().rss
+        location = self.runtime.locations.get(ctx.location or "")
+        return {
+            "processing": sum(s.processing for s in self.runtime.servers.values()),
+            "accepted": sum(s.accepted for s in self.runtime.servers.values()),
+            "location_processing": location.processing if location else 0,
+            "location_accepted": 0,
+            "hostname": socket.gethostname(),
+            "version": __version__,
+            "python_version": platform.python_version(),
+            "start_time": int(self.started_at),
+            "uptime": int(time.time() - self.started_at),
+            "memory_mb": memory // (1024 * 1024),
+            "memory": f"{memory / 1e6:.1f}MB",
+            "arch": platform.machine(),
+            "cpus": os.cpu_count() or 1,
+            "threads": 1,
+            "fd_count": proc.num_fds(),
+            "pid": os.getpid(),
+            "worker": self.worker_id,
+            "generation": self.generation,
+        }
+
+    def metrics_text(self) -> str:
+        """The Prometheus exposition: host totals plus per-process resource lines."""
+        if self.state is None:
+            return render_metrics_without_state()
+        columns = []
+        samples = []
+        master = os.getppid()
+        pids = [("master", master)]
+        if self.scoreboard is not None:
+            for slot in self.scoreboard.slots():
+                columns.append(slot.index)
+                if slot.pid:
+                    pids.append(("worker", slot.pid))
+        for role, pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    samples.append((role, pid, proc.memory_info().rss, proc.num_fds(),
+                                    times.user + times.system))
+            except psutil.Error:
+                continue
+        return render_metrics(self.state, columns, process_lines(samples))
+
+    def _push_metrics(self, url: str) -> None:
+        """Push-gateway mode (``prometheus_metrics`` is a URL): POST the exposition every
+        ``interval`` (query parameter, default 60s), from one worker of the host."""
+        from workers.push import push_loop
+        push_loop(url, self.metrics_text)
 
     # --- serving ------------------------------------------------------------------
 
@@ -101,6 +190,10 @@ class Worker:
                 self._accepters.append(gevent.spawn(self._accept_loop, server, sock))
         for prober in self._probers:
             prober.start()
+        if self.worker_id == 0:
+            for server in self.runtime.servers.values():
+                if server.prometheus_metrics and "://" in server.prometheus_metrics:
+                    gevent.spawn(self._push_metrics, server.prometheus_metrics)
         gevent.signal_handler(signal.SIGTERM, self.begin_drain)
         gevent.signal_handler(signal.SIGQUIT, self.begin_drain)
         gevent.signal_handler(signal.SIGINT, self._stop.set)
@@ -299,9 +392,18 @@ def adopt_listeners(spec: str) -> dict[str, list[socket.socket]]:
 
 
 def drop_privileges(user: str | None, group: str | None) -> None:
-    """basic.user/basic.group: switch identity after the sockets are in hand."""
+    """basic.user/basic.group: switch identity after the sockets are in hand.
+
+    Everything loaded lazily is loaded first: the interpreter's files may not be readable
+    by the new user (a Python under /root, for instance)."""
     if os.getuid() != 0 or not (user or group):
         return
+    socket.getaddrinfo("localhost", 80)  # loads gevent's resolver
+    import ssl  # noqa: F401  (https health checks)
+    import http.client  # noqa: F401  (push gateway)
+
+    import workers.push  # noqa: F401
+    import workers.redis_store  # noqa: F401
     if group:
         gid = grp.getgrnam(group).gr_gid
         os.setgroups([])
@@ -325,6 +427,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--control-fd", type=int, default=None)
     parser.add_argument("--scoreboard-fd", type=int, default=None)
     parser.add_argument("--slot", type=int, default=0)
+    parser.add_argument("--state-fd", type=int, default=None)
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     setup_logging(args.log)
@@ -340,17 +443,20 @@ def main(argv: list[str]) -> int:
         return EXIT_BOOT_ERROR
 
     try:
+        load_entry_points(entry_points)
         config = load_config(args.config)
         if args.config_digest and config.digest != args.config_digest:
             return boot_error("the config changed on disk after the master validated it")
         runtime = build_runtime(config)
         listeners = adopt_listeners(args.listeners)
-        scoreboard = None
+        scoreboard = state = None
         if args.scoreboard_fd is not None:
-            scoreboard = Scoreboard(memoryview(mmap.mmap(args.scoreboard_fd, SCOREBOARD_SIZE)))
+            scoreboard = open_scoreboard(args.scoreboard_fd)
+        if args.state_fd is not None:
+            state = open_state(args.state_fd)
         worker = Worker(runtime, listeners, worker_id=args.worker_id,
                         generation=args.generation, control=control, scoreboard=scoreboard,
-                        slot=args.slot)
+                        slot=args.slot, state=state)
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")
@@ -358,3 +464,7 @@ def main(argv: list[str]) -> int:
         log.exception("worker boot failed")
         return boot_error(f"{type(exc).__name__}: {exc}")
     return worker.serve()
+
+
+def render_metrics_without_state() -> str:
+    return "# pingap: no shared state attached\n"

@@ -34,6 +34,7 @@ from pingap.config.plugin_schema import (
     did_you_mean,
 )
 from pingap.config.sources import RawConfig, RawEntry, Report
+from pingap.plugins import REGISTRY
 from pingap.units import parse_bytesize, parse_duration
 
 __all__ = ["build_config"]
@@ -145,10 +146,13 @@ def _build_plugin(entry: RawEntry, report: Report) -> PluginConfig:
             entry.problem("category", f"expected a string, got {describe(category)}")
         )
     elif category not in PLUGIN_SCHEMAS:
-        hint = did_you_mean(category, PLUGIN_SCHEMAS)
-        report.errors.append(
-            entry.problem("category", f"unknown plugin category '{category}'{hint}")
-        )
+        if category in REGISTRY:  # a third-party plugin (entry point): it checks itself
+            pass
+        else:
+            hint = did_you_mean(category, [*PLUGIN_SCHEMAS, *REGISTRY])
+            report.errors.append(
+                entry.problem("category", f"unknown plugin category '{category}'{hint}")
+            )
     else:
         check_plugin(
             category, step, values, lambda key, msg: report.errors.append(entry.problem(key, msg))

@@ -64,7 +64,6 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "servers.tls_ciphersuites",
         "servers.tls_min_version",
         "servers.tls_max_version",
-        "servers.prometheus_metrics",
         # locations
         "locations.grpc_web",
         # upstreams
@@ -206,6 +205,17 @@ class BasicConfig:
     )
     log_compress_time_point_hour: int = setting(
         Kind.INT, "Local hour at which log compression runs.", 0, bounds=(0, 23)
+    )
+    redis_url: str | None = setting(
+        Kind.STR,
+        "Not in pingap: redis:// (or rediss://, unix://) URL for rate-limit counters shared "
+        "by several hosts; unset = host-wide shared memory.",
+    )
+    redis_failure_mode: str = setting(
+        Kind.STR,
+        "Not in pingap: when Redis is unreachable, 'open' admits requests, 'closed' "
+        "answers 429.",
+        "open",
     )
     remark: str | None = setting(Kind.STR, "Free-text note.")
 

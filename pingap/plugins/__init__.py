@@ -13,13 +13,32 @@ location without its guard would be unsafe, so that is a config error.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import RequestContext
 
 REGISTRY: dict[str, type[Plugin]] = {}
+ENTRY_POINT_GROUP = "pingap.plugins"
+
+
+class CounterStore(Protocol):
+    """Host-wide (shared memory) or fleet-wide (Redis) counters for limits.
+
+    Each call answers whether to admit the request; a store that cannot reach its
+    backend applies its configured failure policy instead of raising."""
+
+    def rate_acquire(self, name: str, interval: float, limit: float) -> bool: ...
+    def inflight_acquire(self, name: str, limit: int) -> bool: ...
+    def inflight_release(self, name: str) -> None: ...
+
+
+class Services:
+    """What the worker lends plugins at bind time (nothing by default)."""
+
+    counters: CounterStore | None = None
+    stats: Callable[[RequestContext], dict[str, Any]] | None = None
 
 #: Categories whose absence would open a location up: never silently skipped.
 GUARD_CATEGORIES = frozenset({
@@ -65,6 +84,9 @@ class Plugin:
                         headers: list[tuple[bytes, bytes]]) -> None:
         """Called with the response head (upstream or local) before it is sent."""
 
+    def bind(self, services: Services) -> None:
+        """Receive the worker's services (counters, stats) before serving."""
+
 
 def plugin_response(status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",
                     headers: list[tuple[bytes, bytes]] | None = None) -> Respond:
@@ -86,6 +108,24 @@ def build_plugin(name: str, category: str, options: Mapping[str, Any],
     if cls is None:
         return None
     return cls(name, options, step)
+
+
+def load_entry_points(entry_points: Any) -> list[str]:
+    """Register third-party plugin classes from the ``pingap.plugins`` entry-point group.
+
+    ``entry_points`` is ``importlib.metadata.entry_points`` (passed in: reading installed
+    package metadata is the caller's I/O). Each entry point's name is the category a
+    config names; its object is a ``Plugin`` subclass. Returns the categories added."""
+    added = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        cls = ep.load()
+        if not (isinstance(cls, type) and issubclass(cls, Plugin)):
+            raise TypeError(f"entry point {ep.name} ({ep.value}) is not a pingap Plugin class")
+        if ep.name in REGISTRY and REGISTRY[ep.name] is not cls:
+            raise ValueError(f"plugin category {ep.name!r} is defined twice")
+        REGISTRY[ep.name] = cls
+        added.append(ep.name)
+    return added
 
 
 from pingap.plugins import builtin as _builtin  # noqa: E402,F401  (registers categories)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,3 +64,83 @@ class Mock(Plugin):
         if step == self.step and (not self.path or ctx.path == self.path):
             return self.response
         return CONTINUE
+
+
+@register
+class Limit(Plugin):
+    """Rate (sliding window over ``interval``) or in-flight limit per key, host- or
+    fleet-wide through the worker's counter store.
+
+    pingap blends the previous and current windows with a fixed ``weight``, which lets a
+    window admit up to twice the rate and the next one nothing; we weight the previous
+    window by the share of it still inside the sliding interval, which holds the
+    configured rate. ``weight`` is accepted and ignored (documented)."""
+
+    category = "limit"
+    steps = ("request", "proxy_upstream")
+
+    def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        super().__init__(name, options, step)
+        self.inflight = str(options.get("type", "rate")).lower() == "inflight"
+        self.tag = str(options.get("tag", "ip")).lower()
+        self.key = str(options.get("key", ""))
+        if self.tag in ("header", "cookie", "query") and not self.key:
+            raise ValueError(f"a limit with tag = {self.tag!r} needs `key`")
+        max_ = options.get("max", 0)
+        if not isinstance(max_, int) or max_ <= 0:
+            raise ValueError(f"`max` must be a positive integer, got {max_!r}")
+        self.max = max_
+        self.interval = max(parse_duration(options.get("interval", "10s")), 0.001)
+        self.counters: Any = None
+
+    def bind(self, services: Any) -> None:
+        if services.counters is None:
+            raise ValueError("the limit plugin needs the worker's counter store")
+        self.counters = services.counters
+
+    def _value(self, ctx: RequestContext) -> str | None:
+        if self.tag == "header":
+            return ctx.request_header(self.key)
+        if self.tag == "cookie":
+            return ctx.cookie(self.key)
+        if self.tag == "query":
+            return ctx.query_param(self.key)
+        return ctx.client_ip
+
+    def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
+        if step != self.step:
+            return CONTINUE
+        value = self._value(ctx)
+        if not value:
+            return CONTINUE  # as pingap: no key, no limit
+        name = f"limit|{self.name}|{value}"
+        if self.inflight:
+            if self.counters.inflight_acquire(name, self.max):
+                counters = self.counters
+                ctx.on_finish(lambda: counters.inflight_release(name))
+                return CONTINUE
+        elif self.counters.rate_acquire(name, self.interval, self.max):
+            return CONTINUE
+        return plugin_response(429, f"Plugin limit, exceed limit {value}/{self.max}".encode())
+
+
+@register
+class Stats(Plugin):
+    """``path`` (exact, any method) answers the worker's stats as JSON."""
+
+    category = "stats"
+    steps = ("request", "proxy_upstream")
+
+    def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        super().__init__(name, options, step)
+        self.path = str(options.get("path", ""))
+        self.stats: Any = None
+
+    def bind(self, services: Any) -> None:
+        self.stats = services.stats
+
+    def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
+        if step != self.step or not self.path or ctx.path != self.path or self.stats is None:
+            return CONTINUE
+        body = json.dumps(self.stats(ctx), sort_keys=True).encode()
+        return plugin_response(200, body, b"application/json")

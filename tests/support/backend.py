@@ -86,7 +86,8 @@ class Backend:
                 info = {"backend": self.name, "method": request.method.decode(),
                         "target": request.target.decode("latin-1"), "headers": headers,
                         "length": length, "sha256": body.hexdigest(),
-                        "trailers": trailers, "http_version": request.http_version.decode()}
+                        "trailers": trailers, "http_version": request.http_version.decode(),
+                        "time": time.time()}
                 self.log(info)
                 self.respond(sock, conn, request, info)
                 if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:

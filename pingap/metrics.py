@@ -1,0 +1,273 @@
+"""Prometheus metrics kept in the host's shared state, rendered as text exposition.
+
+Every worker adds to its own column of ``SharedState`` (no locks on the hot path); a
+scrape sums the live columns plus the column of retired workers, so totals are exact
+across workers, including those that exited. Names follow pingap (spec §12.2); where
+pingap's units break Prometheus conventions, time histograms carry ``_seconds`` and the
+KB size histograms are not kept (the ``*_bytes`` counters hold the same information).
+Every series has the ``server`` label, as in pingap. Requests that match no location
+are not counted, as in pingap.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pingap import __version__
+from pingap.context import RequestContext
+from pingap.state import SERIES, SeriesKind, SharedState
+
+RESPONSE_TIME_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+UPSTREAM_TIME_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1)
+UPSTREAM_PROCESSING_BUCKETS = (0.01, 0.02, 0.1, 0.5, 1, 5, 10)
+
+HELP = {
+    "pingap_http_requests_total": ("counter", "Requests received (matched a location)."),
+    "pingap_http_requests_current": ("gauge", "Requests in flight."),
+    "pingap_http_responses_codes": ("counter", "Responses by status class."),
+    "pingap_http_response_time_seconds": ("histogram", "Time to serve a request."),
+    "pingap_http_received_bytes": ("counter", "Request body bytes received."),
+    "pingap_http_sent_bytes": ("counter", "Response body bytes sent."),
+    "pingap_connection_reuses": ("counter", "Requests on a reused client connection."),
+    "pingap_upstream_connections_current": ("gauge", "Requests in flight per upstream."),
+    "pingap_upstream_reuses": ("counter", "Requests on a reused upstream connection."),
+    "pingap_upstream_tcp_connect_time_seconds": ("histogram", "TCP connect to a backend."),
+    "pingap_upstream_processing_time_seconds": ("histogram",
+                                                "Request sent to response head received."),
+    "pingap_upstream_response_time_seconds": ("histogram",
+                                              "Response head to end of response body."),
+}
+
+
+def _labels(**labels: str) -> str:
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+    return "{" + inner + "}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass(slots=True)
+class _Histogram:
+    buckets: tuple[float, ...]
+    bucket_index: tuple[int, ...]
+    sum_index: int
+    count_index: int
+
+
+class MetricsRecorder:
+    """One worker's writer: caches series indexes, adds to its own column."""
+
+    def __init__(self, state: SharedState, column: int) -> None:
+        self.state = state
+        self.column = column
+        self._counters: dict[tuple[str, str], int] = {}
+        self._histograms: dict[tuple[str, str], _Histogram] = {}
+        self._started_cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._finished_cache: dict[tuple[str, str, str],
+                                   tuple[tuple[int, ...], list[_Histogram]]] = {}
+
+    def _index(self, name: str, labels: str, kind: SeriesKind = SeriesKind.COUNTER) -> int:
+        key = (name, labels)
+        index = self._counters.get(key)
+        if index is None:
+            index = self._counters[key] = self.state.series_index(name + labels, kind)
+        return index
+
+    def add(self, name: str, labels: str, amount: float = 1.0,
+            kind: SeriesKind = SeriesKind.COUNTER) -> None:
+        self.state.add(self.column, self._index(name, labels, kind), amount)
+
+    def observe(self, name: str, labels: str, value: float, buckets: tuple[float, ...]) -> None:
+        self._observe(self._histogram(name, labels, buckets), value)
+
+    def _histogram(self, name: str, labels: str, buckets: tuple[float, ...]) -> _Histogram:
+        key = (name, labels)
+        hist = self._histograms.get(key)
+        if hist is None:
+            inner = labels[1:-1]
+            sep = "," if inner else ""
+            hist = self._histograms[key] = _Histogram(
+                buckets,
+                tuple(self.state.series_index(
+                    f'{name}_bucket{{{inner}{sep}le="{b}"}}') for b in (*buckets, "+Inf")),
+                self.state.series_index(f"{name}_sum{labels}"),
+                self.state.series_index(f"{name}_count{labels}"))
+        return hist
+
+    def _observe(self, hist: _Histogram, value: float) -> None:
+        values = self.state.values
+        base = self.column * SERIES
+        for i, bound in enumerate(hist.buckets):
+            if value <= bound:
+                values[base + hist.bucket_index[i]] += 1
+                break
+        else:
+            values[base + hist.bucket_index[-1]] += 1
+        values[base + hist.sum_index] += value
+        values[base + hist.count_index] += 1
+
+    # --- request hooks (hot path: every index list is computed once per label set) -----
+
+    def _started(self, server: str, location: str) -> tuple[int, ...]:
+        key = (server, location)
+        found = self._started_cache.get(key)
+        if found is None:
+            out = []
+            for loc in ("", location):
+                labels = _labels(server=server, location=loc)
+                out.append(self._index("pingap_http_requests_total", labels))
+                out.append(self._index("pingap_http_requests_current", labels,
+                                       SeriesKind.GAUGE))
+            found = self._started_cache[key] = tuple(out)
+        return found
+
+    def request_started(self, server: str, location: str, reused: bool) -> None:
+        values = self.state.values
+        base = self.column * SERIES
+        total_all, current_all, total_loc, current_loc = self._started(server, location)
+        values[base + total_all] += 1
+        values[base + current_all] += 1
+        values[base + total_loc] += 1
+        values[base + current_loc] += 1
+        if reused:
+            self.add("pingap_connection_reuses", _labels(server=server))
+
+    def _finished(self, server: str, location: str, code: str) -> tuple[tuple[int, ...],
+                                                                         list[_Histogram]]:
+        key = (server, location, code)
+        found = self._finished_cache.get(key)
+        if found is None:
+            indexes = []
+            hists = []
+            for loc in ("", location):
+                labels = _labels(server=server, location=loc)
+                indexes.append(self._index("pingap_http_requests_current", labels,
+                                           SeriesKind.GAUGE))
+                indexes.append(self._index("pingap_http_responses_codes",
+                                           _labels(server=server, location=loc, code=code)))
+                indexes.append(self._index("pingap_http_received_bytes", labels))
+                indexes.append(self._index("pingap_http_sent_bytes", labels))
+                hists.append(self._histogram("pingap_http_response_time_seconds", labels,
+                                             RESPONSE_TIME_BUCKETS))
+            found = self._finished_cache[key] = (tuple(indexes), hists)
+        return found
+
+    def request_finished(self, server: str, ctx: RequestContext, upstream: str | None) -> None:
+        status = ctx.status
+        code = f"{status // 100}xx" if status and 100 <= status < 600 else "unknown"
+        indexes, hists = self._finished(server, ctx.location or "", code)
+        values = self.state.values
+        base = self.column * SERIES
+        received = ctx.payload_size
+        sent = ctx.size
+        for i in (0, 4):
+            values[base + indexes[i]] -= 1
+            values[base + indexes[i + 1]] += 1
+            if received:
+                values[base + indexes[i + 2]] += received
+            if sent:
+                values[base + indexes[i + 3]] += sent
+        elapsed = (ctx.end or ctx.start) - ctx.start
+        for hist in hists:
+            self._observe(hist, elapsed)
+        if upstream:
+            self._upstream_finished(server, upstream, ctx)
+
+    def _upstream_finished(self, server: str, upstream: str, ctx: RequestContext) -> None:
+        labels = _labels(server=server, upstream=upstream)
+        if ctx.upstream_reused:
+            self.add("pingap_upstream_reuses", labels)
+        for name, value, buckets in (
+                ("pingap_upstream_tcp_connect_time_seconds", ctx.upstream_tcp_connect_time,
+                 UPSTREAM_TIME_BUCKETS),
+                ("pingap_upstream_processing_time_seconds", ctx.upstream_processing_time,
+                 UPSTREAM_PROCESSING_BUCKETS),
+                ("pingap_upstream_response_time_seconds", ctx.upstream_response_time,
+                 UPSTREAM_TIME_BUCKETS)):
+            if value is not None:
+                self._observe(self._histogram(name, labels, buckets), value)
+
+    def upstream_inflight(self, server: str, upstream: str, delta: float) -> None:
+        self.add("pingap_upstream_connections_current",
+                 _labels(server=server, upstream=upstream), delta, SeriesKind.GAUGE)
+
+
+def _family(series: str) -> str:
+    name = series.split("{", 1)[0]
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and name[: -len(suffix)] in HELP:
+            return name[: -len(suffix)]
+    return name
+
+
+def render(state: SharedState, columns: Iterable[int],
+           process_lines: Iterable[str] = ()) -> str:
+    """The text exposition of every series, summed over ``columns`` (+ retired)."""
+    totals = state.totals(list(columns))
+    by_family: dict[str, list[str]] = {}
+    for index, series, _kind in state.series():
+        value = totals.get(index, 0.0)
+        text = repr(int(value)) if value == int(value) else repr(value)
+        by_family.setdefault(_family(series), []).append(f"{series} {text}")
+    out: list[str] = []
+    for family in sorted(by_family):
+        kind, doc = HELP.get(family, ("untyped", ""))
+        out.append(f"# HELP {family} {doc}")
+        out.append(f"# TYPE {family} {kind}")
+        lines = by_family[family]
+        if kind == "histogram":
+            lines = _cumulative(lines)
+        out.extend(lines)
+    out.append("# HELP pingap_build_info Version information.")
+    out.append("# TYPE pingap_build_info gauge")
+    out.append(f"pingap_build_info{_labels(version=__version__, python=platform.python_version())} 1")
+    out.extend(process_lines)
+    return "\n".join(out) + "\n"
+
+
+def _cumulative(lines: list[str]) -> list[str]:
+    """Histogram buckets are stored per bucket; the exposition wants them cumulative."""
+    running: dict[str, float] = {}
+    out = []
+
+    def bound(line: str) -> float:
+        if "_bucket{" not in line:
+            return float("inf")
+        le = line.rsplit('le="', 1)[1].split('"', 1)[0]
+        return float("inf") if le == "+Inf" else float(le)
+
+    def series_key(line: str) -> str:
+        return line.split(' ', 1)[0].rsplit('le="', 1)[0] if "_bucket{" in line else ""
+
+    buckets = sorted((ln for ln in lines if "_bucket{" in ln), key=lambda ln: (series_key(ln),
+                                                                             bound(ln)))
+    for line in buckets:
+        key = series_key(line)
+        name, value = line.rsplit(" ", 1)
+        running[key] = running.get(key, 0.0) + float(value)
+        total = running[key]
+        out.append(f"{name} {int(total) if total == int(total) else total}")
+    out.extend(ln for ln in lines if "_bucket{" not in ln)
+    return out
+
+
+def process_lines(samples: Iterable[tuple[str, int, float, int, float]]) -> list[str]:
+    """Per-process lines from (role, pid, rss bytes, open fds, cpu seconds) samples."""
+    samples = list(samples)
+    out = ["# HELP pingap_process_resident_memory_bytes Resident memory per process.",
+           "# TYPE pingap_process_resident_memory_bytes gauge"]
+    out += [f"pingap_process_resident_memory_bytes{_labels(role=r, pid=str(p))} {int(m)}"
+            for r, p, m, _, _ in samples]
+    out += ["# HELP pingap_process_open_fds Open file descriptors per process.",
+            "# TYPE pingap_process_open_fds gauge"]
+    out += [f"pingap_process_open_fds{_labels(role=r, pid=str(p))} {f}"
+            for r, p, _, f, _ in samples]
+    out += ["# HELP pingap_process_cpu_seconds_total CPU time per process.",
+            "# TYPE pingap_process_cpu_seconds_total counter"]
+    out += [f"pingap_process_cpu_seconds_total{_labels(role=r, pid=str(p))} {c:.2f}"
+            for r, p, _, _, c in samples]
+    return out

@@ -1,0 +1,99 @@
+"""Rate and in-flight counters in Redis, for limits shared by several hosts.
+
+Both checks run as Lua scripts, so each decision is one atomic round trip; the rate
+script uses Redis's clock (``TIME``), so hosts need not agree on time. When Redis cannot
+be reached (250 ms timeouts), the configured failure mode decides — ``open`` admits,
+``closed`` refuses — and Redis is retried after ``RETRY_AFTER``, so limits hold again
+within a second of its return. In-flight keys expire (``INFLIGHT_TTL``), so counts held
+by a worker that died cannot pin a key forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+
+log = logging.getLogger("pingap.redis")
+
+RETRY_AFTER = 0.5
+TIMEOUT = 0.25
+INFLIGHT_TTL = 300
+
+_RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local interval = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local window = math.floor(now / interval)
+local elapsed = (now - window * interval) / interval
+local current = KEYS[1] .. ':' .. window
+local cur = tonumber(redis.call('GET', current) or '0')
+local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. (window - 1)) or '0')
+if prev * (1 - elapsed) + cur < limit then
+  redis.call('INCR', current)
+  redis.call('PEXPIRE', current, math.ceil(interval * 2000) + 1000)
+  return 1
+end
+return 0
+"""
+
+_INFLIGHT_ACQUIRE = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n >= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+_INFLIGHT_RELEASE = """
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then redis.call('DECR', KEYS[1]) end
+return 0
+"""
+
+
+class RedisCounters:
+    """``pingap.plugins.CounterStore`` backed by Redis."""
+
+    def __init__(self, url: str, *, fail_open: bool = True) -> None:
+        self.client = redis.Redis.from_url(url, socket_timeout=TIMEOUT,
+                                           socket_connect_timeout=TIMEOUT)
+        self.fail_open = fail_open
+        self.url = url
+        self._down_until = 0.0
+        self._failing = False
+        self._rate = self.client.register_script(_RATE)
+        self._acquire = self.client.register_script(_INFLIGHT_ACQUIRE)
+        self._release = self.client.register_script(_INFLIGHT_RELEASE)
+
+    def _run(self, script: Any, key: str, *args: object) -> int | None:
+        now = time.monotonic()
+        if now < self._down_until:
+            return None
+        try:
+            result = script(keys=["pingap:{" + key + "}"], args=list(args))
+        except redis.RedisError as exc:
+            if not self._failing:
+                log.error("redis %s unreachable (%s); limits fail %s", self.url, exc,
+                          "open" if self.fail_open else "closed")
+            self._failing = True
+            self._down_until = now + RETRY_AFTER
+            return None
+        if self._failing:
+            log.warning("redis %s is back; limits enforced again", self.url)
+            self._failing = False
+        return int(result)
+
+    def rate_acquire(self, name: str, interval: float, limit: float) -> bool:
+        result = self._run(self._rate, name, interval, limit)
+        return self.fail_open if result is None else result == 1
+
+    def inflight_acquire(self, name: str, limit: int) -> bool:
+        result = self._run(self._acquire, name, limit, INFLIGHT_TTL)
+        return self.fail_open if result is None else result == 1
+
+    def inflight_release(self, name: str) -> None:
+        self._run(self._release, name)
