@@ -15,7 +15,7 @@ Layout (little-endian), offsets in bytes::
 
     0        header    magic "PGAPSTAT", version u32, registered series u32
     HEALTH   HEALTH_SLOTS x (key u64, healthy i32, pad u32)
-    COUNTERS COUNTER_SLOTS x (key u64, window i64, count u64, prev_window i64, prev u64)
+    COUNTERS COUNTER_SLOTS x (key u64, last bucket i64, RATE_BUCKETS + 1 counts u32)
     INFLIGHT INFLIGHT_SLOTS x (key u64, owner i32, pad u32, count i64)
     REGISTRY SERIES x (kind u8, length u8, name bytes[SERIES_NAME])
     VALUES   (WORKER_COLUMNS + 1) x SERIES x f64   (last column: retired workers)
@@ -36,7 +36,8 @@ _HEADER = struct.Struct("<8sII")
 HEALTH_SLOTS = 2048
 _HEALTH = struct.Struct("<Qii")
 COUNTER_SLOTS = 8192
-_COUNTER = struct.Struct("<QqQqQ")
+RATE_BUCKETS = 10  # sub-windows per interval: the estimate is off by at most one of them
+_COUNTER = struct.Struct(f"<Qq{RATE_BUCKETS + 1}I")
 INFLIGHT_SLOTS = 8192
 _INFLIGHT = struct.Struct("<QiIq")
 SERIES = 4096
@@ -143,28 +144,34 @@ class SharedState:
                 return slot
         raise StateFull("shared counter table is full")
 
-    def rate_acquire(self, name: str, now: float, interval: float, limit: float) -> tuple[bool, float]:
-        """Sliding-window rate limit: admit if fewer than ``limit`` requests are estimated
-        in the last ``interval`` seconds. Returns (admitted, estimate before this one)."""
+    def rate_acquire(self, name: str, now: float, interval: float,
+                     limit: float) -> tuple[bool, float]:
+        """Sliding-window rate limit: admit if fewer than ``limit`` requests were admitted
+        in the last ``interval`` seconds. The window is kept as ``RATE_BUCKETS`` buckets
+        (a ring of one more), the oldest weighted by how much of it is still inside.
+        Returns (admitted, estimate before this one)."""
         key = key_hash(name)
-        window = int(now // interval)
-        elapsed = (now - window * interval) / interval
+        ring = RATE_BUCKETS + 1
+        width = interval / RATE_BUCKETS
+        bucket = int(now // width)
+        fraction = (now - bucket * width) / width
         with self.lock("counters"):
             slot = self._find(COUNTERS_AT, COUNTER_SLOTS, _COUNTER, key)
             offset = COUNTERS_AT + slot * _COUNTER.size
-            found, cur_window, count, _prev_window, prev = _COUNTER.unpack_from(
-                self.buf, offset)
-            if found != key or cur_window < window - 1:
-                prev, count = 0, 0
-            elif cur_window == window - 1:
-                prev, count = count, 0
-            elif cur_window != window:  # a clock step back: start over
-                prev, count = 0, 0
-            estimate = prev * (1.0 - elapsed) + count
+            record = _COUNTER.unpack_from(self.buf, offset)
+            counts = list(record[2:])
+            last = record[1]
+            if record[0] != key or bucket - last > RATE_BUCKETS or bucket < last:
+                counts = [0] * ring  # new key, idle for a whole window, or clock stepped
+            else:
+                for stale in range(last + 1, bucket + 1):
+                    counts[stale % ring] = 0
+            estimate = sum(counts[(bucket - i) % ring] for i in range(RATE_BUCKETS))
+            estimate += counts[(bucket - RATE_BUCKETS) % ring] * (1.0 - fraction)
             admitted = estimate < limit
             if admitted:
-                count += 1
-            _COUNTER.pack_into(self.buf, offset, key, window, count, window - 1, prev)
+                counts[bucket % ring] += 1
+            _COUNTER.pack_into(self.buf, offset, key, bucket, *counts)
         return admitted, estimate
 
     # --- in-flight counters -----------------------------------------------------------------

@@ -12,12 +12,16 @@ SUDO=""
 # Debian packages the integration tests drive as real processes.
 need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
 "$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
+# the worked example of an out-of-tree plugin, installed the way a user would
+"$PYTHON" -m pip install -q --disable-pip-version-check ./tests/plugin_example
 
 "$PYTHON" -m ruff check pingap master workers tests scripts
 "$PYTHON" -m mypy pingap master workers

@@ -16,23 +16,33 @@ from typing import Any
 
 import redis
 
+from pingap.state import RATE_BUCKETS
+
 log = logging.getLogger("pingap.redis")
 
 RETRY_AFTER = 0.5
 TIMEOUT = 0.25
 INFLIGHT_TTL = 300
 
+# The same sliding window as the shared-memory store (pingap.state.rate_acquire):
+# RATE_BUCKETS sub-windows per interval, the oldest weighted by its share still inside.
 _RATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
-local window = math.floor(now / interval)
-local elapsed = (now - window * interval) / interval
-local current = KEYS[1] .. ':' .. window
-local cur = tonumber(redis.call('GET', current) or '0')
-local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. (window - 1)) or '0')
-if prev * (1 - elapsed) + cur < limit then
+local buckets = tonumber(ARGV[3])
+local width = interval / buckets
+local bucket = math.floor(now / width)
+local fraction = (now - bucket * width) / width
+local estimate = 0
+for i = 0, buckets - 1 do
+  estimate = estimate + tonumber(redis.call('GET', KEYS[1] .. ':' .. (bucket - i)) or '0')
+end
+local oldest = tonumber(redis.call('GET', KEYS[1] .. ':' .. (bucket - buckets)) or '0')
+estimate = estimate + oldest * (1 - fraction)
+if estimate < limit then
+  local current = KEYS[1] .. ':' .. bucket
   redis.call('INCR', current)
   redis.call('PEXPIRE', current, math.ceil(interval * 2000) + 1000)
   return 1
@@ -88,7 +98,7 @@ class RedisCounters:
         return int(result)
 
     def rate_acquire(self, name: str, interval: float, limit: float) -> bool:
-        result = self._run(self._rate, name, interval, limit)
+        result = self._run(self._rate, name, interval, limit, RATE_BUCKETS)
         return self.fail_open if result is None else result == 1
 
     def inflight_acquire(self, name: str, limit: int) -> bool:

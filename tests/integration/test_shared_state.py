@@ -100,9 +100,9 @@ def test_limit_is_exact_across_two_workers(store: str, tmp_path: Path, backends,
     if store == "redis":
         redis = RedisServer(tmp_path)
         basic = f'redis_url = "{redis.url}"'
-    proxy = pingap(config(tmp_path, port, backend.addr, basic=basic, plugins=LIMIT_100,
-                          location='plugins = ["per_key"]'), port=port)
-    wait_for(lambda: len(proxy.worker_pids()) == 2, what="two workers")
+    pingap(config(tmp_path, port, backend.addr, basic=basic, plugins=LIMIT_100,
+                  location='plugins = ["per_key"]'), port=port)
+    wait_for(lambda: serving(tmp_path) == 2, what="two serving workers")
     results = paced_load(port, rate=300, seconds=10, headers={"X-Key": "tenant-1"})
     statuses = Counter(status for _, status in results)
     assert set(statuses) <= {200, 429}, statuses
@@ -122,8 +122,8 @@ def test_redis_outage_fails_open_then_limits_again(tmp_path: Path, backends, pin
     limit = LIMIT_100.replace("max = 100", "max = 20")
     proxy = pingap(config(tmp_path, port, backend.addr, basic=f'redis_url = "{redis.url}"',
                           plugins=limit, location='plugins = ["per_key"]'), port=port)
-    workers = wait_for(lambda: len(proxy.worker_pids()) == 2 and proxy.worker_pids(),
-                       what="two workers")
+    wait_for(lambda: serving(tmp_path) == 2, what="two serving workers")
+    workers = proxy.worker_pids()
     box: dict[str, object] = {}
 
     def outage() -> None:
@@ -164,6 +164,15 @@ def test_redis_outage_fails_closed_when_configured(tmp_path: Path, backends, pin
     redis.stop()
     assert request(port, path="/b", headers={"X-Key": "k"}).status == 429
     assert request(port, path="/c").status == 200  # no key: not limited
+
+
+def serving(tmp: Path) -> int:
+    """Workers the master reports serving (its status file)."""
+    try:
+        status = json.loads((tmp / "pingap.pid.status").read_text())
+    except (OSError, ValueError):
+        return 0
+    return sum(w["state"] == "serving" for w in status["workers"])
 
 
 def metric(text: str, series: str) -> float:
@@ -245,8 +254,9 @@ def test_one_prober_per_host_and_dead_backend_leaves_every_worker(tmp_path: Path
                 '&connection_timeout=200ms"')
     config_text = config(tmp_path, port, live.addr, upstream=upstream).replace(
         f'addrs = ["{live.addr}"]', f'addrs = ["{live.addr}", "{doomed.addr}"]')
-    proxy = pingap(config_text, port=port)
-    wait_for(lambda: len(proxy.worker_pids()) == 2, what="two workers")
+    pingap(config_text, port=port)
+    wait_for(lambda: serving(tmp_path) == 2, what="two serving workers")
+
     def probe_times() -> list[float]:
         return [r["time"] for r in live.requests() if r["target"] == "/health"]
     times = wait_for(lambda: len(probe_times()) >= 8 and probe_times(), timeout=15,
@@ -284,6 +294,7 @@ data = "canned body"
     assert request(port, path="/ping").body == b"pong"
     reply = request(port, path="/canned")
     assert (reply.status, reply.body, reply.header("X-Mock")) == (202, b"canned body", "yes")
+    wait_for(lambda: serving(tmp_path) == 2, what="two serving workers")
     stats = request(port, path="/stats").json()
     master = psutil.Process(int((tmp_path / "pingap.pid").read_text()))
     assert stats["pid"] in {child.pid for child in master.children()}
