@@ -399,10 +399,10 @@ def drop_privileges(user: str | None, group: str | None) -> None:
     if os.getuid() != 0 or not (user or group):
         return
     socket.getaddrinfo("localhost", 80)  # loads gevent's resolver
-    import ssl  # noqa: F401  (https health checks)
     import http.client  # noqa: F401  (push gateway)
+    import ssl  # noqa: F401  (https health checks)
 
-    import workers.push  # noqa: F401
+    import workers.push
     import workers.redis_store  # noqa: F401
     if group:
         gid = grp.getgrnam(group).gr_gid
