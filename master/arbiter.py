@@ -481,10 +481,13 @@ class Arbiter:
                                    {"shm:scoreboard": self._scoreboard_fd,
                                     "shm:state": self._state_fd})
         except OSError as exc:
-            log.error("handing over the listeners failed: %s", exc)
+            log.error("upgrade failed: handing over the listeners failed (%s); "
+                      "this master keeps serving", exc)
             conn.close()
             if child is not None:
                 child.kill()
+            self.last_upgrade_failed = True
+            self.write_status(force=True)
             return
         conn.setblocking(False)
         self.handoff = Handoff(conn, child, time.monotonic() + HANDOFF_READY_WAIT)
