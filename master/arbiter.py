@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from master import files, handoff, shm
+from master import files, handoff, logs, shm
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from pingap.config import load_config
@@ -590,7 +590,7 @@ class Arbiter:
 
     def handle_usr1(self) -> None:
         log.info("SIGUSR1: reopening log files")
-        reopen_log(self.options.log_path)
+        logs.reopen()
         for worker in self.workers.values():
             try:
                 worker.proc.send_signal(signal.SIGUSR1)
@@ -718,13 +718,3 @@ class Arbiter:
 
 class _BindError(Exception):
     pass
-
-
-def reopen_log(path: str | None) -> None:
-    if not path:
-        return
-    root = logging.getLogger()
-    for handler in root.handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.close()
-            handler.stream = handler._open()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
+from master import logs
 from pingap import __version__
 from pingap.config import load_config
 from pingap.errors import ConfigError
@@ -68,15 +68,6 @@ def print_problems(path: str, problems: list[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
-def setup_logging(path: str | None) -> None:
-    handler: logging.Handler = logging.FileHandler(path) if path else logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("PINGAP_LOG_LEVEL", "INFO").upper())
-
-
 def load_plugins() -> None:
     """Third-party plugin categories (entry-point group ``pingap.plugins``)."""
     from importlib.metadata import entry_points
@@ -122,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ready_pipe = None
     if args.daemon:
         ready_pipe = daemonize(config.basic.error_log)  # type: ignore[attr-defined]
-    setup_logging(log_path)
+    logs.setup(log_path, config.basic.log_level)  # type: ignore[attr-defined]
     options = Options(config_path=conf, threads=args.threads, log_path=log_path,
                       autoreload=args.autoreload or args.autorestart, upgrade=args.upgrade,
                       upgrade_fd=args.upgrade_fd, heartbeat_timeout=args.heartbeat_timeout,

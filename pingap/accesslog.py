@@ -243,7 +243,7 @@ def _hint(name: str, candidates: list[str], render: str) -> str:
 # --- value formatting --------------------------------------------------------------
 
 
-def _ms(seconds: float) -> int:
+def millis(seconds: float) -> int:
     """Whole milliseconds (truncated like pingap's ``as_millis``), float noise absorbed."""
     return max(0, int(seconds * 1000 + 1e-6))
 
@@ -315,7 +315,7 @@ def _timing(attr: str, human: bool, missing: str) -> _Getter:
 
     def get(ctx: RequestContext) -> str:
         value = read(ctx)
-        return missing if value is None else str(_ms(value))
+        return missing if value is None else str(millis(value))
 
     return get
 
@@ -355,7 +355,7 @@ _PLAIN_GETTERS: dict[str, _Getter] = {
     "size": lambda c: str(c.size),
     "size_human": lambda c: format_size_human(c.size),
     "status": lambda c: _STATUS.get(c.status) or str(c.status),
-    "latency": lambda c: str(_ms(_elapsed(c))),
+    "latency": lambda c: str(millis(_elapsed(c))),
     "latency_human": lambda c: format_duration_human(_elapsed(c)),
     "payload_size": lambda c: str(c.payload_size),
     "payload_size_human": lambda c: format_size_human(c.payload_size),
@@ -389,7 +389,7 @@ _CONTEXT_GETTERS: dict[str, _Getter] = {
     "upstream_reused": _flag("upstream_reused"),
     "upstream_connected": _text("upstream_connected", ""),
     "compression_ratio": _compression_ratio,
-    "service_time": lambda c: str(_ms(_elapsed(c))),
+    "service_time": lambda c: str(millis(_elapsed(c))),
     "service_time_human": lambda c: format_duration_human(_elapsed(c)),
 }
 _CONTEXT_GETTERS.update(

@@ -16,6 +16,7 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pingap.accesslog import millis
 from pingap.context import RequestContext
 
 Resolver = Callable[[RequestContext], "str | None"]
@@ -54,15 +55,10 @@ _BUILTINS: dict[str, Resolver] = {
 }
 
 
-def _ms(seconds: float) -> int:
-    """Whole milliseconds, as the access log prints them (float noise absorbed)."""
-    return max(0, int(seconds * 1000 + 1e-6))
-
-
 def _context_resolver(key: str) -> Resolver:
     def resolve(ctx: RequestContext) -> str | None:
         if key == "service_time":
-            return str(_ms((ctx.end or ctx.start) - ctx.start))
+            return str(millis((ctx.end or ctx.start) - ctx.start))
         if key == "connection_id":
             return str(ctx.conn.connection_id)
         if key in ("tls_version", "tls_cipher", "tls_handshake_time"):
@@ -76,7 +72,7 @@ def _context_resolver(key: str) -> Resolver:
         if key == "compression_ratio" and isinstance(value, float):
             return f"{value:.1f}"
         if isinstance(value, float):
-            return str(_ms(value))
+            return str(millis(value))
         return str(value)
     return resolve
 

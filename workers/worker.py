@@ -22,7 +22,6 @@ import platform
 import pwd
 import signal
 import socket
-import sys
 import time
 from importlib.metadata import entry_points
 from itertools import count
@@ -31,6 +30,7 @@ import gevent
 import psutil
 from gevent.event import Event
 
+from master import logs
 from master.shm import open_scoreboard, open_state
 from pingap import __version__
 from pingap.config import load_config
@@ -56,16 +56,6 @@ HEARTBEAT_INTERVAL = 1.0
 DEADLINE_TICK = 0.1
 #: Stop accepting while this many connections above the serving workers' average.
 BALANCE_SLACK = 4
-
-
-def setup_logging(path: str | None) -> None:
-    handler: logging.Handler
-    handler = logging.FileHandler(path) if path else logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(
-        "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(os.environ.get("PINGAP_LOG_LEVEL", "INFO").upper())
 
 
 class Worker:
@@ -370,10 +360,7 @@ class Worker:
     def reopen_logs(self) -> None:
         for sink in self._access_logs.values():
             sink.reopen()
-        for handler in logging.getLogger().handlers:
-            if isinstance(handler, logging.FileHandler):
-                handler.close()
-                handler.stream = handler._open()
+        logs.reopen()
 
     def _shutdown(self) -> None:
         for prober in self._probers:
@@ -430,7 +417,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--state-fd", type=int, default=None)
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
-    setup_logging(args.log)
+    logs.setup(args.log)
     control = socket.socket(fileno=args.control_fd) if args.control_fd is not None else None
 
     def boot_error(message: str) -> int:
@@ -445,6 +432,7 @@ def main(argv: list[str]) -> int:
     try:
         load_entry_points(entry_points)
         config = load_config(args.config)
+        logs.setup(args.log, config.basic.log_level)
         if args.config_digest and config.digest != args.config_digest:
             return boot_error("the config changed on disk after the master validated it")
         runtime = build_runtime(config)
