@@ -85,6 +85,8 @@ class LocationRuntime:
     max_retries: int
     max_retry_window: float | None
     plugins: tuple[Plugin, ...] = ()
+    #: lower-cased names the set rules replace (stripped from the client's headers)
+    set_names: frozenset[bytes] = frozenset()
     processing: int = 0
 
 
@@ -242,6 +244,7 @@ def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
         max_retries=cfg.max_retries or 0,
         max_retry_window=cfg.max_retry_window,
         plugins=_location_plugins(name, cfg, plugins, out),
+        set_names=frozenset(rule.name.lower() for rule in header_set),
     )
     try:
         route = compile_route(

@@ -64,15 +64,29 @@ def connection_tokens(headers: Headers) -> set[bytes]:
     return tokens
 
 
+#: Handled by the proxy itself, never forwarded as such.
+_NOT_FORWARDED = frozenset({b"expect"})
+
 #: Never removed because ``Connection`` names them: dropping framing or Host would turn
 #: one request into a different one (HTTP Garden's "transducer strips framing" class).
 PROTECTED = frozenset({b"host", b"content-length"})
 
 
-def strip_hop_by_hop(headers: Headers) -> Headers:
-    named = connection_tokens(headers) - PROTECTED
-    return [(n, v) for n, v in headers
-            if (low := n.lower()) not in HOP_BY_HOP and low not in named]
+def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
+    """``headers`` without hop-by-hop ones, those ``Connection`` names, and ``also``."""
+    out: Headers = []
+    named: set[bytes] | None = None
+    for name, value in headers:
+        low = name.lower()
+        if low in HOP_BY_HOP or low in also:
+            if low == b"connection":
+                tokens = {t.strip().lower() for t in value.split(b",")} - PROTECTED
+                named = tokens if named is None else named | tokens
+            continue
+        out.append((name, value))
+    if named:
+        out = [(n, v) for n, v in out if n.lower() not in named]
+    return out
 
 
 class ProxySession:
@@ -203,22 +217,23 @@ class ProxySession:
         """(method, target, headers) to send upstream: rules applied, hop-by-hop gone."""
         ctx = self.ctx
         request = self.request
+        location = self.location
+        replaced = location.set_names if location is not None else frozenset()
         # ctx.request_headers: request-phase plugins may have edited them
-        headers = strip_hop_by_hop(ctx.request_headers)
-        headers = [(n, v) for n, v in headers if n.lower() != b"expect"]
+        headers = strip_hop_by_hop(ctx.request_headers, _NOT_FORWARDED | replaced)
         te = header_value(request.headers, b"te")
         if te is not None and b"trailers" in te.lower():
             headers.append((b"TE", b"trailers"))
         if request.chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
-        location = self.location
         if location is not None:
-            for rule in location.header_set:
-                value = rule.value(ctx)
-                low = rule.name.lower()
-                headers = [(n, v) for n, v in headers if n.lower() != low]
-                if value is not None:
-                    headers.append((rule.name, value))
+            if location.header_set:
+                chosen: dict[bytes, tuple[bytes, bytes | None]] = {}
+                for rule in location.header_set:  # a later rule for a name replaces earlier
+                    low = rule.name.lower()
+                    chosen.pop(low, None)  # ... and takes its place at the end
+                    chosen[low] = (rule.name, rule.value(ctx))
+                headers.extend((n, v) for n, v in chosen.values() if v is not None)
             for rule in location.header_add:
                 value = rule.value(ctx)
                 if value is not None:
