@@ -28,6 +28,7 @@ from typing import Any
 from master import files, handoff, logs, shm
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
+from master.snapshot import ConfigSnapshots
 from pingap.config import load_config
 from pingap.control import Decoder, MessageType, ProtocolError, encode
 from pingap.errors import ConfigError
@@ -74,6 +75,7 @@ class Generation:
     config: Any
     digest: str
     servers: dict[str, list[str]]  # server name -> listener keys
+    path: str = ""                 # the private copy of the config its workers load
 
 
 @dataclass
@@ -147,6 +149,7 @@ class Arbiter:
         self.options = options
         self.config_path = os.path.abspath(options.config_path)
         self.config = config
+        self.snapshots = ConfigSnapshots(self.config_path)
         self.pid_file = config.basic.pid_file or files.default_pid_file()
         self.listeners = ListenerSet()
         self.workers: dict[int, WorkerHandle] = {}   # by pid
@@ -222,10 +225,22 @@ class Arbiter:
 
     # --- generations ----------------------------------------------------------------
 
-    def start_generation(self, config: Any, reason: str) -> None:
+    def next_generation_number(self) -> int:
         number = (self.current.number if self.current else 0) + 1
         if self.rollout is not None:
             number = self.rollout.generation.number + 1
+        return number
+
+    def load_generation_config(self, number: int) -> tuple[Any, str]:
+        """Copy and validate the config for generation ``number``: (config, copy path)."""
+        path = self.snapshots.take(number)
+        try:
+            return load_checked(path), path
+        except ConfigError as err:
+            raise self.snapshots.user_paths(err, number) from None
+
+    def start_generation(self, config: Any, reason: str, path: str) -> None:
+        number = self.next_generation_number()
         servers = generation_servers(config)
         keys = [k for ks in servers.values() for k in ks]
         reuse = {address_key(h, p): bool(s.reuse_port)
@@ -234,7 +249,7 @@ class Arbiter:
             new_keys = self.listeners.ensure(keys, reuse)
         except OSError as exc:
             raise _BindError(f"cannot listen: {exc}") from exc
-        generation = Generation(number, config, config.digest, servers)
+        generation = Generation(number, config, config.digest, servers, path)
         self.reload_seq += 1
         self.rollout = Rollout(generation, reason, self.reload_seq,
                                time.monotonic() + BOOT_TIMEOUT, new_keys)
@@ -252,7 +267,7 @@ class Arbiter:
             slot = self.scoreboard.free_index()
             self.scoreboard.write(slot, pid=0, generation=generation.number,
                                   state=SlotState.BOOTING)
-        cmd = [sys.executable, "-m", "workers", "--config", self.config_path,
+        cmd = [sys.executable, "-m", "workers", "--config", generation.path,
                "--config-digest", generation.digest, "--listeners", json.dumps(fds),
                "--worker-id", str(worker_id), "--generation", str(generation.number),
                "--control-fd", str(child.fileno()),
@@ -340,7 +355,7 @@ class Arbiter:
         notify("RELOADING=1", monotonic_usec())
         self.paused = False
         try:
-            config = load_checked(self.config_path)
+            config, path = self.load_generation_config(self.next_generation_number())
         except ConfigError as err:
             self.reload_seq += 1
             self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
@@ -351,7 +366,7 @@ class Arbiter:
             self.write_status(force=True)
             return
         try:
-            self.start_generation(config, reason)
+            self.start_generation(config, reason, path)
         except _BindError as err:
             self.reload_seq += 1
             self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
@@ -417,6 +432,12 @@ class Arbiter:
                 continue
             del self.workers[pid]
             worker.control.close()
+            in_use = {w.generation for w in self.workers.values()}
+            if self.current is not None:
+                in_use.add(self.current.number)
+            if self.rollout is not None:
+                in_use.add(self.rollout.generation.number)
+            self.snapshots.drop(in_use)
             if self.state is not None:
                 self.state.retire(worker.slot)       # metric totals outlive the worker
                 self.state.drop_owner(worker.slot)   # its in-flight counts are void
@@ -507,7 +528,9 @@ class Arbiter:
             state.conn.close()
             self.handoff = None
             log.info("new master is ready; draining")
-            self.graceful_stop(close_listeners=True)
+            # no STOPPING=1: the service goes on in the new master (which sent MAINPID)
+            notify(f"STATUS=handed over to the new master; draining pid {os.getpid()}")
+            self.graceful_stop(close_listeners=True, notify_systemd=False)
             return
         child_dead = state.child is not None and state.child.poll() is not None
         if messages is None or child_dead or time.monotonic() > state.deadline:
@@ -523,11 +546,12 @@ class Arbiter:
 
     # --- stopping -----------------------------------------------------------------------
 
-    def graceful_stop(self, close_listeners: bool = True) -> None:
+    def graceful_stop(self, close_listeners: bool = True, notify_systemd: bool = True) -> None:
         if self.stopping:
             return
         self.stopping = True
-        notify("STOPPING=1")
+        if notify_systemd:
+            notify("STOPPING=1")
         if self.rollout is not None:
             for worker in self._generation_workers(self.rollout.generation.number):
                 worker.proc.kill()
@@ -647,7 +671,10 @@ class Arbiter:
                 self.watcher = ConfigWatcher(self.config_path)
                 self.watcher.start()
             try:
-                self.start_generation(self.config, "start")
+                config, path = self.load_generation_config(1)
+                self.start_generation(config, "start", path)
+            except ConfigError as err:
+                raise HaltServer(f"invalid config:\n{err}") from err
             except _BindError as err:
                 raise HaltServer(str(err)) from err
             while True:
@@ -667,6 +694,7 @@ class Arbiter:
             return halt.exit_status
         finally:
             self.listeners.close()
+            self.snapshots.remove()
             if self.watcher is not None:
                 self.watcher.stop()
             files.remove_pid_file(self.pid_file)

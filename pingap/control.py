@@ -30,7 +30,6 @@ MAX_FRAME = 1 << 20
 class MessageType(enum.IntEnum):
     READY = 1       # worker -> master: serving; payload {"pid", "generation"}
     HEARTBEAT = 2   # worker -> master: alive; payload: worker stats
-    RELOAD = 3      # master -> worker: reopen logs etc.; payload {"what": ...}
     STATS = 4       # master -> worker: ask for stats; worker answers with STATS
     DRAIN = 5       # master -> worker: stop accepting, finish in-flight, exit
     BOOT_ERROR = 6  # worker -> master: failed before serving; payload {"error": str}

@@ -18,7 +18,7 @@ from pingap.accesslog import AccessLogSpec, compile_template, parse_access_log
 from pingap.context import RequestContext
 from pingap.errors import ConfigError, Problem
 from pingap.health import HealthCheckSpec, parse_health_check
-from pingap.plugins import BUILTIN_PLUGINS, GUARD_CATEGORIES, Plugin, build_plugin
+from pingap.plugins import BUILTIN_PLUGINS, GUARD_CATEGORIES, REGISTRY, Plugin, build_plugin
 from pingap.routing import LocationMatcher, Route, compile_route
 from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
 from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
@@ -159,6 +159,9 @@ def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | N
     except ValueError as exc:
         out.add("upstreams", name, "health_check", str(exc))
         return None
+    if health.scheme == "grpc":
+        out.warn("upstreams", name, "health_check",
+                 "grpc:// health checks are not supported yet; probed as a TCP connect")
     if not backends:
         if not cfg.addrs:
             out.add("upstreams", name, "addrs", "at least one address is required")
@@ -212,6 +215,8 @@ def _location_plugins(name: str, cfg: Any, plugins: dict[str, tuple[str, Plugin 
         category, plugin = plugins[plugin_name]
         if plugin is not None:
             chosen.append(plugin)
+        elif category in REGISTRY:
+            continue  # it failed to build: reported under plugins.<name> already
         elif category in GUARD_CATEGORIES:
             out.add("locations", name, f"plugins[{i}]",
                     f"plugin {plugin_name!r} ({category}) is not implemented in this version; "

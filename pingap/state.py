@@ -15,7 +15,7 @@ Layout (little-endian), offsets in bytes::
 
     0        header    magic "PGAPSTAT", version u32, registered series u32
     HEALTH   HEALTH_SLOTS x (key u64, healthy i32, pad u32)
-    COUNTERS COUNTER_SLOTS x (key u64, last bucket i64, RATE_BUCKETS + 1 counts u32)
+    COUNTERS COUNTER_SLOTS x (key u64, last bucket i64, expires f64, RATE_BUCKETS + 1 x u32)
     INFLIGHT INFLIGHT_SLOTS x (key u64, owner i32, pad u32, count i64)
     REGISTRY SERIES x (kind u8, length u8, name bytes[SERIES_NAME])
     VALUES   (WORKER_COLUMNS + 1) x SERIES x f64   (last column: retired workers)
@@ -28,6 +28,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 MAGIC = b"PGAPSTAT"
 VERSION = 1
@@ -37,12 +38,13 @@ HEALTH_SLOTS = 2048
 _HEALTH = struct.Struct("<Qii")
 COUNTER_SLOTS = 8192
 RATE_BUCKETS = 10  # sub-windows per interval: the estimate is off by at most one of them
-_COUNTER = struct.Struct(f"<Qq{RATE_BUCKETS + 1}I")
+_COUNTER = struct.Struct(f"<Qqd{RATE_BUCKETS + 1}I")
 INFLIGHT_SLOTS = 8192
 _INFLIGHT = struct.Struct("<QiIq")
 SERIES = 4096
 SERIES_NAME = 254
 _SERIES = struct.Struct(f"<BB{SERIES_NAME}s")
+OVERFLOW = SERIES - 1  # the sink for series that do not fit
 WORKER_COLUMNS = 256  # = pingap.scoreboard.SLOTS: a worker's scoreboard slot is its column
 
 HEALTH_AT = 64
@@ -85,6 +87,7 @@ class SharedState:
         self.lock = lock
         self.values = self.buf[VALUES_AT:SIZE].cast("d")
         self._series: dict[str, int] = {}
+        self.overflowed = False
         self._health_keys: dict[tuple[str, str], int] = {}
 
     def initialise(self) -> None:
@@ -132,16 +135,25 @@ class SharedState:
 
     # --- rate counters --------------------------------------------------------------------
 
-    def _find(self, at: int, slots: int, fmt: struct.Struct, key: int,
-              owner: int | None = None) -> int:
+    def _probe(self, at: int, slots: int, fmt: struct.Struct, key: int,
+               match: Callable[[tuple[Any, ...]], bool],
+               reusable: Callable[[tuple[Any, ...]], bool]) -> int:
+        """Open addressing with reuse: the slot holding ``key`` if there is one, else the
+        first reusable slot on its probe path (a record nobody needs any more), else the
+        never-used slot that ends the path."""
         start = key % slots
+        candidate = -1
         for i in range(slots):
             slot = (start + i) % slots
             record = fmt.unpack_from(self.buf, at + slot * fmt.size)
-            if record[0] == key and (owner is None or record[1] == owner):
+            if match(record):
                 return slot
             if record[0] == 0:
-                return slot
+                return candidate if candidate >= 0 else slot
+            if candidate < 0 and reusable(record):
+                candidate = slot
+        if candidate >= 0:
+            return candidate
         raise StateFull("shared counter table is full")
 
     def rate_acquire(self, name: str, now: float, interval: float,
@@ -156,10 +168,11 @@ class SharedState:
         bucket = int(now // width)
         fraction = (now - bucket * width) / width
         with self.lock("counters"):
-            slot = self._find(COUNTERS_AT, COUNTER_SLOTS, _COUNTER, key)
+            slot = self._probe(COUNTERS_AT, COUNTER_SLOTS, _COUNTER, key,
+                               lambda r: r[0] == key, lambda r: r[2] < now)
             offset = COUNTERS_AT + slot * _COUNTER.size
             record = _COUNTER.unpack_from(self.buf, offset)
-            counts = list(record[2:])
+            counts = list(record[3:])
             last = record[1]
             if record[0] != key or bucket - last > RATE_BUCKETS or bucket < last:
                 counts = [0] * ring  # new key, idle for a whole window, or clock stepped
@@ -171,7 +184,8 @@ class SharedState:
             admitted = estimate < limit
             if admitted:
                 counts[bucket % ring] += 1
-            _COUNTER.pack_into(self.buf, offset, key, bucket, *counts)
+            # reusable by another key once nothing counted here is inside any window
+            _COUNTER.pack_into(self.buf, offset, key, bucket, now + 2 * interval, *counts)
         return admitted, estimate
 
     # --- in-flight counters -----------------------------------------------------------------
@@ -190,7 +204,9 @@ class SharedState:
             if total >= limit:
                 return False, total
             if mine < 0:
-                mine = self._find(INFLIGHT_AT, INFLIGHT_SLOTS, _INFLIGHT, key, owner)
+                mine = self._probe(INFLIGHT_AT, INFLIGHT_SLOTS, _INFLIGHT, key,
+                                   lambda r: r[0] == key and r[1] == owner,
+                                   lambda r: r[3] == 0)
                 count = 0
             else:
                 count = _INFLIGHT.unpack_from(self.buf, INFLIGHT_AT + mine * _INFLIGHT.size)[3]
@@ -232,13 +248,17 @@ class SharedState:
         return int(_HEADER.unpack_from(self.buf, 0)[2])
 
     def series_index(self, name: str, kind: SeriesKind = SeriesKind.COUNTER) -> int:
-        """Index of a metric series (``name{labels}``), registering it on first use."""
+        """Index of a metric series (``name{labels}``), registering it on first use.
+
+        Never raises: when the registry is full or the name too long, the series goes to
+        ``OVERFLOW`` (counted nowhere, never rendered) and ``overflowed`` is set."""
         index = self._series.get(name)
         if index is not None:
             return index
         encoded = name.encode()
         if len(encoded) > SERIES_NAME:
-            raise ValueError(f"metric series name too long: {name[:60]}...")
+            self.overflowed = True
+            return OVERFLOW
         with self.lock("registry"):
             count = self.series_count()
             for i in range(count):
@@ -246,8 +266,9 @@ class SharedState:
                 self._series[raw[:length].decode()] = i
             index = self._series.get(name)
             if index is None:
-                if count >= SERIES:
-                    raise StateFull("metric series registry is full")
+                if count >= OVERFLOW:
+                    self.overflowed = True
+                    return OVERFLOW
                 _SERIES.pack_into(self.buf, REGISTRY_AT + count * _SERIES.size, int(kind),
                                   len(encoded), encoded)
                 _HEADER.pack_into(self.buf, 0, MAGIC, VERSION, count + 1)
@@ -255,7 +276,7 @@ class SharedState:
         return index
 
     def series(self) -> Iterator[tuple[int, str, SeriesKind]]:
-        for i in range(self.series_count()):
+        for i in range(min(self.series_count(), OVERFLOW)):
             kind, length, raw = _SERIES.unpack_from(self.buf, REGISTRY_AT + i * _SERIES.size)
             yield i, raw[:length].decode(), SeriesKind(kind)
 

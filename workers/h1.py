@@ -80,6 +80,7 @@ class H1Connection:
         self.conn = conn
         self.codec = codec or H11ServerCodec()
         self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
+        self.write_timeout = server.write_timeout or DEFAULT_IDLE_TIMEOUT
         # Timeouts: before each blocking step the loop sets ``deadline`` (monotonic
         # seconds; 0 = none) and the worker's sweeper raises TimeoutError in this
         # connection's greenlet once it passes. Cheaper than a gevent Timeout per call.
@@ -92,7 +93,7 @@ class H1Connection:
     def send(self, data: bytes) -> None:
         if not data:
             return
-        self.deadline = time.monotonic() + self.idle_timeout
+        self.deadline = time.monotonic() + self.write_timeout
         try:
             self.sock.sendall(data)
         except OSError as exc:  # TimeoutError included: the client stopped reading

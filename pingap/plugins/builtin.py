@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import RequestContext
 from pingap.plugins import Plugin, plugin_response, register
+from pingap.state import StateFull
 from pingap.units import parse_duration
 from pingap.variables import BAD_VALUE as _BAD_VALUE
 from pingap.variables import TOKEN as _TOKEN
+
+log = logging.getLogger("pingap.plugins")
 
 
 @register
@@ -114,6 +118,15 @@ class Limit(Plugin):
         if not value:
             return CONTINUE  # as pingap: no key, no limit
         name = f"limit|{self.name}|{value}"
+        try:
+            return self._check(ctx, name, value)
+        except StateFull:
+            # every slot of the host's counter table is live: admit rather than fail
+            log.error("limit %s: the shared counter table is full; request admitted",
+                      self.name)
+            return CONTINUE
+
+    def _check(self, ctx: RequestContext, name: str, value: str) -> Continue | Respond:
         if self.inflight:
             if self.counters.inflight_acquire(name, self.max):
                 counters = self.counters

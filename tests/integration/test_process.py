@@ -303,12 +303,32 @@ def test_sd_notify_and_socket_activation(tmp_path: Path, backends) -> None:
         os.kill(proc.pid, signal.SIGHUP)
         reload_msgs = messages_until("READY=1")
         assert any("RELOADING=1" in m and "MONOTONIC_USEC=" in m for m in reload_msgs)
-        os.kill(proc.pid, signal.SIGTERM)
+        # an upgrade: the new master takes over MAINPID; the old one must not say
+        # STOPPING=1 (systemd would stop the service, new master included)
+        os.kill(proc.pid, signal.SIGUSR2)
+        upgraded = messages_until("READY=1")
+        new_pid = master_pid(tmp_path)
+        assert new_pid != proc.pid
+        assert any(f"MAINPID={new_pid}" in m for m in upgraded)
+        assert proc.wait(15) == 0  # the old master drained and exited
+        notify_sock.setblocking(False)
+        leftovers = []
+        try:
+            while True:
+                leftovers.append(notify_sock.recv(4096).decode())
+        except BlockingIOError:
+            pass
+        assert not any("STOPPING=1" in m for m in upgraded + leftovers)
+        notify_sock.setblocking(True)
+        assert request(port, path="/after-upgrade").status == 200
+        os.kill(new_pid, signal.SIGTERM)
         assert any("STOPPING=1" in m for m in messages_until("STOPPING=1"))
-        assert proc.wait(15) == 0
+        wait_for(lambda: gone(new_pid), timeout=15, what="the new master to stop")
     finally:
-        if proc.poll() is None:
+        try:
             os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         log.close()
         notify_sock.close()
 
@@ -428,6 +448,7 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
     assert sys.executable  # the units run the same interpreter's entry points
 
 
+@pytest.mark.skipif(os.getuid() != 0, reason="switching users needs root")
 def test_workers_drop_privileges_to_basic_user(setup) -> None:
     import pwd
     tmp, port, conf, backend, start, _ = setup
@@ -440,3 +461,17 @@ def test_workers_drop_privileges_to_basic_user(setup) -> None:
         uids = psutil.Process(worker["pid"]).uids()
         assert (uids.real, uids.effective) == (nobody, nobody)
     assert request(port, path="/as-nobody").status == 200
+
+
+def test_crashed_worker_is_replaced_even_after_an_unapplied_edit(setup) -> None:
+    tmp, port, conf, backend, start, _ = setup
+    start(header="applied")
+    wait_for(lambda: len(serving_workers(tmp)) == 2, what="two workers")
+    conf.write_text("broken = = toml")  # edited on disk, never reloaded
+    victim = serving_workers(tmp)[0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: len(serving_workers(tmp)) == 2
+             and victim not in {w["pid"] for w in serving_workers(tmp)},
+             timeout=10, what="a replacement on the validated config")
+    for _ in range(4):
+        assert ["X-Config", "applied"] in request(port, path="/r").json()["headers"]
