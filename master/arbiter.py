@@ -172,6 +172,7 @@ class Arbiter:
         self.status_due = 0.0
         self.ready_pipe: int | None = None      # daemon: tell the launcher we are up
         self.last_upgrade_failed = False
+        self.taker_wait: tuple[str, float] | None = None
         self._pipe = (-1, -1)
         self._scoreboard_fd = -1
         self._state_fd = -1
@@ -585,16 +586,26 @@ class Arbiter:
                 pass
 
     def handle_quit(self) -> None:
-        if self.handoff is not None or self.stopping:
+        if self.handoff is not None or self.stopping or self.taker_wait is not None:
             return
         path = self.config.basic.upgrade_sock or "/tmp/pingap_upgrade.sock"
         log.info("SIGQUIT: handing the listeners to a new pingap on %s", path)
-        conn = handoff.wait_for_taker(path, HANDOFF_TAKER_WAIT)
-        if conn is None:
+        self.taker_wait = (path, time.monotonic() + HANDOFF_TAKER_WAIT)
+
+    def check_taker(self) -> None:
+        """After QUIT: look for a ``pingap -u`` on upgrade_sock each turn (the loop keeps
+        reaping and checking heartbeats meanwhile); none in time means a graceful stop."""
+        if self.taker_wait is None:
+            return
+        path, deadline = self.taker_wait
+        conn = handoff.wait_for_taker(path, 0.0)
+        if conn is not None:
+            self.taker_wait = None
+            self.begin_handoff(conn, None)
+        elif time.monotonic() > deadline:
+            self.taker_wait = None
             log.info("nobody took the listeners; graceful stop")
             self.graceful_stop()
-            return
-        self.begin_handoff(conn, None)
 
     def handle_usr2(self) -> None:
         if self.handoff is not None or self.stopping:
@@ -736,6 +747,7 @@ class Arbiter:
         if self.watch_due is not None and time.monotonic() >= self.watch_due:
             self.watch_due = None
             self.reload("config change")
+        self.check_taker()
         self.check_handoff(self.handoff is not None and self.handoff.conn in ready)
         self.reap_workers()
         self.check_rollout()

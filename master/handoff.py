@@ -72,7 +72,7 @@ def wait_for_taker(path: str, timeout: float) -> socket.socket | None:
             return sock
         except OSError:
             sock.close()
-        if time.monotonic() > deadline:
+        if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)
 

@@ -166,14 +166,20 @@ def test_upgrades_usr2_and_pingap_style_keep_the_socket_and_every_request(
             assert listen_inode(new, port) == inode
         for i in range(5):
             old = master_pid(tmp)
-            new_proc = Process(["pingap", "-c", str(conf), "-u"],
-                               log=tmp_path / f"upgrade-{i}.log")
-            procs.append(new_proc)
-            os.kill(old, signal.SIGQUIT)
-            wait_for(lambda new=new_proc.pid: master_pid(tmp) == new, timeout=30,
-                     what="the -u master to take over")
+            if i % 2:  # pingap's documented order: QUIT first, then `pingap -d -u`
+                os.kill(old, signal.SIGQUIT)
+                launched = subprocess.run(["pingap", "-d", "-u", "-c", str(conf)],
+                                          capture_output=True, text=True, timeout=60)
+                assert launched.returncode == 0, launched.stderr
+            else:      # or the new one waiting first
+                new_proc = Process(["pingap", "-c", str(conf), "-u"],
+                                   log=tmp_path / f"upgrade-{i}.log")
+                procs.append(new_proc)
+                os.kill(old, signal.SIGQUIT)
+            new = wait_for(lambda old=old: master_pid(tmp) not in (None, old)
+                           and master_pid(tmp), timeout=30, what="the -u master to take over")
             wait_for(lambda old=old: gone(old), timeout=30, what="the old master to exit")
-            assert listen_inode(new_proc.pid, port) == inode
+            assert listen_inode(new, port) == inode
         load.wait_requests(load.result.ok + 200)
         result = load.stop()
     assert result.failures == [], result.summary()
@@ -208,7 +214,9 @@ def test_killed_worker_is_replaced_within_a_second(setup) -> None:
     wait_for(lambda: len(serving_workers(tmp)) == 2, what="two workers")
     with Load(port, clients=64) as load:
         load.wait_requests(200)
-        victim = serving_workers(tmp)[0]["pid"]
+        victim_status = serving_workers(tmp)[0]
+        victim = victim_status["pid"]
+        in_flight_bound = victim_status["connections"]  # at most one request each
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
 
@@ -221,7 +229,7 @@ def test_killed_worker_is_replaced_within_a_second(setup) -> None:
         load.wait_requests(load.result.ok + 300)
         result = load.stop()
     assert took < 1.0, f"replacement serving after {took:.2f}s"
-    assert failures_at_replacement <= 64, result.summary()
+    assert failures_at_replacement <= max(in_flight_bound, 1), result.summary()
     assert len(result.failures) == failures_at_replacement, result.summary()
 
 
