@@ -71,7 +71,10 @@ class Decoder:
                 raise ProtocolError(f"bad control frame length {length}")
             if len(buf) < 4 + length:
                 break
-            payload = msgpack.unpackb(bytes(buf[_HEAD.size:4 + length]), raw=False)
+            try:
+                payload = msgpack.unpackb(bytes(buf[_HEAD.size:4 + length]), raw=False)
+            except (ValueError, msgpack.UnpackException) as exc:
+                raise ProtocolError(f"bad control frame payload: {exc}") from exc
             del buf[:4 + length]
             out.append(Message(message_type, payload))
         return out

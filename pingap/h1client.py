@@ -65,8 +65,9 @@ def last_chunk(trailers: Headers | None = None) -> bytes:
 class ResponseReader:
     """Parses one response to a request of ``method`` (HEAD responses have no body)."""
 
-    __slots__ = ("_close_delimited", "_events", "_head_done", "_headers", "_is_head",
-                 "_parser", "_reason", "_trailers", "done", "keep_alive", "started")
+    __slots__ = ("_close_delimited", "_events", "_extra", "_head_done", "_headers",
+                 "_is_head", "_parser", "_reason", "_trailers", "done", "keep_alive",
+                 "started")
 
     def __init__(self, method: bytes) -> None:
         self._is_head = method == b"HEAD"
@@ -77,24 +78,36 @@ class ResponseReader:
         self._reason = b""
         self._head_done = False
         self._close_delimited = False
+        self._extra = False     # bytes after the end of the response
         self.started = False   # a final response head was seen
         self.done = False
         self.keep_alive = False
 
     # llhttp callbacks -----------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.done:
+            self._extra = True
+
     def on_status(self, reason: bytes) -> None:
-        self._reason = reason
+        self._reason += reason  # llhttp may deliver it in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self.done:
+            self._extra = True
+            return
         (self._trailers if self._head_done else self._headers).append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if self.done:
+            self._extra = True
+            return
         if status < 200:
             if status == 101:
                 raise UpstreamProtocolError("upstream switched protocols")
             self._headers = []  # 100 Continue & co: not forwarded
+            self._reason = b""
             return
         self._head_done = True
         self.started = True
@@ -103,16 +116,30 @@ class ResponseReader:
                                             headers=headers,
                                             http_version=self._parser.get_http_version()))
         if self._is_head:
-            self._finish(keep_alive=self._parser.should_keep_alive())
+            # llhttp does not know the request was HEAD: judge keep-alive from the head
+            close = any(n.lower() == b"connection" and b"close" in v.lower()
+                        for n, v in headers)
+            self._finish(keep_alive=not close and self._parser.get_http_version() == "1.1")
             return
         if status in (204, 304):
             return
-        names = {n.lower() for n, _ in headers}
-        self._close_delimited = (b"content-length" not in names
-                                 and b"transfer-encoding" not in names)
+        coding = b""
+        has_length = False
+        for name, value in headers:
+            low = name.lower()
+            if low == b"content-length":
+                has_length = True
+            elif low == b"transfer-encoding":
+                coding = value.lower()
+        # RFC 9112 §6.3: no length, or a transfer coding that is not chunked, is read
+        # until the connection closes
+        self._close_delimited = (not coding and not has_length) or (
+            bool(coding) and not coding.rstrip().endswith(b"chunked"))
 
     def on_body(self, body: bytes) -> None:
-        if not self.done and body:
+        if self.done:
+            self._extra = True
+        elif body:
             self._events.append(ResponseData(data=body))
 
     def on_message_complete(self) -> None:
@@ -142,9 +169,11 @@ class ResponseReader:
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if not self.done:
+            if self._close_delimited and self.started and not self.done:
+                # a non-chunked transfer coding: the body runs to the end of input
                 raise UpstreamProtocolError(f"invalid upstream response: {exc}") from exc
-        except UpstreamProtocolError:
-            raise
+            raise UpstreamProtocolError(f"invalid upstream response: {exc}") from exc
+        if self._extra:
+            raise UpstreamProtocolError("upstream sent data after the end of the response")
         events, self._events = self._events, []
         return events

@@ -77,15 +77,18 @@ class ResponseWriter:
                     f"cannot send response: invalid value for header {name!r}", status=500)
             low = name.lower()
             if low == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
+                if not value.isdigit() or (length >= 0 and int(value) != length):
                     raise DownstreamError("cannot send response: bad Content-Length",
-                                          status=500) from None
+                                          status=500)
+                length = int(value)
             elif low == b"connection":
-                has_connection = True
                 if b"close" in value.lower():
                     self.must_close = True
+                    has_connection = True
+                elif self.must_close:
+                    continue  # "keep-alive" from the caller would contradict the close
+                else:
+                    has_connection = True
             elif low == b"transfer-encoding":
                 continue  # framing is decided below
             lines.append(b"%s: %s\r\n" % (name, value))

@@ -240,8 +240,8 @@ def _cumulative(lines: list[str]) -> list[str]:
         le = line.rsplit('le="', 1)[1].split('"', 1)[0]
         return float("inf") if le == "+Inf" else float(le)
 
-    def series_key(line: str) -> str:
-        return line.split(' ', 1)[0].rsplit('le="', 1)[0] if "_bucket{" in line else ""
+    def series_key(line: str) -> str:  # label values may hold spaces: split at the last
+        return line.rsplit(" ", 1)[0].rsplit('le="', 1)[0] if "_bucket{" in line else ""
 
     buckets = sorted((ln for ln in lines if "_bucket{" in ln), key=lambda ln: (series_key(ln),
                                                                              bound(ln)))

@@ -174,6 +174,10 @@ class SharedState:
             record = _COUNTER.unpack_from(self.buf, offset)
             counts = list(record[3:])
             last = record[1]
+            if bucket < last and record[0] == key and last - bucket <= RATE_BUCKETS:
+                # a worker read the clock a moment before another but took the lock
+                # after it: count it in the newest bucket instead of rewinding the window
+                bucket, fraction = last, 0.0
             if record[0] != key or bucket - last > RATE_BUCKETS or bucket < last:
                 counts = [0] * ring  # new key, idle for a whole window, or clock stepped
             else:
