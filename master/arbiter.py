@@ -66,6 +66,7 @@ class Options:
     upgrade: bool = False              # pingap -u: take the sockets from upgrade_sock
     upgrade_fd: int | None = None      # USR2 child: take them from this inherited socket
     heartbeat_timeout: float = 10.0
+    spare_workers: bool = True         # keep one booted spare per generation
     argv: list[str] = field(default_factory=list)  # to start a replacement on USR2
 
 
@@ -94,6 +95,7 @@ class WorkerHandle:
     stats: dict[str, Any] = field(default_factory=dict)
     boot_error: str | None = None
     killed: bool = False
+    standby: bool = False  # the generation's booted spare, activated when a worker dies
 
     def kill(self) -> None:
         """SIGKILL once; the loop reaps it."""
@@ -257,7 +259,8 @@ class Arbiter:
         for worker_id in range(workers_for(config, self.options.threads)):
             self.spawn_worker(generation, worker_id)
 
-    def spawn_worker(self, generation: Generation, worker_id: int) -> None:
+    def spawn_worker(self, generation: Generation, worker_id: int,
+                     standby: bool = False) -> None:
         assert self.scoreboard is not None
         fds = {name: [self.listeners.sockets[k].fileno() for k in keys]
                for name, keys in generation.servers.items()}
@@ -276,6 +279,8 @@ class Arbiter:
                "--state-fd", str(self._state_fd)]
         if self.options.log_path:
             cmd += ["--log", self.options.log_path]
+        if standby:
+            cmd.append("--standby")
         pass_fds = [fd for fdl in fds.values() for fd in fdl]
         pass_fds += [child.fileno(), self._scoreboard_fd, self._state_fd]
         proc = subprocess.Popen(cmd, pass_fds=pass_fds, close_fds=True)
@@ -287,13 +292,16 @@ class Arbiter:
             pass
         now = time.monotonic()
         handle = WorkerHandle(worker_id, generation.number, proc, parent, slot, now,
-                              last_heartbeat=now)
+                              last_heartbeat=now, standby=standby)
         self.workers[proc.pid] = handle
-        log.info("started worker %d of generation %d (pid %d)", worker_id,
+        log.info("started %s of generation %d (pid %d)",
+                 "a spare worker" if standby else f"worker {worker_id}",
                  generation.number, proc.pid)
 
-    def _generation_workers(self, number: int) -> list[WorkerHandle]:
-        return [w for w in self.workers.values() if w.generation == number and not w.draining]
+    def _generation_workers(self, number: int, standby: bool = False) -> list[WorkerHandle]:
+        """Live (not draining) workers of generation ``number``; the spare with standby."""
+        return [w for w in self.workers.values()
+                if w.generation == number and not w.draining and w.standby == standby]
 
     def check_rollout(self) -> None:
         rollout = self.rollout
@@ -470,10 +478,32 @@ class Arbiter:
             return
         if time.monotonic() < self.respawn_at:
             return
-        present = {w.worker_id for w in self._generation_workers(self.current.number)}
-        for worker_id in range(workers_for(self.current.config, self.options.threads)):
-            if worker_id not in present:
-                self.spawn_worker(self.current, worker_id)
+        current = self.current
+        present = {w.worker_id for w in self._generation_workers(current.number)}
+        spares = self._generation_workers(current.number, standby=True)
+        for worker_id in range(workers_for(current.config, self.options.threads)):
+            if worker_id in present:
+                continue
+            ready = [w for w in spares if w.ready]
+            if ready:  # the spare takes over at once; a new spare boots behind it
+                spare = ready[0]
+                spares.remove(spare)
+                self.activate(spare, worker_id)
+            else:
+                self.spawn_worker(current, worker_id)
+        if not spares and self.options.spare_workers and self.rollout is None:
+            self.spawn_worker(current, -1, standby=True)
+
+    def activate(self, worker: WorkerHandle, worker_id: int) -> None:
+        try:
+            worker.control.sendall(encode(MessageType.ACTIVATE, {"worker_id": worker_id}))
+        except OSError:
+            worker.kill()
+            return
+        worker.standby = False
+        worker.worker_id = worker_id
+        log.info("spare worker pid %d now serves as worker %d", worker.pid, worker_id)
+        self.write_status(force=True)
 
     def check_timeouts(self) -> None:
         now = time.monotonic()
@@ -651,8 +681,8 @@ class Arbiter:
         self.status_due = now + 1.0
         workers = []
         for worker in sorted(self.workers.values(), key=lambda w: (w.generation, w.worker_id)):
-            state = ("draining" if worker.draining else "serving" if worker.ready
-                     else "booting")
+            state = ("draining" if worker.draining else "booting" if not worker.ready
+                     else "standby" if worker.standby else "serving")
             workers.append({"pid": worker.pid, "id": worker.worker_id,
                             "generation": worker.generation, "state": state,
                             **{k: worker.stats.get(k, 0)

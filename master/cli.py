@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="application log file, appended (default: stderr)")
     parser.add_argument("--heartbeat-timeout", type=float, default=10.0,
                         help="kill and replace a worker silent for this many seconds")
+    parser.add_argument("--no-spare", action="store_true",
+                        help="do not keep a booted spare worker (it replaces a crashed "
+                             "worker at once; costs one process)")
     parser.add_argument("--upgrade-fd", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("-V", "--version", action="version", version=f"pingap {__version__}")
     return parser
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.autoreload or args.autorestart:
         child_argv.append("--autoreload")
     child_argv += ["--heartbeat-timeout", str(args.heartbeat_timeout)]
+    if args.no_spare:
+        child_argv.append("--no-spare")
     ready_pipe = None
     if args.daemon:
         ready_pipe = daemonize(config.basic.error_log)  # type: ignore[attr-defined]
@@ -117,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(config_path=conf, threads=args.threads, log_path=log_path,
                       autoreload=args.autoreload or args.autorestart, upgrade=args.upgrade,
                       upgrade_fd=args.upgrade_fd, heartbeat_timeout=args.heartbeat_timeout,
+                      spare_workers=not args.no_spare,
                       argv=child_argv)
     arbiter = Arbiter(options, config)
     arbiter.ready_pipe = ready_pipe

@@ -34,6 +34,7 @@ class MessageType(enum.IntEnum):
     DRAIN = 5       # master -> worker: stop accepting, finish in-flight, exit
     BOOT_ERROR = 6  # worker -> master: failed before serving; payload {"error": str}
     HANDOFF = 7     # old master -> new master: listening fds attached; {"addrs", "pid"}
+    ACTIVATE = 8    # master -> standby worker: start serving as {"worker_id": n}
 
 
 class ProtocolError(Exception):

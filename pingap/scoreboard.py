@@ -28,6 +28,7 @@ class SlotState(enum.IntEnum):
     BOOTING = 1
     SERVING = 2
     DRAINING = 3
+    STANDBY = 4  # booted, not accepting until the master activates it
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,8 +64,9 @@ class Worker:
     def __init__(self, runtime: Runtime, listeners: dict[str, list[socket.socket]], *,
                  worker_id: int = 0, generation: int = 0, control: socket.socket | None = None,
                  scoreboard: Scoreboard | None = None, slot: int = 0,
-                 state: SharedState | None = None) -> None:
+                 state: SharedState | None = None, standby: bool = False) -> None:
         self.runtime = runtime
+        self.standby = standby
         self.state = state
         self.metrics = MetricsRecorder(state, slot) if state is not None else None
         self.started_at = time.time()
@@ -86,9 +87,7 @@ class Worker:
         self._accepters: list[gevent.Greenlet] = []
         for upstream in runtime.upstreams.values():
             upstream.shared = state
-        # one prober per host: worker 0 of each generation probes, everyone reads
-        self._probers = ([HealthProber(u, state) for u in runtime.upstreams.values()]
-                         if worker_id == 0 or state is None else [])
+        self._probers: list[HealthProber] = []
         self._bind_plugins(runtime, state, slot)
         self._access_logs: dict[str, FileAccessLog | LoggerAccessLog] = {}
         for server in runtime.servers.values():
@@ -173,24 +172,45 @@ class Worker:
 
     # --- serving ------------------------------------------------------------------
 
-    def serve(self) -> int:
+    def _start_serving(self) -> None:
         for name, socks in self.listeners.items():
             server = self.runtime.servers[name]
             for sock in socks:
                 self._accepters.append(gevent.spawn(self._accept_loop, server, sock))
-        for prober in self._probers:
-            prober.start()
+        # one prober per host: worker 0 of each generation probes, everyone reads
+        if self.worker_id == 0 or self.state is None:
+            self._probers = [HealthProber(u, self.state)
+                             for u in self.runtime.upstreams.values()]
+            for prober in self._probers:
+                prober.start()
         if self.worker_id == 0:
             for server in self.runtime.servers.values():
                 if server.prometheus_metrics and "://" in server.prometheus_metrics:
                     gevent.spawn(self._push_metrics, server.prometheus_metrics)
+        self._publish(SlotState.SERVING)
+        log.info("worker %d (generation %d) serving %s", self.worker_id, self.generation,
+                 ", ".join(f"{n}={s.addrs}" for n, s in self.runtime.servers.items()))
+
+    def activate(self, worker_id: int) -> None:
+        """A standby worker takes the place of one that died: serve at once."""
+        if not self.standby or self.draining:
+            return
+        self.standby = False
+        self.worker_id = worker_id
+        self._start_serving()
+
+    def serve(self) -> int:
+        if not self.standby:
+            self._start_serving()
+        else:
+            self._publish(SlotState.STANDBY)
         gevent.signal_handler(signal.SIGTERM, self.begin_drain)
         gevent.signal_handler(signal.SIGQUIT, self.begin_drain)
         gevent.signal_handler(signal.SIGINT, self._stop.set)
         gevent.signal_handler(signal.SIGUSR1, self.reopen_logs)
         gevent.spawn(self._watch_parent)
-        self._publish(SlotState.SERVING)
-        self._send(MessageType.READY, {"pid": os.getpid(), "generation": self.generation})
+        self._send(MessageType.READY, {"pid": os.getpid(), "generation": self.generation,
+                                       "standby": self.standby})
         try:
             os.setpriority(os.PRIO_PROCESS, 0, 0)  # the master boosted our boot
         except OSError:
@@ -199,8 +219,6 @@ class Worker:
             gevent.spawn(self._read_control)
         gevent.spawn(self._heartbeat)
         gevent.spawn(self._sweep_deadlines)
-        log.info("worker %d (generation %d) serving %s", self.worker_id, self.generation,
-                 ", ".join(f"{n}={s.addrs}" for n, s in self.runtime.servers.items()))
         self._stop.wait()
         self._shutdown()
         return 0
@@ -299,7 +317,8 @@ class Worker:
     def _heartbeat(self) -> None:
         while not self._stop.is_set():
             self._send(MessageType.HEARTBEAT, self.stats())
-            self._publish(SlotState.DRAINING if self.draining else SlotState.SERVING)
+            self._publish(SlotState.DRAINING if self.draining else
+                          SlotState.STANDBY if self.standby else SlotState.SERVING)
             gevent.sleep(HEARTBEAT_INTERVAL)
 
     def _read_control(self) -> None:
@@ -318,6 +337,8 @@ class Worker:
             for message in decoder.feed(data):
                 if message.type == MessageType.DRAIN:
                     self.begin_drain()
+                elif message.type == MessageType.ACTIVATE:
+                    self.activate(int(message.payload["worker_id"]))
                 elif message.type == MessageType.STATS:
                     self._send(MessageType.STATS, self.stats())
 
@@ -415,6 +436,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scoreboard-fd", type=int, default=None)
     parser.add_argument("--slot", type=int, default=0)
     parser.add_argument("--state-fd", type=int, default=None)
+    parser.add_argument("--standby", action="store_true",
+                        help="boot, then wait for ACTIVATE before accepting")
     parser.add_argument("--log", default=None)
     args = parser.parse_args(argv)
     logs.setup(args.log)
@@ -444,7 +467,7 @@ def main(argv: list[str]) -> int:
             state = open_state(args.state_fd)
         worker = Worker(runtime, listeners, worker_id=args.worker_id,
                         generation=args.generation, control=control, scoreboard=scoreboard,
-                        slot=args.slot, state=state)
+                        slot=args.slot, state=state, standby=args.standby)
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")

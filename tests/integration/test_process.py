@@ -70,6 +70,19 @@ def listen_inode(pid: int, port: int) -> int:
     raise AssertionError(f"pid {pid} holds no listener on {port}")
 
 
+def live_connections(master: int, worker: int) -> int:
+    """A worker's live connection count from the master's shared scoreboard (exact: each
+    worker updates its slot as connections open and close)."""
+    from pingap.scoreboard import SIZE, Scoreboard
+
+    for fd in os.listdir(f"/proc/{master}/fd"):
+        if "pingap-scoreboard" in os.readlink(f"/proc/{master}/fd/{fd}"):
+            with open(f"/proc/{master}/fd/{fd}", "rb") as f:
+                board = Scoreboard(bytearray(f.read(SIZE)))
+            return next(s.connections for s in board.slots() if s.pid == worker)
+    raise AssertionError("no scoreboard in the master")
+
+
 def gone(pid: int) -> bool:
     """Exited (a zombie nobody reaped yet counts as exited)."""
     try:
@@ -214,9 +227,12 @@ def test_killed_worker_is_replaced_within_a_second(setup) -> None:
     wait_for(lambda: len(serving_workers(tmp)) == 2, what="two workers")
     with Load(port, clients=64) as load:
         load.wait_requests(200)
-        victim_status = serving_workers(tmp)[0]
+        # heartbeats carry each worker's live connections into the status file (1 s)
+        victim_status = wait_for(lambda: next((w for w in serving_workers(tmp)
+                                               if w["connections"] >= 8), None),
+                                 what="a worker with its share of the clients")
         victim = victim_status["pid"]
-        in_flight_bound = victim_status["connections"]  # at most one request each
+        in_flight_bound = live_connections(master_pid(tmp), victim)  # one request each
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
 

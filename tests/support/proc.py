@@ -119,7 +119,9 @@ class PingapProcess(Process):
                 raise AssertionError(f"pingap exited {self.proc.returncode}:\n{self.log()}")
 
     def worker_pids(self) -> list[int]:
+        """Workers that accept connections (not the booted spare)."""
         try:
-            return [c.pid for c in psutil.Process(self.pid).children()]
-        except psutil.NoSuchProcess:
+            return [c.pid for c in psutil.Process(self.pid).children()
+                    if "--standby" not in c.cmdline()]
+        except psutil.Error:
             return []
