@@ -83,6 +83,7 @@ class Worker:
         self.requests = 0
         self._stop = Event()
         self._conn_ids = count(1)
+        self._unregistered = 0  # accepted, not yet in _connections
         self._connections: dict[H1Connection, gevent.Greenlet] = {}
         self._accepters: list[gevent.Greenlet] = []
         for upstream in runtime.upstreams.values():
@@ -243,6 +244,8 @@ class Worker:
                 gevent.sleep(0.05)
                 continue
             self.accepted += 1
+            self._unregistered += 1  # counted as live from accept on
+            self._publish(SlotState.SERVING)
             gevent.spawn(self._serve_connection, server, client, peer)
             gevent.sleep(0)  # one connection per wake-up: others get their turn
 
@@ -252,6 +255,7 @@ class Worker:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local = client.getsockname()
         except OSError:
+            self._unregistered -= 1
             client.close()
             return
         info = ConnectionInfo(
@@ -264,7 +268,7 @@ class Worker:
         )
         conn = H1Connection(self, server, client, info)
         self._connections[conn] = gevent.getcurrent()  # type: ignore[assignment]
-        self._publish(SlotState.SERVING)
+        self._unregistered -= 1
         try:
             conn.run()
         finally:
@@ -298,7 +302,8 @@ class Worker:
     def _publish(self, state: SlotState) -> None:
         if self.scoreboard is not None:
             self.scoreboard.write(self.slot, pid=os.getpid(), generation=self.generation,
-                                  state=state, connections=len(self._connections),
+                                  state=state,
+                                  connections=len(self._connections) + self._unregistered,
                                   accepted=self.accepted, requests=self.requests,
                                   heartbeat=time.monotonic())
 

@@ -232,6 +232,7 @@ def test_killed_worker_is_replaced_within_a_second(setup) -> None:
                                                if w["connections"] >= 8), None),
                                  what="a worker with its share of the clients")
         victim = victim_status["pid"]
+        os.kill(victim, signal.SIGSTOP)  # frozen: its connection count cannot move
         in_flight_bound = live_connections(master_pid(tmp), victim)  # one request each
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -245,8 +246,10 @@ def test_killed_worker_is_replaced_within_a_second(setup) -> None:
         load.wait_requests(load.result.ok + 300)
         result = load.stop()
     assert took < 1.0, f"replacement serving after {took:.2f}s"
-    assert failures_at_replacement <= max(in_flight_bound, 1), result.summary()
-    assert len(result.failures) == failures_at_replacement, result.summary()
+    # every failure is a request that was on the killed worker's connections (clients may
+    # notice the reset a little after the replacement is already serving)
+    assert failures_at_replacement <= len(result.failures) <= max(in_flight_bound, 1), \
+        result.summary()
 
 
 def test_worker_missing_heartbeats_is_replaced(setup) -> None:
