@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.proc import BackendProcess, PingapProcess, free_port
+from tests.support.redis import RedisServer
 
 
 @pytest.fixture
@@ -39,6 +40,21 @@ def pingap(tmp_path: Path) -> Iterator[Callable[..., PingapProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """Start a real redis-server on demand; stopped at teardown, pass or fail."""
+    started: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        server = RedisServer(tmp_path)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import pytest
 
 from tests.support.client import request
 from tests.support.proc import free_port, wait_for
-from tests.support.redis import RedisServer
 
 
 def config(tmp: Path, port: int, backend: str, *, basic: str = "", location: str = "",
@@ -93,13 +92,13 @@ def paced_load(port: int, rate: int, seconds: float, headers: dict[str, str],
 
 
 @pytest.mark.parametrize("store", ["shared-memory", "redis"])
-def test_limit_is_exact_across_two_workers(store: str, tmp_path: Path, backends, pingap) -> None:
+def test_limit_is_exact_across_two_workers(store: str, tmp_path: Path, backends, pingap,
+                                           redis_server) -> None:
     backend = backends()
     port = free_port()
     basic = ""
     if store == "redis":
-        redis = RedisServer(tmp_path)
-        basic = f'redis_url = "{redis.url}"'
+        basic = f'redis_url = "{redis_server().url}"'
     pingap(config(tmp_path, port, backend.addr, basic=basic, plugins=LIMIT_100,
                   location='plugins = ["per_key"]'), port=port)
     wait_for(lambda: serving(tmp_path) == 2, what="two serving workers")
@@ -112,14 +111,13 @@ def test_limit_is_exact_across_two_workers(store: str, tmp_path: Path, backends,
     serving_workers = [w for w in status["workers"] if w["state"] == "serving"]
     assert len(serving_workers) == 2
     assert all(w["requests"] > 100 for w in serving_workers), status["workers"]
-    if store == "redis":
-        redis.stop()
 
 
 @pytest.mark.timeout(180)
-def test_redis_outage_fails_open_then_limits_again(tmp_path: Path, backends, pingap) -> None:
+def test_redis_outage_fails_open_then_limits_again(tmp_path: Path, backends, pingap,
+                                                  redis_server) -> None:
     backend = backends()
-    redis = RedisServer(tmp_path)
+    redis = redis_server()
     port = free_port()
     limit = LIMIT_100.replace("max = 100", "max = 20")
     proxy = pingap(config(tmp_path, port, backend.addr, basic=f'redis_url = "{redis.url}"',
@@ -152,12 +150,12 @@ def test_redis_outage_fails_open_then_limits_again(tmp_path: Path, backends, pin
     assert first_429 - restarted < 2.0                     # limits back within 2 s
     assert all(s in (200, 429) for _, s in results)
     assert sorted(proxy.worker_pids()) == sorted(workers)  # no worker died
-    redis.stop()
 
 
-def test_redis_outage_fails_closed_when_configured(tmp_path: Path, backends, pingap) -> None:
+def test_redis_outage_fails_closed_when_configured(tmp_path: Path, backends, pingap,
+                                                  redis_server) -> None:
     backend = backends()
-    redis = RedisServer(tmp_path)
+    redis = redis_server()
     port = free_port()
     pingap(config(tmp_path, port, backend.addr,
                   basic=f'redis_url = "{redis.url}"\nredis_failure_mode = "closed"',

@@ -25,7 +25,8 @@ class RedisServer:
         wait_for(lambda: port_open(self.port), what="redis-server")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop()
-            self.proc = None
+        if self.proc is None:
+            return
+        self.proc.stop()
+        self.proc = None
         wait_for(lambda: not port_open(self.port), what="redis-server to stop")
