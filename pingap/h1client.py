@@ -67,9 +67,13 @@ class ResponseReader:
 
     __slots__ = ("_close_delimited", "_events", "_extra", "_head_done", "_headers",
                  "_is_head", "_parser", "_reason", "_trailers", "done", "keep_alive",
-                 "started")
+                 "leftover", "may_upgrade", "started", "upgraded")
 
-    def __init__(self, method: bytes) -> None:
+    def __init__(self, method: bytes, *, may_upgrade: bool = False) -> None:
+        #: the request asked to switch protocols (Upgrade): a 101 ends the HTTP exchange
+        self.may_upgrade = may_upgrade
+        self.upgraded = False
+        self.leftover = b""  # bytes after a 101 head: already the new protocol
         self._is_head = method == b"HEAD"
         self._parser = httptools.HttpResponseParser(self)
         self._events: list[ResponseEvent] = []
@@ -103,9 +107,17 @@ class ResponseReader:
         if self.done:
             self._extra = True
             return
+        if status == 101 and self.may_upgrade:
+            headers, self._headers = self._headers, []
+            self.started = self._head_done = self.upgraded = True
+            self._events.append(ResponseStarted(status=101, reason=self._reason,
+                                                headers=headers,
+                                                http_version=self._parser.get_http_version()))
+            self._finish(keep_alive=False)
+            return
         if status < 200:
             if status == 101:
-                raise UpstreamProtocolError("upstream switched protocols")
+                raise UpstreamProtocolError("upstream switched protocols unasked")
             self._headers = []  # 100 Continue & co: not forwarded
             self._reason = b""
             return
@@ -156,7 +168,7 @@ class ResponseReader:
     def feed(self, data: bytes) -> list[ResponseEvent]:
         """Events from ``data``; ``b""`` means the backend closed the connection."""
         if self.done:
-            if data:
+            if data and not self.upgraded:
                 raise UpstreamProtocolError("data after the end of the response")
             return []
         if not data:
@@ -168,6 +180,12 @@ class ResponseReader:
                                         if self.started else "upstream closed the connection")
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if not self.upgraded:
+                raise UpstreamProtocolError("upstream switched protocols unasked") from exc
+            self.leftover = data[int(exc.args[0]):]
+            events, self._events = self._events, []
+            return events
         except httptools.HttpParserError as exc:
             if self._close_delimited and self.started and not self.done:
                 # a non-chunked transfer coding: the body runs to the end of input

@@ -64,6 +64,19 @@ class ResponseWriter:
             return b""
         return b"HTTP/1.1 %d %s\r\n\r\n" % (status, REASONS.get(status, b""))
 
+    def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes:
+        """The 101 head that ends HTTP on this connection (Upgrade pass-through)."""
+        lines = [b"HTTP/1.1 101 %s\r\n" % (reason or REASONS[101])]
+        for name, value in headers:
+            _check_name(name)
+            if _BAD_VALUE.search(value):
+                raise DownstreamError(
+                    f"cannot send response: invalid value for header {name!r}", status=500)
+            lines.append(b"%s: %s\r\n" % (name, value))
+        lines.append(b"\r\n")
+        self.head_sent = self.done = self.must_close = True
+        return b"".join(lines)
+
     def head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
         if not 200 <= status <= 999:
             raise DownstreamError(f"cannot send response: bad status {status}", status=500)

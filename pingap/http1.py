@@ -56,6 +56,8 @@ class ServerCodec(Protocol):
     def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes: ...
     def body(self, data: bytes) -> bytes: ...
     def end(self, trailers: Headers | None = None) -> bytes: ...
+    def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes: ...
+    def detach(self) -> bytes: ...
     def reusable(self) -> bool: ...
     def start_next_cycle(self) -> None: ...
     @property
@@ -301,6 +303,15 @@ class H11ServerCodec:
 
     def end(self, trailers: Headers | None = None) -> bytes:
         return self._writer.end(trailers)
+
+    def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes:
+        return self._writer.switching_protocols(headers, reason)
+
+    def detach(self) -> bytes:
+        """After a 101: the bytes the client sent past its request (new protocol)."""
+        if self._conn is None:
+            return bytes(self._buf)
+        return bytes(self._conn.trailing_data[0])
 
     def reusable(self) -> bool:
         conn = self._conn

@@ -93,7 +93,7 @@ class ProxySession:
     """One request's journey through routing, header rules and backend selection."""
 
     __slots__ = ("runtime", "server", "request", "ctx", "location", "upstream",
-                 "_tried", "_counted")
+                 "upgrade", "_tried", "_counted")
 
     def __init__(self, runtime: Runtime, server: ServerRuntime, conn: ConnectionInfo,
                  request: RequestReceived, *, now: float, wall: float) -> None:
@@ -119,6 +119,8 @@ class ProxySession:
         )
         self.location: LocationRuntime | None = None
         self.upstream: UpstreamRuntime | None = None
+        #: the protocol a GET asks to switch to (WebSocket & co), passed through; h2c never
+        self.upgrade = _upgrade_of(request)
         self._tried: set[str] = set()
         self._counted = False
 
@@ -226,6 +228,8 @@ class ProxySession:
             headers.append((b"TE", b"trailers"))
         if request.chunked:
             headers.append((b"Transfer-Encoding", b"chunked"))
+        if self.upgrade is not None:
+            headers += [(b"Connection", b"upgrade"), (b"Upgrade", self.upgrade)]
         if location is not None:
             if location.header_set:
                 chosen: dict[bytes, tuple[bytes, bytes | None]] = {}
@@ -295,6 +299,17 @@ class ProxySession:
 
 
 _PLACEHOLDER = re.compile(r"\{\{(version|content|error_type)\}\}")
+
+
+def _upgrade_of(request: RequestReceived) -> bytes | None:
+    if request.method != b"GET" or request.http_version != b"1.1" or request.has_body:
+        return None
+    if b"upgrade" not in connection_tokens(request.headers):
+        return None
+    value = header_value(request.headers, b"upgrade")
+    if not value or b"h2c" in value.lower():  # h2c smuggling: never (reliability §2)
+        return None
+    return value
 
 
 def _escape(template: str, text: str) -> str:

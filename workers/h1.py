@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import gevent
@@ -374,7 +375,7 @@ class H1Connection:
         codec = self.codec
         sock = up.sock
         read_timeout = upstream.read_timeout or DEFAULT_UPSTREAM_TIMEOUT
-        reader = ResponseReader(request.method)
+        reader = ResponseReader(request.method, may_upgrade=session.upgrade is not None)
         sent_at = body_start = time.monotonic()
         head_sent = False
         got_bytes = False
@@ -401,6 +402,8 @@ class H1Connection:
                 events = reader.feed(data)
             except UpstreamProtocolError as exc:
                 raise _UpstreamFailed(UpstreamError(str(exc)), head_sent) from exc
+            if reader.upgraded:
+                return self.switch_protocols(up, session, events, reader.leftover)
             out: list[bytes] = []
             for event in events:
                 if isinstance(event, ResponseData):
@@ -426,6 +429,51 @@ class H1Connection:
                 # one write per read: the head goes out with the first piece of body
                 self.send(b"".join(out))
                 head_sent = True
+
+
+    def switch_protocols(self, up: UpstreamConnection, session: ProxySession,
+                         events: Sequence[object], upstream_leftover: bytes) -> tuple[int, bool]:
+        """The backend accepted an Upgrade (101): relay the 101, then bytes both ways until
+        either side closes. No deadline applies while tunnelling."""
+        started = next(e for e in events if isinstance(e, ResponseStarted))
+        headers = session.response_headers(101, started.headers)
+        upgrade = next((v for n, v in started.headers if n.lower() == b"upgrade"),
+                       session.upgrade or b"")
+        headers += [(b"Connection", b"upgrade"), (b"Upgrade", upgrade)]
+        self.send(self.codec.switching_protocols(headers, started.reason))
+        client_leftover = self.codec.detach()
+        sent = [0]
+        try:
+            if upstream_leftover:
+                self.send(upstream_leftover)
+                sent[0] += len(upstream_leftover)
+            if client_leftover:
+                up.sock.sendall(client_leftover)
+            back = gevent.spawn(_pump, up.sock, self.sock, sent)
+            _pump(self.sock, up.sock, None)
+            back.join()
+        finally:
+            up.close()
+        return sent[0], False
+
+
+def _pump(src: socket.socket, dst: socket.socket, counter: list[int] | None) -> None:
+    """Copy ``src`` to ``dst`` until ``src`` ends; then end ``dst``'s write side."""
+    try:
+        while True:
+            data = src.recv(READ_SIZE)
+            if not data:
+                break
+            dst.sendall(data)
+            if counter is not None:
+                counter[0] += len(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 class _UpstreamFailed(Exception):

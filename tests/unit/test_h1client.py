@@ -431,3 +431,12 @@ def test_reason_phrase_may_be_empty() -> None:
     events = ResponseReader(b"GET").feed(b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n")
     started, _ = check_shape(events)
     assert started.reason == b""
+
+
+def test_101_to_an_upgrade_request_ends_http_and_keeps_the_leftover() -> None:
+    reader = ResponseReader(b"GET", may_upgrade=True)
+    events = reader.feed(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                         b"Connection: Upgrade\r\n\r\n\x81\x05hello")
+    assert isinstance(events[0], ResponseStarted) and events[0].status == 101
+    assert reader.upgraded and reader.leftover == b"\x81\x05hello"
+    assert reader.feed(b"more frames") == []  # the new protocol is not parsed

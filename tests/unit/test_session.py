@@ -626,3 +626,17 @@ def test_may_retry_without_a_location() -> None:
     s = session(rt, request(b"/nomatch"))
     s.route()
     assert not s.may_retry(100.0)
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ([(b"Connection", b"Upgrade"), (b"Upgrade", b"websocket")], b"websocket"),
+    ([(b"Connection", b"keep-alive, Upgrade"), (b"Upgrade", b"websocket")], b"websocket"),
+    ([(b"Upgrade", b"websocket")], None),                      # Connection must name it
+    ([(b"Connection", b"Upgrade"), (b"Upgrade", b"h2c")], None),  # never h2c
+])
+def test_upgrade_requests_are_recognised(headers, expected) -> None:
+    from pingap.session import _upgrade_of
+    req = RequestReceived(method=b"GET", target=b"/", headers=[(b"Host", b"h"), *headers],
+                          http_version=b"1.1", keep_alive=True, expect_continue=False,
+                          content_length=None, chunked=False, host=b"h", path=b"/")
+    assert _upgrade_of(req) == expected
