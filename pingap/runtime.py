@@ -20,6 +20,7 @@ from pingap.errors import ConfigError, Problem
 from pingap.health import HealthCheckSpec, parse_health_check
 from pingap.plugins import BUILTIN_PLUGINS, GUARD_CATEGORIES, REGISTRY, Plugin, build_plugin
 from pingap.routing import LocationMatcher, Route, compile_route
+from pingap.tls import TLS_VERSIONS, CertificateStore, build_store
 from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
 from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
 
@@ -105,6 +106,11 @@ class ServerRuntime:
     read_timeout: float | None
     write_timeout: float | None
     prometheus_metrics: str | None = None
+    #: TLS termination with the global certificate store (``global_certificates``)
+    tls: bool = False
+    tls_min_version: str | None = None   # ssl.TLSVersion member names
+    tls_max_version: str | None = None
+    tls_cipher_list: str | None = None
     processing: int = 0
     accepted: int = 0
 
@@ -118,6 +124,7 @@ class Runtime:
     error_template: str
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     keepalive_pool_size: int
+    certificates: CertificateStore = field(default_factory=CertificateStore)
     warnings: list[Problem] = field(default_factory=list)
     version: str = __version__
 
@@ -266,6 +273,18 @@ def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
     return runtime, route
 
 
+def _tls_version(server: str, key: str, value: str | None, out: _Collector) -> str | None:
+    """pingap's ``tlsv1.x`` (and the ``tls1.x`` its docs show); anything else is an error
+    (pingap silently treats it as TLS 1.2)."""
+    if not value:
+        return None
+    version = TLS_VERSIONS.get(value.strip().lower())
+    if version is None:
+        out.add("servers", server, key, f"unknown TLS version {value!r}; expected one of "
+                "tlsv1.1, tlsv1.2, tlsv1.3")
+    return version
+
+
 def _trusted(config: Any, out: _Collector) -> tuple[Any, ...]:
     networks = []
     for i, item in enumerate(config.basic.trusted_proxies or ()):
@@ -292,6 +311,8 @@ def build_runtime(config: Any) -> Runtime:
         loc = _build_location(name, cfg, config.upstreams, plugins, out)
         if loc is not None:
             locations[name], routes[name] = loc
+    certificates, cert_problems = build_store(config)
+    out.problems.extend(cert_problems)
     servers: dict[str, ServerRuntime] = {}
     for name, cfg in config.servers.items():
         access_log = None
@@ -310,7 +331,14 @@ def build_runtime(config: Any) -> Runtime:
             read_timeout=cfg.downstream_read_timeout,
             write_timeout=cfg.downstream_write_timeout,
             prometheus_metrics=cfg.prometheus_metrics or None,
+            tls=bool(cfg.global_certificates),
+            tls_min_version=_tls_version(name, "tls_min_version", cfg.tls_min_version, out),
+            tls_max_version=_tls_version(name, "tls_max_version", cfg.tls_max_version, out),
+            tls_cipher_list=cfg.tls_cipher_list or None,
         )
+        if cfg.global_certificates and not certificates.entries:
+            out.add("servers", name, "global_certificates",
+                    "no certificate with tls_cert and tls_key is configured")
         metrics = cfg.prometheus_metrics
         if metrics and "://" not in metrics and not metrics.startswith("/"):
             out.add("servers", name, "prometheus_metrics",
@@ -333,5 +361,6 @@ def build_runtime(config: Any) -> Runtime:
         error_template=config.basic.error_template or DEFAULT_ERROR_TEMPLATE,
         trusted_proxies=trusted,
         keepalive_pool_size=config.basic.upstream_keepalive_pool_size,
+        certificates=certificates,
         warnings=out.warnings,
     )

@@ -22,6 +22,7 @@ import platform
 import pwd
 import signal
 import socket
+import ssl
 import time
 from importlib.metadata import entry_points
 from itertools import count
@@ -47,6 +48,7 @@ from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
 from workers.health import HealthProber
 from workers.pool import UpstreamPool
+from workers.tls import TLSAcceptor
 
 log = logging.getLogger("pingap.worker")
 
@@ -89,6 +91,8 @@ class Worker:
         for upstream in runtime.upstreams.values():
             upstream.shared = state
         self._probers: list[HealthProber] = []
+        self._tls = {server.name: TLSAcceptor(runtime.certificates, server)
+                     for server in runtime.servers.values() if server.tls}
         self._bind_plugins(runtime, state, slot)
         self._access_logs: dict[str, FileAccessLog | LoggerAccessLog] = {}
         for server in runtime.servers.values():
@@ -251,11 +255,16 @@ class Worker:
 
     def _serve_connection(self, server: ServerRuntime, client: socket.socket,
                           peer: tuple[str, int]) -> None:
+        handshake: float | None = None
         try:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             local = client.getsockname()
-        except OSError:
+            acceptor = self._tls.get(server.name)
+            if acceptor is not None:
+                client, handshake = acceptor.wrap(client)
+        except (OSError, ssl.SSLError) as exc:
             self._unregistered -= 1
+            log.debug("connection from %s dropped: %s", peer, exc)
             client.close()
             return
         info = ConnectionInfo(
@@ -266,6 +275,13 @@ class Worker:
             server_port=local[1] if isinstance(local, tuple) else 0,
             accepted_at=time.monotonic(),
         )
+        if handshake is not None:
+            tls = client  # an ssl.SSLSocket
+            info.tls = True
+            info.tls_version = tls.version()  # type: ignore[attr-defined]
+            cipher = tls.cipher()  # type: ignore[attr-defined]
+            info.tls_cipher = cipher[0] if cipher else None
+            info.tls_handshake_time = handshake
         conn = H1Connection(self, server, client, info)
         self._connections[conn] = gevent.getcurrent()  # type: ignore[assignment]
         self._unregistered -= 1

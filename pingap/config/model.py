@@ -64,12 +64,8 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "servers.otlp_exporter",
         "servers.modules",
         "servers.tcp_fastopen",
-        "servers.global_certificates",
         "servers.enabled_h2",
-        "servers.tls_cipher_list",
         "servers.tls_ciphersuites",
-        "servers.tls_min_version",
-        "servers.tls_max_version",
         # locations
         "locations.grpc_web",
         # upstreams
@@ -98,10 +94,6 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "upstreams.tcp_user_timeout",
         "upstreams.verify_cert",
         # certificates (TLS comes with the TLS/HTTP-2 work)
-        "certificates.domains",
-        "certificates.tls_cert",
-        "certificates.tls_key",
-        "certificates.is_default",
         "certificates.is_ca",
         "certificates.acme",
         "certificates.dns_challenge",

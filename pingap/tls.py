@@ -1,0 +1,131 @@
+"""Certificates for TLS termination: PEM loading, SAN names, SNI selection.
+
+A certificate or key value is inline PEM text, a path to a PEM file, or base64 of PEM
+(pingap's three forms; files are read at config load, like the config itself). The
+``CertificateStore`` answers which certificate serves an SNI name, per handshake: the
+exact name, else ``*.<parent>``, else the ``is_default`` certificate (also used without
+SNI); with none of those the handshake fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import os
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID, NameOID
+
+from pingap.errors import Problem
+
+#: pingap's spellings plus the ones its docs use (which pingap silently maps to 1.2)
+TLS_VERSIONS = {"tlsv1.1": "TLSv1_1", "tlsv1.2": "TLSv1_2", "tlsv1.3": "TLSv1_3",
+                "tls1.1": "TLSv1_1", "tls1.2": "TLSv1_2", "tls1.3": "TLSv1_3"}
+
+
+def load_pem(value: str) -> bytes:
+    """PEM bytes from inline PEM, a file path, or base64 of PEM; ValueError otherwise."""
+    text = value.strip()
+    if "-----BEGIN" in text:
+        return text.encode()
+    path = os.path.expanduser(text)
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            return f.read()
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        decoded = b""
+    if b"-----BEGIN" in decoded:
+        return decoded
+    raise ValueError("expected PEM text, a path to a PEM file, or base64 of PEM")
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateEntry:
+    name: str
+    cert_pem: bytes
+    key_pem: bytes
+    names: tuple[str, ...]
+    is_default: bool
+    not_after: datetime.datetime
+
+
+def _san_names(cert: x509.Certificate) -> list[str]:
+    try:
+        ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        if isinstance(ext.value, x509.SubjectAlternativeName):
+            return [n.lower() for n in ext.value.get_values_for_type(x509.DNSName)]
+        return []
+    except x509.ExtensionNotFound:
+        common = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return [str(common[0].value).lower()] if common else []
+
+
+def parse_entry(name: str, cfg: object) -> CertificateEntry:
+    """One ``[certificates.<name>]`` with both cert and key; ValueError naming the field."""
+    try:
+        cert_pem = load_pem(cfg.tls_cert)  # type: ignore[attr-defined]
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError as exc:
+        raise ValueError(f"tls_cert: {exc}") from exc
+    try:
+        key_pem = load_pem(cfg.tls_key)  # type: ignore[attr-defined]
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"tls_key: {exc}") from exc
+    leaf = certs[0]
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    encoding = serialization.Encoding.DER
+    if key.public_key().public_bytes(encoding, public) != \
+            leaf.public_key().public_bytes(encoding, public):
+        raise ValueError("tls_key: the key does not belong to the certificate")
+    domains = getattr(cfg, "domains", None)
+    names = [d.strip().lower() for d in domains.split(",") if d.strip()] if domains \
+        else _san_names(leaf)
+    return CertificateEntry(name, cert_pem, key_pem, tuple(names),
+                            bool(getattr(cfg, "is_default", False)),
+                            leaf.not_valid_after_utc)
+
+
+@dataclass(slots=True)
+class CertificateStore:
+    by_name: dict[str, CertificateEntry] = field(default_factory=dict)
+    default: CertificateEntry | None = None
+    entries: list[CertificateEntry] = field(default_factory=list)
+
+    def add(self, entry: CertificateEntry) -> None:
+        self.entries.append(entry)
+        for name in entry.names:
+            self.by_name.setdefault(name, entry)
+        if entry.is_default and self.default is None:
+            self.default = entry
+
+    def select(self, server_name: str | None) -> CertificateEntry | None:
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            found = self.by_name.get(name)
+            if found is None and "." in name:
+                found = self.by_name.get("*." + name.split(".", 1)[1])
+            if found is not None:
+                return found
+        return self.default
+
+
+def build_store(config: object) -> tuple[CertificateStore, list[Problem]]:
+    store = CertificateStore()
+    problems: list[Problem] = []
+    sources = getattr(config, "sources", {}) or {}
+    for name, cfg in config.certificates.items():  # type: ignore[attr-defined]
+        if not (cfg.tls_cert and cfg.tls_key):
+            continue  # e.g. an ACME certificate not issued yet: pingap skips it too
+        try:
+            store.add(parse_entry(name, cfg))
+        except ValueError as exc:
+            key, _, message = str(exc).partition(": ")
+            problems.append(Problem(sources.get(f"certificates.{name}", ""),
+                                    f"certificates.{name}.{key}", message))
+    return store, problems

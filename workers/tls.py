@@ -1,0 +1,77 @@
+"""TLS termination for servers with ``global_certificates``: one SSL context per
+certificate, picked per handshake by SNI (``CertificateStore.select``).
+
+``ssl`` loads keys from files only, so each certificate and key is written once into a
+private temporary directory (mode 0700) and loaded from there. The handshake runs with its
+own timeout before any HTTP is read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import tempfile
+import time
+
+import gevent
+
+from pingap.runtime import ServerRuntime
+from pingap.tls import CertificateEntry, CertificateStore
+
+HANDSHAKE_TIMEOUT = 10.0
+
+
+class TLSAcceptor:
+    """Wraps accepted sockets of one server in TLS."""
+
+    def __init__(self, store: CertificateStore, server: ServerRuntime) -> None:
+        self.store = store
+        self.server = server
+        self._dir = tempfile.mkdtemp(prefix="pingap-tls-")
+        self.contexts = {entry.name: self._context(entry) for entry in store.entries}
+        default = store.default or (store.entries[0] if store.entries else None)
+        self.base = self._context(default) if default is not None else self._bare()
+        self.base.sni_callback = self._select
+
+    def _bare(self) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self._tune(ctx)
+        return ctx
+
+    def _tune(self, ctx: ssl.SSLContext) -> None:
+        server = self.server
+        if server.tls_min_version:
+            ctx.minimum_version = ssl.TLSVersion[server.tls_min_version]
+        if server.tls_max_version:
+            ctx.maximum_version = ssl.TLSVersion[server.tls_max_version]
+        if server.tls_cipher_list:
+            ctx.set_ciphers(server.tls_cipher_list)
+        ctx.set_alpn_protocols(["http/1.1"])
+
+    def _context(self, entry: CertificateEntry) -> ssl.SSLContext:
+        ctx = self._bare()
+        cert = os.path.join(self._dir, f"{len(os.listdir(self._dir))}.crt")
+        key = cert[:-4] + ".key"
+        for path, data in ((cert, entry.cert_pem), (key, entry.key_pem)):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert, key)
+        return ctx
+
+    def _select(self, sock: ssl.SSLObject, server_name: str | None,
+                initial: ssl.SSLContext) -> int | None:
+        entry = self.store.select(server_name)
+        if entry is None:
+            return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
+        sock.context = self.contexts[entry.name]
+        return None
+
+    def wrap(self, client: socket.socket) -> tuple[ssl.SSLSocket, float]:
+        """The handshaken TLS socket and the handshake's duration; OSError on failure."""
+        started = time.monotonic()
+        tls = self.base.wrap_socket(client, server_side=True, do_handshake_on_connect=False)
+        with gevent.Timeout(HANDSHAKE_TIMEOUT, TimeoutError("TLS handshake timed out")):
+            tls.do_handshake()
+        return tls, time.monotonic() - started
