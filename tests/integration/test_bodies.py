@@ -12,24 +12,14 @@ import psutil
 
 from tests.support.backend import pattern
 from tests.support.client import raw_exchange, request, status_of
+from tests.support.configs import proxy_config
 from tests.support.proc import free_port, wait_for
 
 MB20 = 20 * 1000 * 1000
 
 
 def config(port: int, backend: str, location_extra: str = "") -> str:
-    return f"""
-[basic]
-grace_period = "1s"
-[upstreams.u]
-addrs = ["{backend}"]
-[locations.all]
-upstream = "u"
-{location_extra}
-[servers.s]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-"""
+    return proxy_config(port, backend, location=location_extra)
 
 
 class PeakRss:

@@ -5,25 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.support.client import raw_exchange, request, status_of
+from tests.support.configs import proxy_config
 from tests.support.proc import free_port, wait_for
 
 
 def test_header_rules_and_variables(backends, pingap) -> None:
     backend = backends()
     port = free_port()
-    pingap(f"""
-[upstreams.u]
-addrs = ["{backend.addr}"]
-[locations.all]
-upstream = "u"
+    pingap(proxy_config(port, backend.addr, location="""
 enable_reverse_proxy_headers = true
 proxy_set_headers = ["X-Set:fixed", "X-User-Id:$http_x_user", "X-Scheme:$scheme",
                      "Host:backend.internal"]
 proxy_add_headers = ["X-Add:one", "X-Add:two", "X-Up:$upstream_addr"]
-[servers.s]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-""", port=port)
+"""), port=port)
     reply = request(port, path="/h", headers={"Host": "front.test", "X-User": "u42",
                                               "X-Set": "client", "X-Forwarded-For": "1.2.3.4"})
     assert reply.status == 200
@@ -47,15 +41,7 @@ locations = ["all"]
 def test_hop_by_hop_stripped_and_case_preserved(backends, pingap) -> None:
     backend = backends()
     port = free_port()
-    pingap(f"""
-[upstreams.u]
-addrs = ["{backend.addr}"]
-[locations.all]
-upstream = "u"
-[servers.s]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-""", port=port)
+    pingap(proxy_config(port, backend.addr), port=port)
     raw = (b"GET /c HTTP/1.1\r\nHost: t\r\nX-MiXeD-CaSe: v\r\nConnection: close, X-Secret\r\n"
            b"X-Secret: hidden\r\nKeep-Alive: timeout=5\r\nUpgrade: h2c\r\n"
            b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nProxy-Connection: keep-alive\r\n\r\n")
@@ -73,16 +59,10 @@ def test_access_log_file_with_template(tmp_path: Path, backends, pingap) -> None
     backend = backends()
     port = free_port()
     log_file = tmp_path / "logs" / "access.log"
-    pingap(f"""
-[upstreams.u]
-addrs = ["{backend.addr}"]
-[locations.all]
-upstream = "u"
-[servers.s]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-access_log = "{log_file} {{method}} {{uri}} {{status}} {{:location}} {{:upstream_addr}} {{>x-tag}} {{<x-backend}} {{size}}"
-""", port=port)
+    template = ("{method} {uri} {status} {:location} {:upstream_addr} {>x-tag} {<x-backend} "
+                "{size}")
+    pingap(proxy_config(port, backend.addr, server=f'access_log = "{log_file} {template}"'),
+           port=port)
     assert request(port, path="/logged?x=1", headers={"X-Tag": "t1"}).status == 200
     line = wait_for(lambda: log_file.exists() and log_file.read_text().strip(),
                     what="the access log line")

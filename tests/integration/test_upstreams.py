@@ -6,21 +6,14 @@ import http.client
 from collections import Counter
 
 from tests.support.client import request
+from tests.support.configs import proxy_config
 from tests.support.proc import free_port, wait_for
 
 
 def one_location(port: int, upstream: str, extra_basic: str = "") -> str:
-    return f"""
-[basic]
-grace_period = "1s"
-{extra_basic}
-{upstream}
-[locations.all]
-upstream = "u"
-[servers.s]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-"""
+    """``upstream`` is the whole ``[upstreams.u]`` table."""
+    return proxy_config(port, upstream=upstream.removeprefix("[upstreams.u]\n"),
+                        basic=extra_basic)
 
 
 def test_weighted_round_robin_splits_one_to_three(backends, pingap) -> None:

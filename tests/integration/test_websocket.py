@@ -9,6 +9,7 @@ from pathlib import Path
 from websockets.sync.client import connect
 
 from tests.support.client import raw_exchange, status_of
+from tests.support.configs import proxy_config
 from tests.support.proc import Process, free_port, port_open, wait_for
 
 
@@ -54,15 +55,7 @@ locations = ["ws"]
 def test_h2c_upgrade_is_not_passed_through(tmp_path: Path, backends, pingap) -> None:
     backend = backends()
     port = free_port()
-    pingap(f"""
-[upstreams.u]
-addrs = ["{backend.addr}"]
-[locations.all]
-upstream = "u"
-[servers.s]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-""", port=port)
+    pingap(proxy_config(port, backend.addr), port=port)
     reply = raw_exchange(port, b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: Upgrade, "
                                b"HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk"
                                b"\r\n\r\n", read_until_close=False)
