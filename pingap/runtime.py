@@ -20,7 +20,6 @@ from pingap.errors import ConfigError, Problem
 from pingap.health import HealthCheckSpec, parse_health_check
 from pingap.plugins import BUILTIN_PLUGINS, GUARD_CATEGORIES, REGISTRY, Plugin, build_plugin
 from pingap.routing import LocationMatcher, Route, compile_route
-from pingap.tls import TLS_VERSIONS, CertificateStore, build_store
 from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
 from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
 
@@ -42,6 +41,38 @@ body { max-width: 40em; margin: 4em auto; font-family: sans-serif; }
 </body>
 </html>
 """
+
+
+#: pingap's spellings plus the ones its docs use (which pingap silently maps to 1.2)
+TLS_VERSIONS = {"tlsv1.1": "TLSv1_1", "tlsv1.2": "TLSv1_2", "tlsv1.3": "TLSv1_3",
+                "tls1.1": "TLSv1_1", "tls1.2": "TLSv1_2", "tls1.3": "TLSv1_3"}
+
+
+@dataclass(slots=True)
+class CertificateStore:
+    """Certificates by served name (see ``pingap.tls``); empty when none are configured."""
+
+    by_name: dict[str, Any] = field(default_factory=dict)
+    default: Any = None
+    entries: list[Any] = field(default_factory=list)
+
+    def add(self, entry: Any) -> None:
+        self.entries.append(entry)
+        for name in entry.names:
+            self.by_name.setdefault(name, entry)
+        if entry.is_default and self.default is None:
+            self.default = entry
+
+    def select(self, server_name: str | None) -> Any:
+        """Exact name, else ``*.<parent>``, else the default (also without SNI)."""
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            found = self.by_name.get(name)
+            if found is None and "." in name:
+                found = self.by_name.get("*." + name.split(".", 1)[1])
+            if found is not None:
+                return found
+        return self.default
 
 
 @dataclass(slots=True)
@@ -311,8 +342,11 @@ def build_runtime(config: Any) -> Runtime:
         loc = _build_location(name, cfg, config.upstreams, plugins, out)
         if loc is not None:
             locations[name], routes[name] = loc
-    certificates, cert_problems = build_store(config)
-    out.problems.extend(cert_problems)
+    certificates = CertificateStore()
+    if config.certificates:  # cryptography is loaded only when certificates are used
+        from pingap.tls import build_store
+        certificates, cert_problems = build_store(config)
+        out.problems.extend(cert_problems)
     servers: dict[str, ServerRuntime] = {}
     for name, cfg in config.servers.items():
         access_log = None

@@ -304,10 +304,10 @@ _PLACEHOLDER = re.compile(r"\{\{(version|content|error_type)\}\}")
 def _upgrade_of(request: RequestReceived) -> bytes | None:
     if request.method != b"GET" or request.http_version != b"1.1" or request.has_body:
         return None
-    if b"upgrade" not in connection_tokens(request.headers):
-        return None
     value = header_value(request.headers, b"upgrade")
     if not value or b"h2c" in value.lower():  # h2c smuggling: never (reliability §2)
+        return None
+    if b"upgrade" not in connection_tokens(request.headers):
         return None
     return value
 

@@ -13,17 +13,14 @@ import base64
 import binascii
 import datetime
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
 from pingap.errors import Problem
-
-#: pingap's spellings plus the ones its docs use (which pingap silently maps to 1.2)
-TLS_VERSIONS = {"tlsv1.1": "TLSv1_1", "tlsv1.2": "TLSv1_2", "tlsv1.3": "TLSv1_3",
-                "tls1.1": "TLSv1_1", "tls1.2": "TLSv1_2", "tls1.3": "TLSv1_3"}
+from pingap.runtime import CertificateStore
 
 
 def load_pem(value: str) -> bytes:
@@ -89,30 +86,6 @@ def parse_entry(name: str, cfg: object) -> CertificateEntry:
     return CertificateEntry(name, cert_pem, key_pem, tuple(names),
                             bool(getattr(cfg, "is_default", False)),
                             leaf.not_valid_after_utc)
-
-
-@dataclass(slots=True)
-class CertificateStore:
-    by_name: dict[str, CertificateEntry] = field(default_factory=dict)
-    default: CertificateEntry | None = None
-    entries: list[CertificateEntry] = field(default_factory=list)
-
-    def add(self, entry: CertificateEntry) -> None:
-        self.entries.append(entry)
-        for name in entry.names:
-            self.by_name.setdefault(name, entry)
-        if entry.is_default and self.default is None:
-            self.default = entry
-
-    def select(self, server_name: str | None) -> CertificateEntry | None:
-        if server_name:
-            name = server_name.lower().rstrip(".")
-            found = self.by_name.get(name)
-            if found is None and "." in name:
-                found = self.by_name.get("*." + name.split(".", 1)[1])
-            if found is not None:
-                return found
-        return self.default
 
 
 def build_store(config: object) -> tuple[CertificateStore, list[Problem]]:

@@ -16,8 +16,8 @@ import time
 
 import gevent
 
-from pingap.runtime import ServerRuntime
-from pingap.tls import CertificateEntry, CertificateStore
+from pingap.runtime import CertificateStore, ServerRuntime
+from pingap.tls import CertificateEntry
 
 HANDSHAKE_TIMEOUT = 10.0
 

@@ -26,6 +26,7 @@ import ssl
 import time
 from importlib.metadata import entry_points
 from itertools import count
+from typing import Any
 
 import gevent
 import psutil
@@ -48,7 +49,6 @@ from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
 from workers.health import HealthProber
 from workers.pool import UpstreamPool
-from workers.tls import TLSAcceptor
 
 log = logging.getLogger("pingap.worker")
 
@@ -91,8 +91,11 @@ class Worker:
         for upstream in runtime.upstreams.values():
             upstream.shared = state
         self._probers: list[HealthProber] = []
-        self._tls = {server.name: TLSAcceptor(runtime.certificates, server)
-                     for server in runtime.servers.values() if server.tls}
+        self._tls: dict[str, Any] = {}
+        if any(server.tls for server in runtime.servers.values()):
+            from workers.tls import TLSAcceptor  # ssl contexts only where TLS is served
+            self._tls = {server.name: TLSAcceptor(runtime.certificates, server)
+                         for server in runtime.servers.values() if server.tls}
         self._bind_plugins(runtime, state, slot)
         self._access_logs: dict[str, FileAccessLog | LoggerAccessLog] = {}
         for server in runtime.servers.values():
