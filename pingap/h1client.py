@@ -187,9 +187,6 @@ class ResponseReader:
             events, self._events = self._events, []
             return events
         except httptools.HttpParserError as exc:
-            if self._close_delimited and self.started and not self.done:
-                # a non-chunked transfer coding: the body runs to the end of input
-                raise UpstreamProtocolError(f"invalid upstream response: {exc}") from exc
             raise UpstreamProtocolError(f"invalid upstream response: {exc}") from exc
         if self._extra:
             raise UpstreamProtocolError("upstream sent data after the end of the response")

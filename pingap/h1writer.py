@@ -29,6 +29,15 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _good_names: set[bytes] = set()
 
 
+def _field(name: bytes, value: bytes) -> bytes:
+    """One ``Name: value`` line, refused if it could split the message."""
+    _check_name(name)
+    if _BAD_VALUE.search(value):
+        raise DownstreamError(
+            f"cannot send response: invalid value for header {name!r}", status=500)
+    return b"%s: %s\r\n" % (name, value)
+
+
 def _check_name(name: bytes) -> None:
     if name in _good_names:
         return
@@ -67,12 +76,7 @@ class ResponseWriter:
     def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes:
         """The 101 head that ends HTTP on this connection (Upgrade pass-through)."""
         lines = [b"HTTP/1.1 101 %s\r\n" % (reason or REASONS[101])]
-        for name, value in headers:
-            _check_name(name)
-            if _BAD_VALUE.search(value):
-                raise DownstreamError(
-                    f"cannot send response: invalid value for header {name!r}", status=500)
-            lines.append(b"%s: %s\r\n" % (name, value))
+        lines += [_field(name, value) for name, value in headers]
         lines.append(b"\r\n")
         self.head_sent = self.done = self.must_close = True
         return b"".join(lines)
@@ -142,12 +146,4 @@ class ResponseWriter:
             return b""
         if not trailers:
             return b"0\r\n\r\n"
-        out = [b"0\r\n"]
-        for name, value in trailers:
-            _check_name(name)
-            if _BAD_VALUE.search(value):
-                raise DownstreamError(
-                    f"cannot send trailer: invalid value for {name!r}", status=500)
-            out.append(b"%s: %s\r\n" % (name, value))
-        out.append(b"\r\n")
-        return b"".join(out)
+        return b"".join([b"0\r\n", *(_field(n, v) for n, v in trailers), b"\r\n"])

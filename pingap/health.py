@@ -165,8 +165,8 @@ class HealthTracker:
         self._streak = 0
 
     @classmethod
-    def for_spec(cls, spec: HealthCheckSpec) -> HealthTracker:
-        return cls(success=spec.success, failure=spec.failure)
+    def for_spec(cls, spec: HealthCheckSpec, *, healthy: bool = True) -> HealthTracker:
+        return cls(success=spec.success, failure=spec.failure, healthy=healthy)
 
     @property
     def healthy(self) -> bool:

@@ -191,10 +191,6 @@ class MetricsRecorder:
             if value is not None:
                 self._observe(self._histogram(name, labels, buckets), value)
 
-    def upstream_inflight(self, server: str, upstream: str, delta: float) -> None:
-        self.add("pingap_upstream_connections_current",
-                 _labels(server=server, upstream=upstream), delta, SeriesKind.GAUGE)
-
 
 def _family(series: str) -> str:
     name = series.split("{", 1)[0]

@@ -290,7 +290,6 @@ class H1Connection:
                 else:
                     up, reused, connect_time = pool.acquire(upstream, backend)
             except UpstreamError as err:
-                self.worker.record_failure(upstream, backend)
                 if err.retryable and session.may_retry(time.monotonic()):
                     continue
                 return self.fail(session, request, err, False)

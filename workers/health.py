@@ -83,8 +83,7 @@ class HealthProber:
         healthy = True
         if self.shared is not None:
             healthy = self.shared.health(self.upstream.name, addr) is not False
-        spec = self.spec
-        return HealthTracker(success=spec.success, failure=spec.failure, healthy=healthy)
+        return HealthTracker.for_spec(self.spec, healthy=healthy)
 
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)

@@ -18,7 +18,7 @@ from pingap.metrics import (
     process_lines,
     render,
 )
-from pingap.state import REGISTRY_AT, SERIES, SERIES_NAME, SIZE, SharedState
+from pingap.state import REGISTRY_AT, SERIES, SERIES_NAME, SIZE, SeriesKind, SharedState
 
 # --- exposition parsing ------------------------------------------------------------------
 
@@ -280,10 +280,16 @@ def test_upstream_timings_not_measured_are_not_observed(state: SharedState) -> N
     assert value(s, "pingap_upstream_reuses", server="web", upstream="backend") in (None, 0)
 
 
-def test_upstream_inflight_gauge(state: SharedState) -> None:
+def inflight(rec: MetricsRecorder, server: str, upstream: str, delta: float) -> None:
+    """A per-upstream gauge, written through the recorder's generic ``add``."""
+    rec.add("pingap_upstream_connections_current",
+            f'{{server="{server}",upstream="{upstream}"}}', delta, SeriesKind.GAUGE)
+
+
+def test_gauge_series_add_up(state: SharedState) -> None:
     rec = MetricsRecorder(state, 0)
     for delta in (1, 1, 1, -1):
-        rec.upstream_inflight("web", "backend", delta)
+        inflight(rec, "web", "backend", delta)
     s = parse(render(state, [0]))
     assert value(s, "pingap_upstream_connections_current", server="web",
                  upstream="backend") == 2
@@ -329,7 +335,7 @@ def test_retired_column_still_counts(state: SharedState) -> None:
     one_request(live)
     one_request(dead, size=100, end=100.2)
     dead.request_started("web", "api", False)  # in flight when the worker died
-    dead.upstream_inflight("web", "backend", 1)
+    inflight(dead, "web", "backend", 1)
     state.retire(7)
     s = parse(render(state, [0]))
     assert value(s, "pingap_http_requests_total", server="web", location="api") == 3
@@ -377,7 +383,7 @@ def test_help_and_type_once_per_family(state: SharedState) -> None:
         one_request(rec, location=loc, upstream="u", upstream_reused=True,
                     upstream_tcp_connect_time=0.01, upstream_processing_time=0.01,
                     upstream_response_time=0.01, payload_size=1, size=1, reused=True)
-    rec.upstream_inflight("web", "u", 1)
+    inflight(rec, "web", "u", 1)
     text = render(state, [0])
     types = _types(text)
     families = [f for f, _ in types]
@@ -487,7 +493,7 @@ def test_too_long_label_values_never_fail_a_request(state: SharedState) -> None:
     long = "x" * 400
     one_request(rec, server="web", location=long, upstream=long, upstream_reused=True,
                 upstream_processing_time=0.1)
-    rec.upstream_inflight("web", long, 1)
+    inflight(rec, "web", long, 1)
     s = parse(render(state, [0]))
     assert value(s, "pingap_http_requests_total", server="web", location="ok") == 1
 
@@ -517,7 +523,7 @@ def test_full_registry_never_fails_a_request(state: SharedState) -> None:
     for n in range(3):
         one_request(rec, location=f"late{n}", upstream=f"up{n}", upstream_reused=True,
                     upstream_tcp_connect_time=0.01)
-        rec.upstream_inflight("web", f"up{n}", 1)
+        inflight(rec, "web", f"up{n}", 1)
     one_request(rec, location="first")
     s = parse(render(state, [0]))
     assert value(s, "pingap_http_requests_total", server="web", location="first") == 2
