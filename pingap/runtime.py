@@ -142,6 +142,8 @@ class ServerRuntime:
     tls_min_version: str | None = None   # ssl.TLSVersion member names
     tls_max_version: str | None = None
     tls_cipher_list: str | None = None
+    #: HTTP/2 to clients: ALPN ``h2`` on TLS, h2c with prior knowledge on plain TCP
+    enabled_h2: bool = False
     processing: int = 0
     accepted: int = 0
 
@@ -369,6 +371,7 @@ def build_runtime(config: Any) -> Runtime:
             tls_min_version=_tls_version(name, "tls_min_version", cfg.tls_min_version, out),
             tls_max_version=_tls_version(name, "tls_max_version", cfg.tls_max_version, out),
             tls_cipher_list=cfg.tls_cipher_list or None,
+            enabled_h2=bool(cfg.enabled_h2),
         )
         if cfg.global_certificates and not certificates.entries:
             out.add("servers", name, "global_certificates",

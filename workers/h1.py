@@ -211,6 +211,10 @@ class H1Connection:
                     200, worker.metrics_text().encode(),
                     b"text/plain; version=0.0.4; charset=utf-8"))
                 return keep
+            challenge = worker.acme_answer(session.ctx.path)
+            if challenge is not None:
+                size, keep = self.respond(request, challenge)
+                return keep
             decision = session.route()
             if metrics is not None and session.location is not None:
                 metrics.request_started(server.name, session.location.name,

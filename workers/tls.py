@@ -47,7 +47,7 @@ class TLSAcceptor:
             ctx.maximum_version = ssl.TLSVersion[server.tls_max_version]
         if server.tls_cipher_list:
             ctx.set_ciphers(server.tls_cipher_list)
-        ctx.set_alpn_protocols(["http/1.1"])
+        ctx.set_alpn_protocols(["h2", "http/1.1"] if server.enabled_h2 else ["http/1.1"])
 
     def _context(self, entry: CertificateEntry) -> ssl.SSLContext:
         ctx = self._bare()

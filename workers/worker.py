@@ -35,6 +35,7 @@ from gevent.event import Event
 from master import logs
 from master.shm import open_scoreboard, open_state
 from pingap import __version__
+from pingap.actions import Respond
 from pingap.config import load_config
 from pingap.context import ConnectionInfo, RequestContext
 from pingap.control import Decoder, MessageType, encode
@@ -303,6 +304,10 @@ class Worker:
                 if 0.0 < conn.deadline < now:
                     conn.deadline = 0.0
                     greenlet.kill(TimeoutError("timed out"), block=False)
+
+    def acme_answer(self, path: str) -> Respond | None:
+        """The answer to an ACME HTTP-01 challenge request, or None for any other path."""
+        return None
 
     def log_request(self, server: ServerRuntime, ctx: RequestContext) -> None:
         self.requests += 1
