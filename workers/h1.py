@@ -60,6 +60,9 @@ class H1Connection(Exchange):
         self.body_done = False
         self._out: list[bytes] = []
 
+    def drain(self) -> None:
+        """The worker is draining: nothing to announce, the next response closes."""
+
     # --- downstream I/O ---------------------------------------------------------
 
     def send(self, data: bytes) -> None:

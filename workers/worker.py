@@ -48,6 +48,7 @@ from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SharedState, ShmCounters
 from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
+from workers.h2 import PREFACE, H2Connection, H2Stream, is_preface
 from workers.health import HealthProber
 from workers.pool import UpstreamPool
 
@@ -87,7 +88,8 @@ class Worker:
         self._stop = Event()
         self._conn_ids = count(1)
         self._unregistered = 0  # accepted, not yet in _connections
-        self._connections: dict[H1Connection, gevent.Greenlet] = {}
+        self._connections: dict[H1Connection | H2Connection, gevent.Greenlet] = {}
+        self._streams: dict[H2Stream, gevent.Greenlet] = {}  # HTTP/2 request streams
         self._accepters: list[gevent.Greenlet] = []
         for upstream in runtime.upstreams.values():
             upstream.shared = state
@@ -286,7 +288,26 @@ class Worker:
             cipher = tls.cipher()  # type: ignore[attr-defined]
             info.tls_cipher = cipher[0] if cipher else None
             info.tls_handshake_time = handshake
-        conn = H1Connection(self, server, client, info)
+        conn: H1Connection | H2Connection
+        if handshake is not None:
+            if client.selected_alpn_protocol() == "h2":  # type: ignore[attr-defined]
+                conn = H2Connection(self, server, client, info)
+            else:
+                conn = H1Connection(self, server, client, info)
+        elif server.enabled_h2:
+            try:
+                initial = self._first_bytes(server, client)
+            except OSError:
+                self._unregistered -= 1
+                client.close()
+                return
+            if is_preface(initial):
+                conn = H2Connection(self, server, client, info, initial)
+            else:
+                conn = H1Connection(self, server, client, info)
+                conn.codec.receive_data(initial)
+        else:
+            conn = H1Connection(self, server, client, info)
         self._connections[conn] = gevent.getcurrent()  # type: ignore[assignment]
         self._unregistered -= 1
         try:
@@ -295,15 +316,36 @@ class Worker:
             self._connections.pop(conn, None)
             self._publish(SlotState.DRAINING if self.draining else SlotState.SERVING)
 
+    @staticmethod
+    def _first_bytes(server: ServerRuntime, client: socket.socket) -> bytes:
+        """On a plaintext server with HTTP/2 enabled: read until the bytes either are the
+        whole h2c preface or cannot be, so the connection goes to the right protocol."""
+        data = b""
+        with gevent.Timeout(server.read_timeout or 60.0, TimeoutError("idle")):
+            while len(data) < len(PREFACE) and is_preface(data or PREFACE):
+                piece = client.recv(65536)
+                if not piece:
+                    break
+                data += piece
+        return data
+
+    def track_stream(self, stream: H2Stream, greenlet: gevent.Greenlet) -> None:
+        """An HTTP/2 stream runs in its own greenlet: its deadlines are swept too."""
+        self._streams[stream] = greenlet
+
+    def untrack_stream(self, stream: H2Stream) -> None:
+        self._streams.pop(stream, None)
+
     def _sweep_deadlines(self) -> None:
-        """Raise TimeoutError in every connection whose current deadline has passed."""
+        """Raise TimeoutError in every connection or stream whose deadline has passed."""
         while True:
             gevent.sleep(DEADLINE_TICK)
             now = time.monotonic()
-            for conn, greenlet in list(self._connections.items()):
-                if 0.0 < conn.deadline < now:
-                    conn.deadline = 0.0
-                    greenlet.kill(TimeoutError("timed out"), block=False)
+            for table in (self._connections, self._streams):
+                for conn, greenlet in list(table.items()):  # type: ignore[attr-defined]
+                    if 0.0 < conn.deadline < now:
+                        conn.deadline = 0.0
+                        greenlet.kill(TimeoutError("timed out"), block=False)
 
     def acme_answer(self, path: str) -> Respond | None:
         """The answer to an ACME HTTP-01 challenge request, or None for any other path."""
@@ -387,6 +429,8 @@ class Worker:
                  self.generation, len(self._connections))
         for greenlet in self._accepters:
             greenlet.kill(block=False)
+        for conn in list(self._connections):
+            conn.drain()
         for socks in self.listeners.values():
             for sock in socks:
                 sock.close()

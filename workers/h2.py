@@ -1,0 +1,477 @@
+"""HTTP/2 to clients: ALPN ``h2`` on TLS servers and h2c with prior knowledge on plain
+ones, for servers with ``enabled_h2``.
+
+One greenlet per connection reads frames and feeds them to the ``h2`` library (no frame
+or HPACK code here); each request stream is an ``H2Stream`` running in its own greenlet
+through the same ``Exchange`` (so the same ``ProxySession``, plugins, upstream handling,
+access log and metrics) as HTTP/1.1.
+
+Defences and limits:
+
+- SETTINGS: at most ``MAX_CONCURRENT_STREAMS`` streams, ``MAX_HEADER_LIST`` bytes of
+  headers (a larger list up to the HPACK decoder's hard limit gets 431 on its stream;
+  beyond it the connection ends), 1 MiB initial stream window, 16 MiB connection window.
+- Flow control both ways: request DATA is acknowledged only once the stream has taken
+  it (so a slow upstream slows the client down); response DATA waits for the client's
+  window (so a slow client slows the upstream read).
+- Rapid reset (CVE-2023-44487): more than ``RESET_LIMIT`` client resets within
+  ``RESET_WINDOW`` seconds ends the connection with GOAWAY ENHANCE_YOUR_CALM. A stream
+  reset before its greenlet ran costs no upstream work at all.
+- CONTINUATION floods are cut off by the h2 library (64 frames per header block).
+- Drain (reload, upgrade, stop): a GOAWAY with the maximal stream id, then — one PING
+  round trip later, so requests already in flight are not refused — the final GOAWAY
+  with the last stream id we accept; the connection closes once those streams finish.
+  The h2 state machine refuses to send anything after its own GOAWAY, so these two are
+  serialized with hyperframe and written after the state machine's pending bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import gevent
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+from gevent.event import Event
+from gevent.lock import Semaphore
+from hyperframe.frame import GoAwayFrame
+
+from pingap.context import ConnectionInfo
+from pingap.errors import DownstreamError
+from pingap.events import BodyReceived, Headers, MessageEnded
+from pingap.h2request import request_from_h2
+from workers.exchange import ClientGone, Exchange
+
+if TYPE_CHECKING:
+    from pingap.runtime import ServerRuntime
+    from workers.worker import Worker
+
+log = logging.getLogger("pingap.h2")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+READ_SIZE = 65536
+DEFAULT_IDLE_TIMEOUT = 60.0
+MAX_CONCURRENT_STREAMS = 100
+MAX_HEADER_LIST = 32768           # advertised; the same limit as an HTTP/1 head
+HARD_HEADER_LIST = 65536          # what the HPACK decoder accepts before failing the connection
+STREAM_WINDOW = 1 << 20
+CONNECTION_WINDOW = 16 << 20
+RESET_LIMIT = 100
+RESET_WINDOW = 1.0
+GOAWAY_ROUND_TRIP = 1.0           # how long to wait for the drain PING's answer at most
+LAST_STREAM_ID = (1 << 31) - 1
+_DRAIN_PING = b"pingapgo"
+
+# Response fields that mean nothing (or are forbidden) in HTTP/2.
+_NOT_IN_H2 = frozenset({b"connection", b"keep-alive", b"proxy-connection",
+                        b"transfer-encoding", b"upgrade", b"te", b"http2-settings"})
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+def _h2_fields(headers: Headers) -> Headers:
+    return [(name.lower(), value) for name, value in headers
+            if name.lower() not in _NOT_IN_H2]
+
+
+class H2Connection:
+    """Serves one HTTP/2 client connection until it closes."""
+
+    def __init__(self, worker: Worker, server: ServerRuntime, sock: socket.socket,
+                 conn: ConnectionInfo, initial: bytes = b"") -> None:
+        self.worker = worker
+        self.server = server
+        self.sock = sock
+        self.conn = conn
+        self.initial = initial
+        self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
+        self.write_timeout = server.write_timeout or DEFAULT_IDLE_TIMEOUT
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
+        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
+        })
+        self.streams: dict[int, H2Stream] = {}
+        self.deadline = 0.0
+        self._write_lock = Semaphore()
+        self._resets: deque[float] = deque()
+        self._draining = False            # first GOAWAY sent
+        self._last_stream: int | None = None  # final GOAWAY sent with this id
+        self._drain_acked = Event()
+        self._dead = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.streams)
+
+    # --- output -------------------------------------------------------------------
+
+    def flush(self, owner: H2Connection | H2Stream | None = None, extra: bytes = b"") -> None:
+        """Write what the state machine has queued (then ``extra``), in order."""
+        who = owner or self
+        with self._write_lock:
+            data = self.h2.data_to_send() + extra
+            if not data:
+                return
+            if self._dead:
+                raise ClientGone("connection closed")
+            previous = who.deadline
+            who.deadline = time.monotonic() + self.write_timeout
+            try:
+                self.sock.sendall(data)
+            except OSError as exc:  # TimeoutError included: the client stopped reading
+                self._dead = True
+                raise ClientGone(str(exc)) from exc
+            finally:
+                who.deadline = previous
+
+    def _goaway(self, last_stream_id: int, code: int = 0) -> None:
+        frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=code)
+        self.flush(extra=frame.serialize())
+
+    # --- the reader loop ----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self.h2.initiate_connection()
+            self.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+            self.flush()
+            data = self.initial
+            while True:
+                if data:
+                    try:
+                        events = self.h2.receive_data(data)
+                    except h2.exceptions.ProtocolError as exc:
+                        log.info("h2 protocol error from %s: %s", self.conn.remote_addr, exc)
+                        self.flush()  # the library queued its GOAWAY
+                        return
+                    for event in events:
+                        if not self._handle(event):
+                            return
+                    self.flush()
+                if self._last_stream is not None and not self.streams:
+                    return
+                self.deadline = 0.0 if self.streams else time.monotonic() + self.idle_timeout
+                try:
+                    data = self.sock.recv(READ_SIZE)
+                except TimeoutError:
+                    self._goaway(self.h2.highest_inbound_stream_id)
+                    return
+                finally:
+                    self.deadline = 0.0
+                if not data:
+                    return
+        except (OSError, ClientGone):
+            return
+        finally:
+            self._dead = True
+            for stream in list(self.streams.values()):
+                stream.abort()
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+
+    def _handle(self, event: object) -> bool:
+        """Act on one h2 event; False to end the connection."""
+        if isinstance(event, h2.events.DataReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and not stream.finished:
+                stream.push(BodyReceived(data=event.data), event.flow_controlled_length)
+                if event.stream_ended is not None:
+                    stream.push(MessageEnded(), 0)
+            elif event.flow_controlled_length:
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.RequestReceived):
+            self._start_stream(event)
+        elif isinstance(event, h2.events.TrailersReceived):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.push(MessageEnded(trailers=list(event.headers)), 0)
+        elif isinstance(event, h2.events.StreamEnded):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and not stream.ended_pushed:
+                stream.push(MessageEnded(), 0)
+        elif isinstance(event, h2.events.StreamReset):
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                stream.abort()
+            if event.remote_reset and not self._count_reset():
+                log.warning("h2 rapid reset from %s: closing the connection",
+                            self.conn.remote_addr)
+                self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+                self.flush()
+                return False
+        elif isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
+            for stream in self.streams.values():
+                stream.window_open.set()
+        elif isinstance(event, h2.events.SettingsAcknowledged):
+            # Our advertised limit stays MAX_HEADER_LIST; lists between it and the hard
+            # limit are decoded and answered with 431 on their stream only.
+            self.h2.decoder.max_header_list_size = HARD_HEADER_LIST
+        elif isinstance(event, h2.events.PingAckReceived):
+            if event.ping_data == _DRAIN_PING:
+                self._drain_acked.set()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            return False
+        return True
+
+    def _count_reset(self) -> bool:
+        """Record a client reset; False once the client resets too much."""
+        now = time.monotonic()
+        resets = self._resets
+        resets.append(now)
+        while resets and resets[0] < now - RESET_WINDOW:
+            resets.popleft()
+        return len(resets) <= RESET_LIMIT
+
+    def _start_stream(self, event: h2.events.RequestReceived) -> None:
+        stream_id = event.stream_id
+        if self._last_stream is not None and stream_id > self._last_stream:
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
+        stream = H2Stream(self, stream_id, list(event.headers), event.stream_ended is not None)
+        self.streams[stream_id] = stream
+        stream.greenlet = gevent.spawn(stream.run)
+        self.worker.track_stream(stream, stream.greenlet)
+
+    def stream_done(self, stream: H2Stream) -> None:
+        self.streams.pop(stream.stream_id, None)
+        self.worker.untrack_stream(stream)
+        # hand back the connection window the stream's unread DATA still holds
+        unread = stream.unacked
+        stream.unacked = 0
+        if unread and not self._dead:
+            self.h2.acknowledge_received_data(unread, stream.stream_id)
+            try:
+                self.flush()
+            except ClientGone:
+                pass
+        if self._last_stream is not None and not self.streams:
+            self._shutdown_read()
+
+    def _shutdown_read(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_RD)  # wakes the reader: it sees EOF and closes
+        except OSError:
+            pass
+
+    # --- drain --------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop taking new streams, let the open ones finish (reload/upgrade/stop)."""
+        if self._draining or self._dead:
+            return
+        self._draining = True
+        gevent.spawn(self._drain)
+
+    def _drain(self) -> None:
+        try:
+            self._goaway(LAST_STREAM_ID)
+            self.h2.ping(_DRAIN_PING)
+            self.flush()
+            self._drain_acked.wait(GOAWAY_ROUND_TRIP)
+            self._last_stream = self.h2.highest_inbound_stream_id
+            self._goaway(self._last_stream)
+        except (ClientGone, OSError):
+            self._last_stream = self._last_stream or 0
+        if not self.streams:
+            self._shutdown_read()
+
+
+class H2Stream(Exchange):
+    """One request stream: the Exchange hooks map onto HEADERS/DATA frames."""
+
+    def __init__(self, connection: H2Connection, stream_id: int, headers: Headers,
+                 end_stream: bool) -> None:
+        self.connection = connection
+        self.worker = connection.worker
+        self.server = connection.server
+        self.conn = connection.conn
+        self.stream_id = stream_id
+        self.headers = headers
+        self.end_stream = end_stream
+        self.deadline = 0.0
+        self.busy = True
+        self.body_done = False
+        self.finished = False       # our side ended (response complete or stream aborted)
+        self.ended_pushed = False
+        self.greenlet: gevent.Greenlet | None = None
+        self.window_open = Event()
+        self.unacked = 0
+        self._events: deque[tuple[object, int]] = deque()
+        self._arrived = Event()
+        self._head: Headers | None = None
+        self._aborted = False
+        self._head_only = False
+        self.started = False
+        if end_stream:
+            self.push(MessageEnded(), 0)
+
+    # --- from the reader ----------------------------------------------------------
+
+    def push(self, event: object, flow_length: int) -> None:
+        if isinstance(event, MessageEnded):
+            if self.ended_pushed:
+                return
+            self.ended_pushed = True
+        self.unacked += flow_length
+        self._events.append((event, flow_length))
+        self._arrived.set()
+
+    def abort(self) -> None:
+        """The client reset the stream, or the connection is gone."""
+        self._aborted = True
+        self.finished = True
+        self._arrived.set()
+        self.window_open.set()
+        greenlet = self.greenlet
+        if greenlet is None or greenlet is gevent.getcurrent():
+            return
+        if not self.started:  # reset before it ran: it never will, nothing was sent upstream
+            greenlet.kill(block=False)
+            self.connection.stream_done(self)
+        elif not greenlet.dead:
+            greenlet.kill(ClientGone("stream reset"), block=False)
+
+    # --- the stream's greenlet ----------------------------------------------------
+
+    def run(self) -> None:
+        self.started = True
+        connection = self.connection
+        try:
+            try:
+                request = request_from_h2(self.headers, end_stream=self.end_stream)
+            except DownstreamError as err:
+                self.reject(err)
+                return
+            self.conn.requests += 1
+            self._head_only = request.method == b"HEAD"
+            self.serve(request)
+            if not self.ended_pushed and not self._aborted and not connection._dead:
+                # answered before the request body ended (RFC 9113 §8.1)
+                connection.h2.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
+                connection.flush(self)
+        except ClientGone:
+            pass
+        except h2.exceptions.ProtocolError as exc:  # e.g. the stream closed under us
+            log.debug("h2 stream %d: %s", self.stream_id, exc)
+        finally:
+            self.finished = True
+            self.busy = False
+            connection.stream_done(self)
+
+    def reject(self, err: DownstreamError) -> None:
+        body = f"{err.message}\n".encode()
+        self.write_head(err.status, [(b"content-type", b"text/plain; charset=utf-8"),
+                                     (b"content-length", str(len(body)).encode())])
+        self.write_body(body)
+        self.write_end(None)
+        self.flush()
+        log.info("rejected h2 request from %s: %d %s", self.conn.remote_addr, err.status,
+                 err.message)
+
+    # --- Exchange hooks -----------------------------------------------------------
+
+    def next_event(self) -> object:
+        while not self._events:
+            if self._aborted:
+                raise ClientGone("stream reset")
+            self._arrived.clear()
+            self.deadline = time.monotonic() + self.connection.idle_timeout
+            try:
+                self._arrived.wait()
+            except TimeoutError as exc:
+                raise DownstreamError("Request Timeout", status=408) from exc
+            finally:
+                self.deadline = 0.0
+        event, flow_length = self._events.popleft()
+        if flow_length:
+            self.unacked -= flow_length
+            connection = self.connection
+            if not connection._dead and not self._aborted:
+                connection.h2.acknowledge_received_data(flow_length, self.stream_id)
+                connection.flush(self)
+        if isinstance(event, MessageEnded):
+            self.body_done = True
+        return event
+
+    def write_head(self, status: int, headers: Headers, reason: bytes = b"") -> None:
+        self._head = [(b":status", str(status).encode()), *_h2_fields(headers)]
+        if status in _NO_BODY_STATUS:
+            self._head_only = True
+
+    def _send_head(self, end_stream: bool) -> None:
+        head = self._head
+        if head is None:
+            return
+        self._head = None
+        self._check()
+        self.connection.h2.send_headers(self.stream_id, head, end_stream=end_stream)
+
+    def write_body(self, data: bytes) -> None:
+        self._send_head(False)
+        if self._head_only:
+            return
+        connection = self.connection
+        conn = connection.h2
+        view = memoryview(data)
+        while view:
+            self._check()
+            window = min(conn.local_flow_control_window(self.stream_id),
+                         conn.max_outbound_frame_size)
+            if window <= 0:
+                connection.flush(self)
+                self.window_open.clear()
+                self.deadline = time.monotonic() + connection.write_timeout
+                try:
+                    self.window_open.wait()
+                except TimeoutError as exc:
+                    raise ClientGone("client flow-control window stayed closed") from exc
+                finally:
+                    self.deadline = 0.0
+                continue
+            piece = view[:window]
+            view = view[window:]
+            conn.send_data(self.stream_id, piece.tobytes())
+        connection.flush(self)
+
+    def write_end(self, trailers: Headers | None) -> None:
+        conn = self.connection.h2
+        if self._head is not None:
+            self._send_head(not trailers or self._head_only)
+            if not trailers or self._head_only:
+                return
+        self._check()
+        if trailers and not self._head_only:
+            conn.send_headers(self.stream_id, _h2_fields(trailers), end_stream=True)
+        else:
+            conn.end_stream(self.stream_id)
+
+    def flush(self) -> None:
+        self.connection.flush(self)
+
+    def send_informational(self, status: int) -> None:
+        self._check()
+        self.connection.h2.send_headers(self.stream_id, [(b":status", str(status).encode())])
+        self.connection.flush(self)
+
+    def _check(self) -> None:
+        if self._aborted or self.connection._dead:
+            raise ClientGone("stream reset")
+
+
+def is_preface(data: bytes) -> bool:
+    """Whether the first bytes of a connection start the HTTP/2 preface (h2c)."""
+    n = min(len(data), len(PREFACE))
+    return n > 0 and data[:n] == PREFACE[:n]
+
