@@ -23,6 +23,12 @@ Defences and limits:
   with the last stream id we accept; the connection closes once those streams finish.
   The h2 state machine refuses to send anything after its own GOAWAY, so these two are
   serialized with hyperframe and written after the state machine's pending bytes.
+- A client's GOAWAY (a client shutting down gracefully, e.g. Go's ``Shutdown``, sends it
+  with requests still in flight) never reaches the state machine either: once h2 has
+  received a GOAWAY it refuses every later frame and every response frame, which would
+  kill the streams the client is still waiting for. ``_GoawaySplitter`` takes those
+  frames out of the byte stream; with NO_ERROR the connection then takes no new streams
+  and closes once the open ones finish, with an error code it ends at once.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import h2.exceptions
 import h2.settings
 from gevent.event import Event
 from gevent.lock import Semaphore
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame
 
 from pingap.context import ConnectionInfo
 from pingap.errors import DownstreamError
@@ -66,9 +72,13 @@ STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 16 << 20
 RESET_LIMIT = 100
 RESET_WINDOW = 1.0
-GOAWAY_ROUND_TRIP = 1.0           # how long to wait for the drain PING's answer at most
+GOAWAY_ROUND_TRIP = 5.0           # how long to wait for the drain PING's answer at most
+CLOSE_LINGER = 2.0                # after the final GOAWAY, wait this long for the client's close
 LAST_STREAM_ID = (1 << 31) - 1
 _DRAIN_PING = b"pingapgo"
+_FRAME_HEADER = 9
+_GOAWAY_TYPE = 0x7
+_MAX_GOAWAY = 16384               # SETTINGS_MAX_FRAME_SIZE we accept (the default)
 
 # Response fields that mean nothing (or are forbidden) in HTTP/2.
 _NOT_IN_H2 = frozenset({b"connection", b"keep-alive", b"proxy-connection",
@@ -79,6 +89,58 @@ _NO_BODY_STATUS = frozenset({204, 304})
 def _h2_fields(headers: Headers) -> Headers:
     return [(name.lower(), value) for name, value in headers
             if name.lower() not in _NOT_IN_H2]
+
+
+class _GoawaySplitter:
+    """Splits the client's byte stream at frame boundaries and takes its GOAWAY frames
+    out; everything else passes through untouched (payloads are not buffered)."""
+
+    def __init__(self) -> None:
+        self._preface_left = len(PREFACE)  # the preface comes before any frame
+        self._pass_left = 0                # bytes of the current frame still to pass
+        self._pending = b""                # an incomplete frame header or GOAWAY frame
+
+    def feed(self, data: bytes) -> tuple[bytes, list[GoAwayFrame]]:
+        """(the bytes for the state machine, the GOAWAY frames that were in ``data``)."""
+        buf = memoryview(self._pending + data if self._pending else data)
+        self._pending = b""
+        out: list[bytes | memoryview] = []
+        goaways: list[GoAwayFrame] = []
+        i = 0
+        while i < len(buf):
+            through = self._preface_left or self._pass_left
+            if through:
+                piece = buf[i:i + through]
+                out.append(piece)
+                i += len(piece)
+                if self._preface_left:
+                    self._preface_left -= len(piece)
+                else:
+                    self._pass_left -= len(piece)
+                continue
+            if len(buf) - i < _FRAME_HEADER:
+                self._pending = bytes(buf[i:])
+                break
+            length = int.from_bytes(buf[i:i + 3], "big")
+            if buf[i + 3] != _GOAWAY_TYPE or length > _MAX_GOAWAY:
+                self._pass_left = _FRAME_HEADER + length  # (an oversized one: h2 fails it)
+                continue
+            end = i + _FRAME_HEADER + length
+            if len(buf) < end:
+                self._pending = bytes(buf[i:])
+                break
+            frame, _ = Frame.parse_frame_header(buf[i:i + _FRAME_HEADER])
+            try:
+                frame.parse_body(buf[i + _FRAME_HEADER:end])
+            except Exception:  # malformed (e.g. too short): let h2 fail the connection
+                out.append(buf[i:end])
+            else:
+                if isinstance(frame, GoAwayFrame) and frame.stream_id == 0:
+                    goaways.append(frame)
+                else:
+                    out.append(buf[i:end])
+            i = end
+        return b"".join(out), goaways
 
 
 class H2Connection:
@@ -108,10 +170,12 @@ class H2Connection:
         self._last_stream: int | None = None  # final GOAWAY sent with this id
         self._drain_acked = Event()
         self._dead = False
+        self._splitter = _GoawaySplitter()
 
     @property
     def busy(self) -> bool:
-        return bool(self.streams)
+        """Streams are open, or a drain has not yet told the client its last stream."""
+        return bool(self.streams) or (self._draining and self._last_stream is None)
 
     # --- output -------------------------------------------------------------------
 
@@ -148,8 +212,9 @@ class H2Connection:
             data = self.initial
             while True:
                 if data:
+                    data, goaways = self._splitter.feed(data)
                     try:
-                        events = self.h2.receive_data(data)
+                        events = self.h2.receive_data(data) if data else []
                     except h2.exceptions.ProtocolError as exc:
                         log.info("h2 protocol error from %s: %s", self.conn.remote_addr, exc)
                         self.flush()  # the library queued its GOAWAY
@@ -157,17 +222,27 @@ class H2Connection:
                     for event in events:
                         if not self._handle(event):
                             return
+                    for goaway in goaways:  # after the frames that came with it
+                        if not self._client_goaway(goaway):
+                            return
                     self.flush()
-                if self._last_stream is not None and not self.streams:
-                    return
-                self.deadline = 0.0 if self.streams else time.monotonic() + self.idle_timeout
+                closing = self._last_stream is not None and not self.streams
+                if closing:
+                    # told the client its last stream and answered it: wait (briefly) for
+                    # the client to close first, so no unread byte turns our close into
+                    # a reset that could destroy the end of the last response
+                    if not self.deadline:
+                        self.deadline = time.monotonic() + CLOSE_LINGER
+                elif self.streams:
+                    self.deadline = 0.0
+                else:
+                    self.deadline = time.monotonic() + self.idle_timeout
                 try:
                     data = self.sock.recv(READ_SIZE)
                 except TimeoutError:
-                    self._goaway(self.h2.highest_inbound_stream_id)
+                    if not closing and self._last_stream is None:
+                        self._goaway(self.h2.highest_inbound_stream_id)
                     return
-                finally:
-                    self.deadline = 0.0
                 if not data:
                     return
         except (OSError, ClientGone):
@@ -225,6 +300,16 @@ class H2Connection:
             return False
         return True
 
+    def _client_goaway(self, frame: GoAwayFrame) -> bool:
+        """The client's GOAWAY; False to end the connection now."""
+        if frame.error_code != h2.errors.ErrorCodes.NO_ERROR:
+            log.info("h2 GOAWAY from %s: error %d", self.conn.remote_addr, frame.error_code)
+            return False
+        # graceful: finish the open streams, take no new ones, then close
+        if self._last_stream is None:
+            self._last_stream = self.h2.highest_inbound_stream_id
+        return True
+
     def _count_reset(self) -> bool:
         """Record a client reset; False once the client resets too much."""
         now = time.monotonic()
@@ -257,13 +342,7 @@ class H2Connection:
             except ClientGone:
                 pass
         if self._last_stream is not None and not self.streams:
-            self._shutdown_read()
-
-    def _shutdown_read(self) -> None:
-        try:
-            self.sock.shutdown(socket.SHUT_RD)  # wakes the reader: it sees EOF and closes
-        except OSError:
-            pass
+            self.deadline = time.monotonic() + CLOSE_LINGER  # the reader closes by then
 
     # --- drain --------------------------------------------------------------------
 
@@ -285,7 +364,7 @@ class H2Connection:
         except (ClientGone, OSError):
             self._last_stream = self._last_stream or 0
         if not self.streams:
-            self._shutdown_read()
+            self.deadline = time.monotonic() + CLOSE_LINGER
 
 
 class H2Stream(Exchange):
@@ -314,6 +393,8 @@ class H2Stream(Exchange):
         self._aborted = False
         self._head_only = False
         self.started = False
+        self.response_ended = False   # the response's END_STREAM was queued
+        self._reset_code = h2.errors.ErrorCodes.INTERNAL_ERROR  # if it never is
         if end_stream:
             self.push(MessageEnded(), 0)
 
@@ -357,18 +438,38 @@ class H2Stream(Exchange):
             self.conn.requests += 1
             self._head_only = request.method == b"HEAD"
             self.serve(request)
-            if not self.ended_pushed and not self._aborted and not connection._dead:
-                # answered before the request body ended (RFC 9113 §8.1)
-                connection.h2.reset_stream(self.stream_id, h2.errors.ErrorCodes.NO_ERROR)
-                connection.flush(self)
         except ClientGone:
             pass
         except h2.exceptions.ProtocolError as exc:  # e.g. the stream closed under us
             log.debug("h2 stream %d: %s", self.stream_id, exc)
         finally:
-            self.finished = True
-            self.busy = False
-            connection.stream_done(self)
+            try:
+                if not self.response_ended:
+                    # the exchange gave up mid-response (the client's window stayed shut
+                    # past the write timeout, the upstream failed after the head): the
+                    # client must learn that this stream is over
+                    if not self._aborted and not connection._dead:
+                        log.info("h2 stream %d from %s ended before its response did",
+                                 self.stream_id, self.conn.remote_addr)
+                    self._reset(self._reset_code)
+                elif not self.ended_pushed:
+                    # answered before the request body ended (RFC 9113 §8.1)
+                    self._reset(h2.errors.ErrorCodes.NO_ERROR)
+            finally:
+                self.finished = True
+                self.busy = False
+                connection.stream_done(self)
+
+    def _reset(self, code: int) -> None:
+        """RST_STREAM from our side, unless the stream or the connection is gone."""
+        connection = self.connection
+        if self._aborted or connection._dead:
+            return
+        try:
+            connection.h2.reset_stream(self.stream_id, code)
+            connection.flush(self)
+        except (h2.exceptions.ProtocolError, ClientGone):  # closed meanwhile
+            pass
 
     def reject(self, err: DownstreamError) -> None:
         body = f"{err.message}\n".encode()
@@ -417,6 +518,7 @@ class H2Stream(Exchange):
         self._head = None
         self._check()
         self.connection.h2.send_headers(self.stream_id, head, end_stream=end_stream)
+        self.response_ended = end_stream
 
     def write_body(self, data: bytes) -> None:
         self._send_head(False)
@@ -436,6 +538,7 @@ class H2Stream(Exchange):
                 try:
                     self.window_open.wait()
                 except TimeoutError as exc:
+                    self._reset_code = h2.errors.ErrorCodes.CANCEL
                     raise ClientGone("client flow-control window stayed closed") from exc
                 finally:
                     self.deadline = 0.0
@@ -456,6 +559,7 @@ class H2Stream(Exchange):
             conn.send_headers(self.stream_id, _h2_fields(trailers), end_stream=True)
         else:
             conn.end_stream(self.stream_id)
+        self.response_ended = True
 
     def flush(self) -> None:
         self.connection.flush(self)
