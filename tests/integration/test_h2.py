@@ -7,7 +7,6 @@ import hashlib
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -126,12 +125,12 @@ pid_file = "{tmp_path}/pingap.pid"
                                  f"http://127.0.0.1:{port}/gen-{i}"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            wait_for(lambda: len(backend.requests()) > seen + 50, timeout=30,
+            wait_for(lambda seen=seen: len(backend.requests()) > seen + 50, timeout=30,
                      what=f"load {i} running")
             workers = set(proc.worker_pids())
             conf.write_text(conf_text.replace("X-Gen:0", f"X-Gen:{i}"))
             proc.proc.send_signal(signal.SIGHUP)
-            wait_for(lambda: workers.isdisjoint(proc.worker_pids()), timeout=20,
+            wait_for(lambda workers=workers: workers.isdisjoint(proc.worker_pids()), timeout=20,
                      what=f"reload {i} rolled the workers")
             output, _ = load.communicate(timeout=30)
         finally:
