@@ -43,6 +43,9 @@ body { max-width: 40em; margin: 4em auto; font-family: sans-serif; }
 """
 
 
+#: ``servers.<name>.http1_codec`` values: the HTTP/1 request parsers a worker can run
+HTTP1_CODECS = ("fast", "h11")
+
 #: pingap's spellings plus the ones its docs use (which pingap silently maps to 1.2)
 TLS_VERSIONS = {"tlsv1.1": "TLSv1_1", "tlsv1.2": "TLSv1_2", "tlsv1.3": "TLSv1_3",
                 "tls1.1": "TLSv1_1", "tls1.2": "TLSv1_2", "tls1.3": "TLSv1_3"}
@@ -62,6 +65,19 @@ class CertificateStore:
             self.by_name.setdefault(name, entry)
         if entry.is_default and self.default is None:
             self.default = entry
+
+    def put(self, entry: Any) -> None:
+        """Install ``entry`` in place of the entry of the same name (or add it): a renewed
+        ACME certificate. The indexes are rebuilt aside and swapped in whole, so a lookup
+        never sees a half-updated store."""
+        entries = [entry if old.name == entry.name else old for old in self.entries]
+        if not any(old.name == entry.name for old in self.entries):
+            entries.append(entry)
+        rebuilt = CertificateStore()
+        for item in entries:
+            rebuilt.add(item)
+        self.entries, self.by_name, self.default = (rebuilt.entries, rebuilt.by_name,
+                                                    rebuilt.default)
 
     def select(self, server_name: str | None) -> Any:
         """Exact name, else ``*.<parent>``, else the default (also without SNI)."""
@@ -89,6 +105,13 @@ class UpstreamRuntime:
     write_timeout: float | None
     idle_timeout: float | None
     tls: bool = False
+    #: TLS server name (``sni``); ``"$host"`` means the request's host (transparent mode)
+    sni: str | None = None
+    verify_cert: bool = True
+    #: ``"H1"``, ``"H2"`` or ``"H2H1"`` (upper-cased); H2 without ``sni`` is h2c
+    alpn: str = "H1"
+    #: concurrent streams per upstream HTTP/2 connection (at least 1)
+    max_h2_streams: int = 1
     #: backend addr -> healthy, when no shared state is attached (tests, tools)
     health: dict[str, bool] = field(default_factory=dict)
     #: host-wide health written by the host's one prober (``pingap.state.SharedState``)
@@ -119,6 +142,8 @@ class LocationRuntime:
     plugins: tuple[Plugin, ...] = ()
     #: lower-cased names the set rules replace (stripped from the client's headers)
     set_names: frozenset[bytes] = frozenset()
+    #: translate gRPC-Web requests to gRPC (needs the server's ``grpc-web`` module)
+    grpc_web: bool = False
     processing: int = 0
 
 
@@ -144,6 +169,10 @@ class ServerRuntime:
     tls_cipher_list: str | None = None
     #: HTTP/2 to clients: ALPN ``h2`` on TLS, h2c with prior knowledge on plain TCP
     enabled_h2: bool = False
+    #: the HTTP/1 request parser (``http1_codec``, one of ``HTTP1_CODECS``)
+    http1_codec: str = "fast"
+    #: ``modules = ["grpc-web"]``: gRPC-Web requests to ``grpc_web`` locations are bridged
+    grpc_web: bool = False
     processing: int = 0
     accepted: int = 0
 
@@ -199,9 +228,6 @@ def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | N
     except ValueError as exc:
         out.add("upstreams", name, "health_check", str(exc))
         return None
-    if health.scheme == "grpc":
-        out.warn("upstreams", name, "health_check",
-                 "grpc:// health checks are not supported yet; probed as a TCP connect")
     if not backends:
         if not cfg.addrs:
             out.add("upstreams", name, "addrs", "at least one address is required")
@@ -217,6 +243,10 @@ def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | N
         write_timeout=cfg.write_timeout,
         idle_timeout=cfg.idle_timeout,
         tls=tls,
+        sni=cfg.sni or None,
+        verify_cert=cfg.verify_cert,
+        alpn=(cfg.alpn or "H1").upper(),
+        max_h2_streams=max(1, cfg.max_h2_streams),
     )
 
 
@@ -290,6 +320,7 @@ def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
         max_retry_window=cfg.max_retry_window,
         plugins=_location_plugins(name, cfg, plugins, out),
         set_names=frozenset(rule.name.lower() for rule in header_set),
+        grpc_web=bool(cfg.grpc_web),
     )
     try:
         route = compile_route(
@@ -316,6 +347,16 @@ def _tls_version(server: str, key: str, value: str | None, out: _Collector) -> s
         out.add("servers", server, key, f"unknown TLS version {value!r}; expected one of "
                 "tlsv1.1, tlsv1.2, tlsv1.3")
     return version
+
+
+def _http1_codec(server: str, value: str, out: _Collector) -> str:
+    """``http1_codec`` (our extension): 'fast' (httptools) or 'h11'."""
+    codec = value.strip().lower()
+    if codec not in HTTP1_CODECS:
+        out.add("servers", server, "http1_codec", f"unknown HTTP/1 codec {value!r}; expected "
+                f"one of {', '.join(HTTP1_CODECS)}")
+        return "fast"
+    return codec
 
 
 def _trusted(config: Any, out: _Collector) -> tuple[Any, ...]:
@@ -372,10 +413,18 @@ def build_runtime(config: Any) -> Runtime:
             tls_max_version=_tls_version(name, "tls_max_version", cfg.tls_max_version, out),
             tls_cipher_list=cfg.tls_cipher_list or None,
             enabled_h2=bool(cfg.enabled_h2),
+            http1_codec=_http1_codec(name, cfg.http1_codec, out),
+            grpc_web="grpc-web" in (cfg.modules or ()),
         )
-        if cfg.global_certificates and not certificates.entries:
+        for module in cfg.modules or ():
+            if module != "grpc-web":
+                out.add("servers", name, "modules",
+                        f"unknown module {module!r}; the only one is 'grpc-web'")
+        # an acme certificate not issued yet counts: it arrives while serving (§10.1)
+        acme_pending = any(c.acme for c in config.certificates.values())
+        if cfg.global_certificates and not certificates.entries and not acme_pending:
             out.add("servers", name, "global_certificates",
-                    "no certificate with tls_cert and tls_key is configured")
+                    "no certificate with tls_cert and tls_key (or acme) is configured")
         metrics = cfg.prometheus_metrics
         if metrics and "://" not in metrics and not metrics.startswith("/"):
             out.add("servers", name, "prometheus_metrics",
@@ -388,6 +437,9 @@ def build_runtime(config: Any) -> Runtime:
     if basic.redis_failure_mode not in ("open", "closed"):
         out.problems.append(Problem(config.sources.get("basic", ""), "basic.redis_failure_mode",
                                     "expected 'open' or 'closed'"))
+    if not basic.acme_directory_url.startswith(("https://", "http://")):
+        out.problems.append(Problem(config.sources.get("basic", ""), "basic.acme_directory_url",
+                                    "expected an https:// URL of an ACME directory"))
     if out.problems:
         raise ConfigError(out.problems)
     return Runtime(

@@ -14,6 +14,8 @@ need=()
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)  # ACME test CA (+ pebble-challtestsrv)
+command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -62,12 +62,9 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "servers.tcp_user_timeout",
         "servers.enable_server_timing",
         "servers.otlp_exporter",
-        "servers.modules",
         "servers.tcp_fastopen",
-        "servers.enabled_h2",
         "servers.tls_ciphersuites",
         # locations
-        "locations.grpc_web",
         # upstreams
         "upstreams.discovery",
         "upstreams.update_frequency",
@@ -75,9 +72,6 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "upstreams.dns_domain",
         "upstreams.dns_search",
         "upstreams.ipv4_only",
-        "upstreams.sni",
-        "upstreams.alpn",
-        "upstreams.max_h2_streams",
         "upstreams.enable_tracer",
         "upstreams.enable_backend_stats",
         "upstreams.backend_stats_interval",
@@ -92,14 +86,12 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "upstreams.tcp_interval",
         "upstreams.tcp_probe_count",
         "upstreams.tcp_user_timeout",
-        "upstreams.verify_cert",
         # certificates (TLS comes with the TLS/HTTP-2 work)
         "certificates.is_ca",
-        "certificates.acme",
+        # ACME runs HTTP-01 only (certificates.acme, buffer_days): DNS-01 is not built
         "certificates.dns_challenge",
         "certificates.dns_provider",
         "certificates.dns_service_url",
-        "certificates.buffer_days",
         "upstreams.tcp_recv_buf",
     }
 )
@@ -231,6 +223,23 @@ class BasicConfig:
         "answers 429.",
         "open",
     )
+    acme_directory_url: str = setting(
+        Kind.STR,
+        "Not in pingap: ACME directory of the CA that issues acme certificates (default "
+        "Let's Encrypt production; staging: "
+        "https://acme-staging-v02.api.letsencrypt.org/directory).",
+        "https://acme-v02.api.letsencrypt.org/directory",
+    )
+    acme_ca_bundle: str | None = setting(
+        Kind.STR,
+        "Not in pingap: PEM file of CA certificates trusted for the ACME directory's HTTPS "
+        "(default: the system's trust store).",
+    )
+    acme_storage: str | None = setting(
+        Kind.STR,
+        "Not in pingap: directory for the ACME account key, issued certificates and "
+        "HTTP-01 tokens (default /var/lib/pingap/acme if writable, else ~/.pingap/acme).",
+    )
     remark: str | None = setting(Kind.STR, "Free-text note.")
 
 
@@ -282,6 +291,12 @@ class ServerConfig:
     )
     modules: tuple[str, ...] = setting(Kind.STR_LIST, "Server modules; only 'grpc-web' exists.", ())
     enable_server_timing: bool = setting(Kind.BOOL, "Add a server-timing response header.", False)
+    http1_codec: str = setting(
+        Kind.STR,
+        "Not in pingap: the HTTP/1 request parser, 'fast' (httptools/llhttp) or 'h11' (the "
+        "pure-Python reference); both make the same decisions, 'fast' at a fraction of the cost.",
+        "fast",
+    )
     remark: str | None = setting(Kind.STR, "Free-text note.")
 
     @property
