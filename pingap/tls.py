@@ -4,7 +4,8 @@ A certificate or key value is inline PEM text, a path to a PEM file, or base64 o
 (pingap's three forms; files are read at config load, like the config itself). The
 ``CertificateStore`` answers which certificate serves an SNI name, per handshake: the
 exact name, else ``*.<parent>``, else the ``is_default`` certificate (also used without
-SNI); with none of those the handshake fails.
+SNI); with none of those the handshake fails. An ``acme`` certificate with nothing issued
+yet is skipped here; the workers add it once it is stored (``workers/acme.py``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from pingap.acme import LETS_ENCRYPT, parse_domains
 from pingap.errors import Problem
 from pingap.runtime import CertificateStore
 
@@ -88,11 +90,32 @@ def parse_entry(name: str, cfg: object) -> CertificateEntry:
                             leaf.not_valid_after_utc)
 
 
+def check_acme(cfg: object) -> list[tuple[str, str]]:
+    """``(key, message)`` problems of an ``acme`` certificate (HTTP-01 only)."""
+    acme = getattr(cfg, "acme", None)
+    if not acme:
+        return []
+    problems = []
+    if acme != LETS_ENCRYPT:
+        problems.append(("acme", f"unknown ACME provider {acme!r}; expected {LETS_ENCRYPT!r}"))
+    domains = parse_domains(getattr(cfg, "domains", None))
+    if not domains:
+        problems.append(("domains", "required with acme: the names to order"))
+    for domain in domains:
+        if "*" in domain:
+            problems.append(("domains", f"{domain!r}: wildcard names need the DNS-01 "
+                             "challenge, which is not supported yet (HTTP-01 only)"))
+    return problems
+
+
 def build_store(config: object) -> tuple[CertificateStore, list[Problem]]:
     store = CertificateStore()
     problems: list[Problem] = []
     sources = getattr(config, "sources", {}) or {}
     for name, cfg in config.certificates.items():  # type: ignore[attr-defined]
+        for key, message in check_acme(cfg):
+            problems.append(Problem(sources.get(f"certificates.{name}", ""),
+                                    f"certificates.{name}.{key}", message))
         if not (cfg.tls_cert and cfg.tls_key):
             continue  # e.g. an ACME certificate not issued yet: pingap skips it too
         try:

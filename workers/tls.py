@@ -1,9 +1,10 @@
 """TLS termination for servers with ``global_certificates``: one SSL context per
 certificate, picked per handshake by SNI (``CertificateStore.select``).
 
-``ssl`` loads keys from files only, so each certificate and key is written once into a
-private temporary directory (mode 0700) and loaded from there. The handshake runs with its
-own timeout before any HTTP is read.
+``ssl`` loads keys from files only, so each certificate and key is written into a private
+temporary directory (mode 0700), loaded, and removed again. ``install`` swaps in a renewed
+certificate's context for the next handshakes (ACME); a handshake that already picked a
+context keeps it. The handshake runs with its own timeout before any HTTP is read.
 """
 
 from __future__ import annotations
@@ -51,21 +52,31 @@ class TLSAcceptor:
 
     def _context(self, entry: CertificateEntry) -> ssl.SSLContext:
         ctx = self._bare()
-        cert = os.path.join(self._dir, f"{len(os.listdir(self._dir))}.crt")
-        key = cert[:-4] + ".key"
-        for path, data in ((cert, entry.cert_pem), (key, entry.key_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-        ctx.load_cert_chain(cert, key)
+        paths = []
+        try:
+            for data in (entry.cert_pem, entry.key_pem):
+                fd, path = tempfile.mkstemp(dir=self._dir)  # mode 0600
+                paths.append(path)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+            ctx.load_cert_chain(paths[0], paths[1])
+        finally:
+            for path in paths:
+                os.unlink(path)
         return ctx
+
+    def install(self, entry: CertificateEntry) -> None:
+        """Serve ``entry`` (new or renewed) from the next handshake on. Call before the
+        store learns the entry, so a name the store selects always has a context."""
+        self.contexts[entry.name] = self._context(entry)
 
     def _select(self, sock: ssl.SSLObject, server_name: str | None,
                 initial: ssl.SSLContext) -> int | None:
         entry = self.store.select(server_name)
-        if entry is None:
+        context = self.contexts.get(entry.name) if entry is not None else None
+        if context is None:
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
-        sock.context = self.contexts[entry.name]
+        sock.context = context
         return None
 
     def wrap(self, client: socket.socket) -> tuple[ssl.SSLSocket, float]:

@@ -4,11 +4,12 @@ Life cycle (gunicorn's split): *boot* loads and compiles the config (checking it
 one the master validated), adopts the listening fds and drops privileges — any failure
 is reported as BOOT_ERROR on the control channel and exits with ``EXIT_BOOT_ERROR``, so
 the master stops instead of respawning in a loop; *serve* runs one accept greenlet per
-listener, one greenlet per connection, the health probers, a heartbeat and the control
-reader. DRAIN (or TERM/QUIT) stops accepting, answers the next request on each
-keep-alive connection with ``Connection: close``, closes idle connections after a short
-grace and exits once in-flight requests finish (or ``grace_period`` passes). INT exits
-at once; USR1 reopens log files; a closed control channel means the master is gone.
+listener, one greenlet per connection, the health probers and ACME renewer (worker 0),
+the stored-certificate watcher, a heartbeat and the control reader. DRAIN (or TERM/QUIT)
+stops accepting, answers the next request on each keep-alive connection with
+``Connection: close``, closes idle connections after a short grace and exits once
+in-flight requests finish (or ``grace_period`` passes). INT exits at once; USR1 reopens
+log files; a closed control channel means the master is gone.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from gevent.event import Event
 from master import logs
 from master.shm import open_scoreboard, open_state
 from pingap import __version__
+from pingap.acme import challenge_answer, challenge_token
 from pingap.actions import Respond
 from pingap.config import load_config
 from pingap.context import ConnectionInfo, RequestContext
@@ -95,6 +97,10 @@ class Worker:
             upstream.shared = state
         self._probers: list[HealthProber] = []
         self._tls: dict[str, Any] = {}
+        self._acme_storage: Any = None  # workers.acme.AcmeStorage, with acme certificates
+        self._cert_watcher: Any = None
+        self._renewer: Any = None
+        self._setup_acme(runtime)
         if any(server.tls for server in runtime.servers.values()):
             from workers.tls import TLSAcceptor  # ssl contexts only where TLS is served
             self._tls = {server.name: TLSAcceptor(runtime.certificates, server)
@@ -107,6 +113,43 @@ class Worker:
                 if (path or "") not in self._access_logs:
                     self._access_logs[path or ""] = (FileAccessLog(path) if path
                                                      else LoggerAccessLog())
+
+    def _setup_acme(self, runtime: Runtime) -> None:
+        """With ``acme`` certificates: load what is stored (so it serves from the first
+        handshake) and prepare the watcher that installs renewed ones."""
+        if not any(c.acme for c in getattr(runtime.config, "certificates", {}).values()):
+            return
+        from workers.acme import (  # the ACME client is imported only where it is used
+            AcmeStorage,
+            CertificateWatcher,
+            acme_certificates,
+        )
+        self._acme_storage = AcmeStorage.for_config(runtime.config.basic)
+        self._cert_watcher = CertificateWatcher(
+            self._acme_storage, acme_certificates(runtime.config), self._install_certificate)
+        self._cert_watcher.scan()
+
+    def _install_certificate(self, entry: Any) -> None:
+        """A newly stored ACME certificate: contexts first, then the store, so whatever
+        the store selects has a context (``TLSAcceptor.install``)."""
+        for acceptor in self._tls.values():
+            acceptor.install(entry)
+        self.runtime.certificates.put(entry)
+
+    def _start_renewer(self) -> None:
+        """The host's one ACME job (worker 0), unless ``PINGAP_DISABLE_ACME`` is set."""
+        if self._acme_storage is None or self._renewer is not None:
+            return
+        if os.environ.get("PINGAP_DISABLE_ACME"):
+            log.info("PINGAP_DISABLE_ACME is set: ACME certificates are not renewed")
+            return
+        from workers.acme import AcmeIssuer, CertificateRenewer, acme_certificates
+        basic = self.runtime.config.basic
+        issuer = AcmeIssuer(self._acme_storage, basic.acme_directory_url,
+                            basic.acme_ca_bundle)
+        self._renewer = CertificateRenewer(acme_certificates(self.runtime.config),
+                                           self._acme_storage, issuer)
+        self._renewer.start()
 
     def _bind_plugins(self, runtime: Runtime, state: SharedState | None, slot: int) -> None:
         services = Services()
@@ -195,6 +238,7 @@ class Worker:
             for prober in self._probers:
                 prober.start()
         if self.worker_id == 0:
+            self._start_renewer()
             for server in self.runtime.servers.values():
                 if server.prometheus_metrics and "://" in server.prometheus_metrics:
                     gevent.spawn(self._push_metrics, server.prometheus_metrics)
@@ -211,6 +255,8 @@ class Worker:
         self._start_serving()
 
     def serve(self) -> int:
+        if self._cert_watcher is not None:  # a standby spare stays current too
+            self._cert_watcher.start()
         if not self.standby:
             self._start_serving()
         else:
@@ -348,8 +394,17 @@ class Worker:
                         greenlet.kill(TimeoutError("timed out"), block=False)
 
     def acme_answer(self, path: str) -> Respond | None:
-        """The answer to an ACME HTTP-01 challenge request, or None for any other path."""
-        return None
+        """The answer to an ACME HTTP-01 challenge request, or None for any other path.
+
+        Only with ``acme`` certificates configured (otherwise the path routes as usual).
+        Every listener answers (pingap: those on port 80); the token is read from the
+        storage directory, so any worker answers what the host's renewer wrote."""
+        if self._acme_storage is None:
+            return None
+        token = challenge_token(path)
+        if token is None:
+            return None
+        return challenge_answer(self._acme_storage.read_token(token))
 
     def log_request(self, server: ServerRuntime, ctx: RequestContext) -> None:
         self.requests += 1
@@ -429,6 +484,8 @@ class Worker:
                  self.generation, len(self._connections))
         for greenlet in self._accepters:
             greenlet.kill(block=False)
+        if self._renewer is not None:  # the new generation's worker 0 takes over
+            self._renewer.stop()
         for conn in list(self._connections):
             conn.drain()
         for socks in self.listeners.values():
@@ -456,6 +513,9 @@ class Worker:
     def _shutdown(self) -> None:
         for prober in self._probers:
             prober.stop()
+        for job in (self._renewer, self._cert_watcher):
+            if job is not None:
+                job.stop()
         for greenlet in list(self._connections.values()):
             greenlet.kill(block=False)
         for sink in self._access_logs.values():

@@ -1,0 +1,222 @@
+"""Let's Encrypt (ACME) rules without I/O: which names to order, when a certificate is due,
+how long to wait after a failure, where things live in the storage directory, and the
+answer to an HTTP-01 challenge request.
+
+Renewal rule: a certificate is (re)issued when none is stored, when its SAN set differs
+from the configured ``domains``, or once it reaches its renewal point — the *earlier* of
+``not_after - buffer_days`` (pingap's rule, 0 → 2 days) and the moment less than a third of
+its total lifetime remains. The second rule is ours: with Let's Encrypt's 90-day
+certificates it renews 30 days before expiry (Let's Encrypt's own advice) instead of two,
+and it lets short-lived certificates (a 2-minute test certificate) renew in time. A buffer
+longer than half the lifetime is ignored, or such a certificate would be ordered again
+right after every issuance.
+
+Storage layout (``basic.acme_storage``)::
+
+    account.key                 the ACME account key (PEM), made once and reused
+    certificates/<name>.pem     private key + issued chain of [certificates.<name>],
+                                replaced atomically (one file: key and chain never disagree)
+    http-01/<token>             the key authorization of a pending HTTP-01 challenge
+    .lock                       held while one process talks to the CA
+
+Workers read the certificate files (hot swap) and the token files (challenge answers);
+only the host's one renewal job writes them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+
+from pingap.actions import Respond
+from pingap.plugins import plugin_response
+
+__all__ = [
+    "CHALLENGE_PREFIX",
+    "LETS_ENCRYPT",
+    "LETS_ENCRYPT_DIRECTORY",
+    "Backoff",
+    "IssuedCertificate",
+    "certificate_file",
+    "challenge_answer",
+    "challenge_token",
+    "describe_certificate",
+    "is_valid_token",
+    "next_check_in",
+    "parse_domains",
+    "renewal_reason",
+    "renewal_time",
+    "split_bundle",
+    "token_file",
+]
+
+#: the only ``acme`` value pingap knows
+LETS_ENCRYPT = "lets_encrypt"
+LETS_ENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
+LETS_ENCRYPT_STAGING_DIRECTORY = "https://acme-staging-v02.api.letsencrypt.org/directory"
+CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+DEFAULT_BUFFER_DAYS = 2
+#: check every certificate at least this often, and never busy-loop
+MAX_CHECK_INTERVAL = 600.0
+MIN_CHECK_INTERVAL = 1.0
+
+ACCOUNT_KEY_FILE = "account.key"
+CERTIFICATES_DIR = "certificates"
+TOKENS_DIR = "http-01"
+LOCK_FILE = ".lock"
+
+_TOKEN = re.compile(r"[A-Za-z0-9_-]+")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def parse_domains(text: str | None) -> tuple[str, ...]:
+    """The names of a comma-separated ``domains`` value: lower-cased, unique, sorted
+    (pingap orders sorted identifiers)."""
+    names = {part.strip().lower().rstrip(".") for part in (text or "").split(",")}
+    return tuple(sorted(name for name in names if name))
+
+
+# --- HTTP-01 challenge answers --------------------------------------------------------
+
+
+def is_valid_token(token: str) -> bool:
+    """pingap's token rule: ``[A-Za-z0-9_-]+`` (base64url, so never a path)."""
+    return _TOKEN.fullmatch(token) is not None
+
+
+def challenge_token(path: str) -> str | None:
+    """The token part of a ``/.well-known/acme-challenge/<token>`` path (possibly invalid:
+    check with ``is_valid_token``), or None for any other path."""
+    if not path.startswith(CHALLENGE_PREFIX):
+        return None
+    return path[len(CHALLENGE_PREFIX):]
+
+
+def challenge_answer(key_authorization: bytes | None) -> Respond:
+    """200 with the key authorization as text/plain, or 404 for an unknown token."""
+    if key_authorization is None:
+        return plugin_response(404, b"Not Found\n")
+    return plugin_response(200, key_authorization, b"text/plain")
+
+
+# --- storage paths --------------------------------------------------------------------
+
+
+def certificate_file(storage: str, name: str) -> str:
+    """Where ``[certificates.<name>]``'s issued key and chain are stored. A name that is
+    not a plain file name is sanitised and given a hash suffix, so two names never share
+    a file."""
+    safe = name
+    if not _SAFE_NAME.fullmatch(name) or name.startswith("."):
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        safe = re.sub(r"[^A-Za-z0-9_-]", "_", name) + "-" + digest
+    return os.path.join(storage, CERTIFICATES_DIR, safe + ".pem")
+
+
+def token_file(storage: str, token: str) -> str:
+    """Where the key authorization of ``token`` is kept; ValueError for a bad token."""
+    if not is_valid_token(token):
+        raise ValueError(f"invalid ACME token {token!r}")
+    return os.path.join(storage, TOKENS_DIR, token)
+
+
+def split_bundle(pem: bytes) -> tuple[bytes, bytes]:
+    """``(chain PEM, private key PEM)`` of a stored bundle; ValueError if either is
+    missing. Blocks keep their order, so the leaf stays first in the chain."""
+    chain: list[bytes] = []
+    keys: list[bytes] = []
+    for match in _PEM_BLOCK.finditer(pem):
+        kind = match.group(1)
+        if kind == b"CERTIFICATE":
+            chain.append(match.group(0))
+        elif kind.endswith(b"PRIVATE KEY"):
+            keys.append(match.group(0))
+    if not chain:
+        raise ValueError("no certificate in the stored bundle")
+    if len(keys) != 1:
+        raise ValueError("expected exactly one private key in the stored bundle")
+    return b"\n".join(chain) + b"\n", keys[0] + b"\n"
+
+
+# --- renewal --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IssuedCertificate:
+    """What the renewal decision needs to know about a leaf certificate."""
+
+    names: frozenset[str]
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+    serial: int
+
+
+def describe_certificate(chain_pem: bytes) -> IssuedCertificate:
+    """The leaf (first certificate) of ``chain_pem``; ValueError if there is none."""
+    from cryptography import x509  # loaded only where certificates are used
+    from cryptography.x509.oid import ExtensionOID
+
+    leaf = x509.load_pem_x509_certificates(chain_pem)[0]
+    try:
+        san = leaf.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
+        assert isinstance(san.value, x509.SubjectAlternativeName)
+        names = frozenset(n.lower() for n in san.value.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = frozenset()
+    return IssuedCertificate(names=names, not_before=leaf.not_valid_before_utc,
+                             not_after=leaf.not_valid_after_utc, serial=leaf.serial_number)
+
+
+def renewal_time(cert: IssuedCertificate, buffer_days: int | None) -> datetime.datetime:
+    """The earlier of ``not_after - buffer_days`` and "a third of the lifetime left"; a
+    buffer longer than half the lifetime is not used (it would order again right after
+    every issuance: a 2-minute certificate is always within 2 days of expiry)."""
+    lifetime = cert.not_after - cert.not_before
+    window = lifetime / 3
+    buffer = datetime.timedelta(days=buffer_days or DEFAULT_BUFFER_DAYS)
+    if buffer <= lifetime / 2:
+        window = max(window, buffer)
+    return cert.not_after - window
+
+
+def renewal_reason(cert: IssuedCertificate | None, domains: tuple[str, ...],
+                   now: datetime.datetime, buffer_days: int | None) -> str | None:
+    """Why a new certificate must be ordered now, or None while ``cert`` is good."""
+    if cert is None:
+        return "no certificate is stored"
+    if cert.names != frozenset(domains):
+        return (f"the stored certificate names {', '.join(sorted(cert.names)) or 'nothing'}, "
+                f"not {', '.join(domains)}")
+    if now >= renewal_time(cert, buffer_days):
+        return f"the certificate expires at {cert.not_after.isoformat()}"
+    return None
+
+
+def next_check_in(cert: IssuedCertificate, now: datetime.datetime,
+                  buffer_days: int | None) -> float:
+    """Seconds until the certificate should be looked at again: its renewal point, but at
+    least every ``MAX_CHECK_INTERVAL`` and never sooner than ``MIN_CHECK_INTERVAL``."""
+    due = (renewal_time(cert, buffer_days) - now).total_seconds()
+    return max(MIN_CHECK_INTERVAL, min(MAX_CHECK_INTERVAL, due))
+
+
+class Backoff:
+    """Exponential delays after consecutive failures: ``first``, doubled each time, at
+    most ``cap``; a success resets it."""
+
+    def __init__(self, first: float = 5.0, cap: float = 3600.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    def failed(self) -> float:
+        """Record a failure; the delay before the next attempt."""
+        self.failures += 1
+        return min(self.cap, self.first * 2 ** (self.failures - 1))
+
+    def reset(self) -> None:
+        self.failures = 0

@@ -1,0 +1,265 @@
+"""Let's Encrypt (ACME) certificates against a real CA: ``pebble`` on loopback.
+
+The real ``pingap`` orders certificates from pebble (``basic.acme_directory_url``), answers
+pebble's HTTP-01 validation on its own plaintext listener, stores what it gets, serves it
+over TLS, keeps it across a restart, renews it before it expires while clients keep
+connecting, and keeps serving the old one when the CA cannot be reached.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.client import request
+from tests.support.pebble import PebbleServer
+from tests.support.proc import free_port, wait_for
+
+NAMES = ("a.pingap.test", "b.pingap.test")
+
+
+@pytest.fixture
+def pebble(tmp_path: Path) -> Iterator[Callable[..., PebbleServer]]:
+    started: list[PebbleServer] = []
+
+    def start(http_port: int, validity: int | None = None) -> PebbleServer:
+        server = PebbleServer(tmp_path, http_port, validity=validity)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def acme_config(tmp: Path, http: int, https: int, directory_url: str, *,
+                ca_bundle: Path | None = None, backend: str = "127.0.0.1:9",
+                threads: int = 1) -> str:
+    bundle = f'acme_ca_bundle = "{ca_bundle}"' if ca_bundle else ""
+    return f"""
+[basic]
+grace_period = "1s"
+threads = {threads}
+acme_directory_url = "{directory_url}"
+{bundle}
+acme_storage = "{tmp / 'acme'}"
+
+[certificates.site]
+domains = "{','.join(NAMES)}"
+acme = "lets_encrypt"
+
+[upstreams.u]
+addrs = ["{backend}"]
+
+[locations.all]
+upstream = "u"
+
+[servers.http]
+addr = "127.0.0.1:{http}"
+locations = ["all"]
+
+[servers.https]
+addr = "127.0.0.1:{https}"
+locations = ["all"]
+global_certificates = true
+"""
+
+
+def served_certificate(port: int, name: str, root: str | None = None) -> x509.Certificate:
+    """The leaf served for SNI ``name``; with ``root``, the handshake also verifies the
+    chain against it and the name against the certificate (as a browser would)."""
+    if root is None:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cadata=root)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with ctx.wrap_socket(raw, server_hostname=name) as tls:
+            der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def san(cert: x509.Certificate) -> set[str]:
+    ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    return set(ext.value.get_values_for_type(x509.DNSName))
+
+
+def try_serial(port: int, name: str, root: str) -> int | None:
+    try:
+        return served_certificate(port, name, root).serial_number
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def stored(tmp: Path) -> Path:
+    return tmp / "acme" / "certificates" / "site.pem"
+
+
+def test_two_name_certificate_is_issued_served_and_kept_across_a_restart(
+        tmp_path: Path, pebble, pingap) -> None:
+    http, https = free_port(), free_port()
+    ca = pebble(http)
+    config = acme_config(tmp_path, http, https, ca.directory_url, ca_bundle=ca.ca_bundle)
+    started = time.monotonic()
+    first = pingap(config, port=http)
+    root = ca.root_pem()
+    serial = wait_for(lambda: try_serial(https, NAMES[0], root), timeout=10, interval=0.05,
+                      what="the ACME certificate to be served")
+    elapsed = time.monotonic() - started
+    assert elapsed < 10, f"issued and served after {elapsed:.1f}s"
+    for name in NAMES:  # verified against pebble's root, for each name
+        cert = served_certificate(https, name, root)
+        assert cert.serial_number == serial
+        assert san(cert) == set(NAMES)
+    assert ca.orders() == 1
+    assert os.listdir(tmp_path / "acme" / "http-01") == []  # used tokens are removed
+    assert (stored(tmp_path).stat().st_mode & 0o777) == 0o600
+
+    # restart: the stored certificate is served again, and nothing is ordered
+    mtime = stored(tmp_path).stat().st_mtime_ns
+    before = len(first.log())
+    first.stop()
+    second = pingap(config, port=http)
+    wait_for(lambda: f"serial {serial:x} is valid until" in second.log()[before:],
+             what="the renewer to find the stored certificate current")
+    assert served_certificate(https, NAMES[1], root).serial_number == serial
+    assert ca.orders() == 1
+    assert stored(tmp_path).stat().st_mtime_ns == mtime
+    assert "ordering" not in second.log()[before:]
+
+
+class HandshakeClient(threading.Thread):
+    """Opens verified TLS connections one after another, recording each leaf's serial
+    and every failure, until stopped (or 300 s pass)."""
+
+    def __init__(self, port: int, root: str, name: str) -> None:
+        super().__init__(daemon=True)
+        self.port, self.root, self.name = port, root, name
+        self.serials: list[int] = []
+        self.failures: list[str] = []
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            try:
+                self.serials.append(served_certificate(self.port, self.name,
+                                                       self.root).serial_number)
+            except (OSError, ssl.SSLError) as exc:
+                self.failures.append(f"{time.monotonic():.3f} {exc!r}")
+            self.stopping.wait(0.02)  # pace: ~50 handshakes a second per client
+
+
+@pytest.mark.timeout(300)
+def test_short_lived_certificate_is_renewed_with_no_failed_handshake(
+        tmp_path: Path, pebble, pingap) -> None:
+    http, https = free_port(), free_port()
+    ca = pebble(http, validity=120)
+    proc = pingap(acme_config(tmp_path, http, https, ca.directory_url,
+                              ca_bundle=ca.ca_bundle, threads=2), port=http)
+    root = ca.root_pem()
+    first = wait_for(lambda: try_serial(https, NAMES[0], root), timeout=30, interval=0.05,
+                     what="the first certificate")
+    cert = served_certificate(https, NAMES[0], root)
+    lifetime = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert lifetime <= datetime.timedelta(seconds=120)
+    clients = [HandshakeClient(https, root, name) for name in NAMES]
+    for client in clients:
+        client.start()
+    try:
+        # renewal is due a third of the lifetime before expiry (~80 s after issuance)
+        wait_for(lambda: any(s != first for c in clients for s in c.serials), timeout=150,
+                 interval=0.2, what="a renewed certificate to be served")
+        # every worker swaps within its next stat (1 s): soon only the new one is served
+        wait_for(lambda: all(len(c.serials) > 20 and first not in c.serials[-20:]
+                             for c in clients), timeout=10, interval=0.1,
+                 what="every client to see only the renewed certificate")
+    finally:
+        for client in clients:
+            client.stopping.set()
+        for client in clients:
+            client.join(10)
+    assert [f for c in clients for f in c.failures] == []
+    assert sum(len(c.serials) for c in clients) > 1000  # connecting throughout
+    assert time.time() < cert.not_valid_after_utc.timestamp(), "renewed only after expiry"
+    second = served_certificate(https, NAMES[1], root)
+    assert second.serial_number != first and san(second) == set(NAMES)
+    assert ca.orders() >= 2
+    assert "ordering a.pingap.test, b.pingap.test" in proc.log()
+    assert "(the certificate expires at" in proc.log()
+
+
+def self_signed_bundle(names: tuple[str, ...], *, days_left: float) -> tuple[bytes, int]:
+    """A stored-format bundle (key, then certificate) and the certificate's serial."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=80))
+            .not_valid_after(now + datetime.timedelta(days=days_left))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM,
+                                serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+    return key_pem + cert.public_bytes(serialization.Encoding.PEM), cert.serial_number
+
+
+def test_unreachable_ca_keeps_the_old_certificate_and_backs_off(tmp_path: Path,
+                                                                pingap) -> None:
+    http, https = free_port(), free_port()
+    bundle, serial = self_signed_bundle(NAMES, days_left=1)  # inside the renewal window
+    stored(tmp_path).parent.mkdir(parents=True)
+    stored(tmp_path).write_bytes(bundle)
+    nothing_there = f"https://127.0.0.1:{free_port()}/directory"
+    proc = pingap(acme_config(tmp_path, http, https, nothing_there), port=http)
+    assert served_certificate(https, NAMES[0]).serial_number == serial
+    wait_for(lambda: "retry in 5s (failure 1)" in proc.log(), what="the first failure")
+    wait_for(lambda: "retry in 10s (failure 2)" in proc.log(), timeout=20,
+             what="the second failure, after backing off")
+    assert "keeping the current certificate" in proc.log()
+    assert proc.proc.poll() is None
+    for name in NAMES:
+        assert served_certificate(https, name).serial_number == serial
+    assert stored(tmp_path).read_bytes() == bundle
+
+
+def test_challenge_answers_and_a_server_with_only_a_pending_certificate(
+        tmp_path: Path, pingap, backends) -> None:
+    backend = backends()
+    http, https = free_port(), free_port()
+    nothing_there = f"https://127.0.0.1:{free_port()}/directory"
+    proc = pingap(acme_config(tmp_path, http, https, nothing_there, backend=backend.addr),
+                  port=http)
+    tokens = tmp_path / "acme" / "http-01"
+    wait_for(lambda: "ACME order failed" in proc.log(), what="the renewer to try once")
+    tokens.mkdir(parents=True, exist_ok=True)
+    (tokens / "tok_EN-1").write_bytes(b"tok_EN-1.thumbprint")
+    reply = request(http, path="/.well-known/acme-challenge/tok_EN-1",
+                    headers={"Host": NAMES[0]})
+    assert (reply.status, reply.body) == (200, b"tok_EN-1.thumbprint")
+    assert reply.header("Content-Type") == "text/plain"
+    for path in ("/.well-known/acme-challenge/unknown", "/.well-known/acme-challenge/a.b",
+                 "/.well-known/acme-challenge/", "/.well-known/acme-challenge/..%2Fx"):
+        assert request(http, path=path).status == 404, path
+    assert backend.requests() == []  # challenge paths never reach the upstream
+    assert request(http, path="/other").status == 200  # everything else routes as usual
+    # nothing issued yet: the TLS server is up, but has no certificate to offer
+    with pytest.raises(ssl.SSLError):
+        served_certificate(https, NAMES[0])
