@@ -10,6 +10,12 @@ or ``grpc`` (Health/Check of ``service``). Consumed query parameters: ``connecti
 Pure: the prober that connects and times out lives with the workers; this module says
 what to send, how to judge the answer, and when a backend flips.
 
+A grpc check is one unary call of ``/grpc.health.v1.Health/Check`` over HTTP/2. Its
+messages are encoded here by hand (no protobuf dependency for one field each): the
+request is ``HealthCheckRequest{service = 1: string}``, the answer
+``HealthCheckResponse{status = 1: enum}`` with SERVING = 1, each in gRPC's framing of one
+compressed-flag byte, a 4-byte big-endian length and the message.
+
 Deliberate differences from pingap:
 
 * ``check_frequency`` is used as given; pingap rounds it up to its 10 s scheduler tick.
@@ -199,3 +205,80 @@ def build_http_probe_request(spec: HealthCheckSpec) -> bytes:
 def is_healthy_status(status: int) -> bool:
     """Whether an http/https probe's status means healthy: exactly 200, as in pingap."""
     return status == 200
+
+
+GRPC_HEALTH_PATH = b"/grpc.health.v1.Health/Check"
+GRPC_SERVING = 1
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def grpc_health_request(service: str) -> bytes:
+    """The framed gRPC message ``HealthCheckRequest{service}`` (empty: the whole server)."""
+    message = b""
+    if service:
+        name = service.encode("utf-8")
+        message = b"\x0a" + _varint(len(name)) + name  # field 1, length-delimited
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def grpc_health_status(body: bytes) -> int | None:
+    """The ``status`` of the framed ``HealthCheckResponse`` in ``body``; None if malformed
+    (or compressed: the probe does not offer compression, so a server must not use it)."""
+    if len(body) < 5 or body[0] != 0:
+        return None
+    length = int.from_bytes(body[1:5], "big")
+    message = body[5:]
+    if len(message) != length:
+        return None
+    status = 0  # proto3: an absent enum field is its zero value (UNKNOWN)
+    pos = 0
+    try:
+        while pos < len(message):
+            key, pos = _read_varint(message, pos)
+            field_number, wire_type = key >> 3, key & 7
+            if wire_type == 0:
+                value, pos = _read_varint(message, pos)
+                if field_number == 1:
+                    status = value
+            elif wire_type == 1:
+                pos += 8
+            elif wire_type == 2:
+                size, pos = _read_varint(message, pos)
+                pos += size
+            elif wire_type == 5:
+                pos += 4
+            else:
+                return None
+    except IndexError:
+        return None
+    return status if pos == len(message) else None
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]  # IndexError when truncated
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise IndexError("varint too long")
+
+
+def is_grpc_serving(http_status: int, grpc_status: bytes | None, body: bytes) -> bool:
+    """Whether a Health/Check answer means healthy: HTTP 200, grpc-status 0 and SERVING."""
+    return (http_status == 200 and grpc_status is not None and grpc_status.strip() == b"0"
+            and grpc_health_status(body) == GRPC_SERVING)

@@ -1,6 +1,9 @@
 """Active health checks: one greenlet per upstream probes every backend each interval.
 
-``tcp`` checks connect; ``http``/``https`` send ``GET <path>`` and want status 200.
+``tcp`` checks connect; ``http``/``https`` send ``GET <path>`` and want status 200;
+``grpc`` makes a real gRPC call, ``/grpc.health.v1.Health/Check`` for ``service``, over
+HTTP/2 (``workers.h2upstream``; h2c, or TLS with ALPN ``h2`` with the ``tls`` flag) and
+wants grpc-status 0 with SERVING.
 Results feed a ``HealthTracker`` per backend, and flips are written into the upstream's
 ``health`` map that backend selection reads (and logged, as pingap's ``backend_status``).
 """
@@ -10,32 +13,42 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import time
 from typing import Any
 
 import gevent
 
+from pingap import __version__
+from pingap.h1client import ResponseData, ResponseEnded, ResponseStarted
 from pingap.health import (
+    GRPC_HEALTH_PATH,
     HealthCheckSpec,
     HealthTracker,
     build_http_probe_request,
+    grpc_health_request,
+    is_grpc_serving,
     is_healthy_status,
 )
 from pingap.runtime import UpstreamRuntime
 from pingap.upstream import Backend
+from workers.h2upstream import H2StreamError, H2UpstreamConnection
 
 log = logging.getLogger("pingap.health")
 
-_insecure: ssl.SSLContext | None = None
+_insecure: dict[bool, ssl.SSLContext] = {}
 
 
-def _insecure_context() -> ssl.SSLContext:
-    """Probes do not verify certificates (as pingap); built on first https check."""
-    global _insecure
-    if _insecure is None:
-        _insecure = ssl.create_default_context()
-        _insecure.check_hostname = False
-        _insecure.verify_mode = ssl.CERT_NONE
-    return _insecure
+def _insecure_context(h2: bool = False) -> ssl.SSLContext:
+    """Probes do not verify certificates (as pingap); built on first https/grpc check.
+    The grpc one offers ALPN ``h2``."""
+    context = _insecure.get(h2)
+    if context is None:
+        context = _insecure[h2] = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        if h2:
+            context.set_alpn_protocols(["h2"])
+    return context
 
 
 def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
@@ -47,8 +60,10 @@ def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
     except OSError:
         return False
     try:
-        if spec.scheme in ("tcp", "grpc"):
+        if spec.scheme == "tcp":
             return True
+        if spec.scheme == "grpc":
+            return _probe_grpc(spec, backend, sock)
         sock.settimeout(spec.read_timeout)
         if spec.tls:
             sock = _insecure_context().wrap_socket(sock, server_hostname=spec.host or None)
@@ -66,6 +81,54 @@ def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
         return False
     finally:
         sock.close()
+
+
+def _probe_grpc(spec: HealthCheckSpec, backend: Backend, sock: socket.socket) -> bool:
+    """One Health/Check call on a fresh HTTP/2 connection, within ``read_timeout``."""
+    deadline = time.monotonic() + spec.read_timeout
+    if spec.tls:
+        sock.settimeout(spec.read_timeout)
+        sock = _insecure_context(h2=True).wrap_socket(sock, server_hostname=spec.host or None)
+    conn = None
+    try:
+        conn = H2UpstreamConnection(sock, backend, time.monotonic(), 1,
+                                    write_timeout=spec.read_timeout)
+        if not conn.wait_ready(deadline - time.monotonic()):
+            return False
+        authority = spec.host or backend.addr
+        stream = conn.open_stream(
+            b"POST", b"https" if spec.tls else b"http", authority.encode("latin-1"),
+            GRPC_HEALTH_PATH,
+            [(b"content-type", b"application/grpc"), (b"te", b"trailers"),
+             (b"user-agent", f"pingap/{__version__}".encode())],
+            end_stream=False)
+        stream.send_data(grpc_health_request(spec.service))
+        stream.end()
+        status = 0
+        grpc_status = None
+        body = b""
+        while True:
+            for event in stream.next_events(max(deadline - time.monotonic(), 0.0)):
+                if isinstance(event, ResponseStarted):
+                    status = event.status
+                    # a trailers-only answer (an error) carries grpc-status in the head
+                    grpc_status = _header(event.headers, b"grpc-status")
+                elif isinstance(event, ResponseData):
+                    body += event.data
+                    if len(body) > 65536:
+                        return False
+                elif isinstance(event, ResponseEnded):
+                    grpc_status = _header(event.trailers, b"grpc-status") or grpc_status
+                    return is_grpc_serving(status, grpc_status, body)
+    except (H2StreamError, TimeoutError, OSError):
+        return False
+    finally:
+        if conn is not None:
+            conn.close()
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    return next((v for n, v in headers if n.lower() == name), None)
 
 
 class HealthProber:

@@ -571,12 +571,12 @@ enabled_h2 = false              # off: no warning
 addrs = ["127.0.0.1:9001"]
 discovery = "static"            # inert: no warning
 alpn = "h1"                     # the default, any case: no warning
-sni = "example.com"
+ipv4_only = true
 circuit_break_max_consecutive_failures = 5
 
 [upstreams.up3]
 addrs = ["127.0.0.1:9002"]
-sni = "example.org"
+enable_tracer = true
 discovery = "dns"
 """
     )
@@ -584,9 +584,9 @@ discovery = "dns"
         "w.toml: basic.webhook: accepted but not supported yet; ignored",
         "w.toml: basic.webhook_type: accepted but not supported yet; ignored",
         "w.toml: servers.tls.otlp_exporter: accepted but not supported yet; ignored",
-        "w.toml: upstreams.up2.sni: accepted but not supported yet; ignored",
+        "w.toml: upstreams.up2.ipv4_only: accepted but not supported yet; ignored",
         "w.toml: upstreams.up2.circuit_break_max_consecutive_failures: accepted but not supported yet; ignored",
-        "w.toml: upstreams.up3.sni: accepted but not supported yet; ignored",
+        "w.toml: upstreams.up3.enable_tracer: accepted but not supported yet; ignored",
         "w.toml: upstreams.up3.discovery: accepted but not supported yet; ignored",
     }
     assert len(load_config_text(text).warnings) == 7
