@@ -137,6 +137,19 @@ class ResponseWriter:
             self._remaining -= len(data)
         return data
 
+    def raw_owed(self) -> int:
+        """Bytes still owed under Content-Length framing; -1 if the body is framed
+        (chunked), absent, or unbounded."""
+        if self._no_body or self._chunked:
+            return -1
+        return self._remaining
+
+    def raw_sent(self, size: int) -> None:
+        """``size`` body bytes went to the client without passing through ``body``."""
+        if size > self._remaining:
+            raise DownstreamError("response body longer than its Content-Length", status=500)
+        self._remaining -= size
+
     def end(self, trailers: Headers | None = None) -> bytes:
         self.done = True
         if not self._chunked:

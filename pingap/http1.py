@@ -1,7 +1,11 @@
 """Server-side HTTP/1.1 codec: bytes in, events out, response bytes out — no I/O.
 
-``ServerCodec`` is the interface every HTTP/1 codec implements (h11 here, a faster
-httptools one later); the worker's connection loop is written against it only.
+``ServerCodec`` is the interface every HTTP/1 codec implements: ``H11ServerCodec`` here,
+the reference, and ``pingap.http1_fast.FastServerCodec`` (httptools), the default; the
+worker's connection loop is written against the interface only. What both share lives
+here, so their decisions cannot drift apart: ``HeadScanner`` (the head limits),
+``BaseServerCodec`` (the proxy's checks on a parsed head, ``validate_target``, and the
+response side, written by ``pingap.h1writer.ResponseWriter``).
 
 ``H11ServerCodec`` wraps h11 and adds the checks a proxy needs beyond h11 0.16 (see
 docs): hard limits on the request head applied before h11 sees a byte (request line
@@ -55,6 +59,8 @@ class ServerCodec(Protocol):
     def informational(self, status: int) -> bytes: ...
     def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes: ...
     def body(self, data: bytes) -> bytes: ...
+    def raw_body_owed(self) -> int: ...
+    def raw_body_sent(self, size: int) -> None: ...
     def end(self, trailers: Headers | None = None) -> bytes: ...
     def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes: ...
     def detach(self) -> bytes: ...
@@ -73,7 +79,7 @@ _HOST = re.compile(rb"^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]"
                    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$")
 #: Fields that must never come from a trailer section (RFC 9110 §6.5.1): framing,
 #: routing and hop-by-hop fields are dropped instead of being forwarded.
-_NOT_TRAILERS = frozenset({
+NOT_TRAILERS = frozenset({
     b"content-length", b"transfer-encoding", b"trailer", b"host", b"connection",
     b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"http2-settings",
 })
@@ -86,7 +92,7 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 
 def validate_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes]:
     """(authority, path, query) of a request target, or DownstreamError(400/405)."""
-    if _PCT_BAD.search(target) or b"#" in target:
+    if (b"%" in target and _PCT_BAD.search(target)) or b"#" in target:
         raise DownstreamError("invalid request target", status=400)
     if method == b"CONNECT":  # RFC 9112 §3.2.3: authority-form only, whatever the target
         if _AUTHORITY.match(target):
@@ -111,56 +117,64 @@ def validate_target(method: bytes, target: bytes) -> tuple[bytes, bytes, bytes]:
     return found.group(2), path, query
 
 
-class H11ServerCodec:
-    """The reference codec: h11 plus the proxy's own strictness."""
+def valid_host(host: bytes) -> bool:
+    """Whether a Host value is ``uri-host [ ":" port ]``; recent answers are remembered
+    (a connection's requests, and most clients, repeat the same few hosts)."""
+    if host in _good_hosts:
+        return True
+    if not _HOST.match(host):
+        return False
+    if len(_good_hosts) < 1024:
+        _good_hosts.add(host)
+    return True
 
-    def __init__(self, limits: H1Limits | None = None) -> None:
-        self.limits = limits or H1Limits()
-        self._buf = bytearray()
-        self._closed = False
-        self._conn: h11.Connection | None = None
-        self._informational_sent = False
-        # h11 parses requests; responses are framed and written by ResponseWriter
-        self._writer = ResponseWriter()
-        self._reset_scan()
 
-    def _reset_scan(self) -> None:
+_good_hosts: set[bytes] = set()
+
+
+def forwardable_trailers(fields: Headers) -> Headers:
+    """A trailer section without the fields that must not come from one."""
+    return [(n, v) for n, v in fields if n.lower() not in NOT_TRAILERS]
+
+
+class HeadScanner:
+    """The request-head limits, applied to a receive buffer before any parser sees it.
+
+    Request line > ``max_request_line`` → 414; a header line > ``max_header_line``, a head
+    > ``max_head`` or > ``max_fields`` fields → 431. Incremental: each line is checked once,
+    when its LF arrives, so a slow client costs no rescans. Sizes exclude line terminators,
+    and the verdict is the same however the bytes are split across reads. Empty lines
+    before the request line are removed from the buffer (RFC 9112 §2.2).
+    """
+
+    __slots__ = ("_fields", "_head_size", "_line_start", "_whole_limit", "limits")
+
+    def __init__(self, limits: H1Limits) -> None:
+        self.limits = limits
+        # a buffer no longer than this holds no line or head over any limit
+        self._whole_limit = min(limits.max_request_line, limits.max_header_line,
+                                limits.max_head)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start on a new request head (at the start of the buffer)."""
         self._line_start = 0   # start of the first line not checked yet
         self._fields = -1      # header lines seen; -1 until the request line is complete
         self._head_size = 0    # bytes of head up to the end of the last complete line
 
-    # --- input ----------------------------------------------------------------
-
-    def receive_data(self, data: bytes) -> None:
-        if not data:
-            self._closed = True
-        if self._conn is None:
-            self._buf += data
-        else:
-            self._conn.receive_data(data)
-
-    @property
-    def request_in_progress(self) -> bool:
-        """True while part of a request (head or body) has been received."""
-        if self._conn is None:
-            return bool(self._buf.strip(b"\r\n"))
-        return self._conn.their_state is h11.SEND_BODY
-
-    def _check_head(self) -> bool:
-        """Apply the head limits to what arrived so far; True once the head is complete.
-
-        Incremental: each line is checked once, when its LF arrives, so a slow client
-        costs no rescans. Sizes exclude line terminators, and the verdict is the same
-        however the bytes are split across reads.
-        """
+    def scan(self, buf: bytearray) -> int:
+        """The length of the complete head at the start of ``buf`` (its empty line
+        included), 0 while the head is incomplete; DownstreamError(414/431) past a limit."""
         limits = self.limits
-        buf = self._buf
-        if self._line_start == 0 and len(buf) <= limits.max_request_line \
+        if self._line_start == 0 and len(buf) <= self._whole_limit \
                 and buf[:1] not in (b"\r", b"\n"):
-            # the common case: a small head that arrived whole - no line can be too long
+            # the common case: a small head that arrived whole - no line can be too long.
+            # Without a bare LF before it, the first CRLF CRLF is where the head ends.
             end = buf.find(b"\r\n\r\n")
-            if end > 0 and buf.count(b"\n", 0, end) <= limits.max_fields:
-                return True
+            if end > 0:
+                lines = buf.count(b"\n", 0, end)
+                if lines <= limits.max_fields and lines == buf.count(b"\r\n", 0, end):
+                    return end + 4
         if self._fields < 0 and self._line_start == 0:
             while buf[:2] == b"\r\n" or buf[:1] == b"\n":  # RFC 9112 §2.2: skip empty lines
                 del buf[: 2 if buf[:1] == b"\r" else 1]
@@ -178,7 +192,7 @@ class H11ServerCodec:
             elif length == 0:
                 if self._head_size > limits.max_head:
                     raise DownstreamError("request header fields too large", status=431)
-                return True
+                return nl + 1
             else:
                 if length > limits.max_header_line:
                     raise DownstreamError("request header field too large", status=431)
@@ -198,15 +212,121 @@ class H11ServerCodec:
                 raise DownstreamError("too many header fields", status=431)
         if (pos + partial if partial > 0 else self._head_size) > limits.max_head:
             raise DownstreamError("request header fields too large", status=431)
-        return False
+        return 0
+
+
+def closed_before_head(buf: bytearray) -> ConnectionEnded:
+    """The client closed with no complete head buffered: a clean end, or 400 when part
+    of a request was sent (whitespace alone is no request)."""
+    if buf.strip():
+        raise DownstreamError("incomplete request head", status=400)
+    return ConnectionEnded()
+
+
+class BaseServerCodec:
+    """What every HTTP/1 codec shares: the receive buffer and head scan, the proxy's own
+    checks on a parsed request head, and the response side (one ``ResponseWriter``)."""
+
+    def __init__(self, limits: H1Limits | None = None) -> None:
+        self.limits = limits or H1Limits()
+        self._buf = bytearray()
+        self._closed = False
+        self._scanner = HeadScanner(self.limits)
+        self._informational_sent = False
+        # requests are parsed by the subclass; responses are framed by ResponseWriter
+        self._writer = ResponseWriter()
+
+    def _checked_request(self, method: bytes, target: bytes, version: bytes,
+                         headers: Headers, *, content_length: int | None, chunked: bool,
+                         host: bytes | None, close: bool,
+                         expect_continue: bool) -> RequestReceived:
+        """The request event of a head the parser accepted (its fields normalised as h11
+        does), after the checks a proxy needs beyond h11 - or DownstreamError."""
+        major, _, minor = version.partition(b".")
+        if major != b"1":  # h11 accepts any digit.digit, e.g. "HTTP/2.0"
+            raise DownstreamError("HTTP Version Not Supported", status=505)
+        if chunked and content_length is not None:
+            raise DownstreamError("both Content-Length and Transfer-Encoding", status=400)
+        if chunked and version == b"1.0":
+            raise DownstreamError("Transfer-Encoding on HTTP/1.0", status=400)
+        if host is None and minor != b"0":  # h11 only insists for exactly "1.1"
+            raise DownstreamError("Missing mandatory Host: header", status=400)
+        if host is not None and not valid_host(host):
+            raise DownstreamError("invalid Host header", status=400)
+        authority, path, query = validate_target(method, target)
+        if authority:  # RFC 9112 §3.2.2: the target's authority replaces Host
+            headers = [(n, v) for n, v in headers if n.lower() != b"host"]
+            headers.insert(0, (b"Host", authority))
+        # HTTP/1.0 keep-alive is not offered: the response closes the connection
+        keep_alive = version == b"1.1" and not close
+        self._writer.start(method, version, keep_alive)
+        return RequestReceived(
+            method=method,
+            target=target,
+            headers=headers,
+            http_version=version,
+            keep_alive=keep_alive,
+            expect_continue=expect_continue and version == b"1.1",
+            content_length=content_length,
+            chunked=chunked,
+            host=authority or host or b"",
+            path=path,
+            query=query,
+        )
+
+    # --- output ---------------------------------------------------------------
+
+    def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
+        return self._writer.head(status, headers, reason)
+
+    def body(self, data: bytes) -> bytes:
+        return self._writer.body(data)
+
+    def raw_body_owed(self) -> int:
+        """Body bytes the response still owes under identity framing (Content-Length,
+        sent as is), or -1: what may bypass ``body`` (``raw_body_sent``, e.g. splice)."""
+        return self._writer.raw_owed()
+
+    def raw_body_sent(self, size: int) -> None:
+        self._writer.raw_sent(size)
+
+    def end(self, trailers: Headers | None = None) -> bytes:
+        return self._writer.end(trailers)
+
+    def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes:
+        return self._writer.switching_protocols(headers, reason)
+
+
+class H11ServerCodec(BaseServerCodec):
+    """The reference codec: h11 plus the proxy's own strictness. Each request cycle gets
+    a fresh ``h11.Connection`` fed only complete heads."""
+
+    def __init__(self, limits: H1Limits | None = None) -> None:
+        super().__init__(limits)
+        self._conn: h11.Connection | None = None
+
+    # --- input ----------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            self._closed = True
+        if self._conn is None:
+            self._buf += data
+        else:
+            self._conn.receive_data(data)
+
+    @property
+    def request_in_progress(self) -> bool:
+        """True while part of a request (head or body) has been received."""
+        if self._conn is None:
+            return bool(self._buf.strip(b"\r\n"))
+        return self._conn.their_state is h11.SEND_BODY
 
     def next_event(self) -> Event | NeedData:
         if self._conn is None:
-            if not self._check_head():
+            if not self._scanner.scan(self._buf):
                 if self._closed:
-                    if self._buf.strip():
-                        raise DownstreamError("incomplete request head", status=400)
-                    return ConnectionEnded()
+                    return closed_before_head(self._buf)
                 return NEED_DATA
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head + 8192)
             conn.receive_data(bytes(self._buf))
@@ -227,8 +347,7 @@ class H11ServerCodec:
         if isinstance(event, h11.Data):
             return BodyReceived(data=bytes(event.data))
         if isinstance(event, h11.EndOfMessage):
-            return MessageEnded(trailers=[(n, v) for n, v in event.headers.raw_items()
-                                          if n.lower() not in _NOT_TRAILERS])
+            return MessageEnded(trailers=forwardable_trailers(event.headers.raw_items()))
         if isinstance(event, h11.ConnectionClosed):
             return ConnectionEnded()
         if event is h11.PAUSED:
@@ -237,10 +356,6 @@ class H11ServerCodec:
 
     def _request(self, event: h11.Request) -> RequestReceived:
         headers = event.headers.raw_items()
-        version = event.http_version
-        major, _, minor = version.partition(b".")
-        if major != b"1":  # h11 accepts any digit.digit, e.g. "HTTP/2.0"
-            raise DownstreamError("HTTP Version Not Supported", status=505)
         content_length: int | None = None
         chunked = False
         expect_continue = False
@@ -258,34 +373,10 @@ class H11ServerCodec:
                 close = close or b"close" in value.lower()
             elif low == b"expect" and value.lower() == b"100-continue":
                 expect_continue = True
-        if chunked and content_length is not None:
-            raise DownstreamError("both Content-Length and Transfer-Encoding", status=400)
-        if chunked and version == b"1.0":
-            raise DownstreamError("Transfer-Encoding on HTTP/1.0", status=400)
-        if host is None and minor != b"0":  # h11 only insists for exactly "1.1"
-            raise DownstreamError("Missing mandatory Host: header", status=400)
-        if host is not None and not _HOST.match(host):
-            raise DownstreamError("invalid Host header", status=400)
-        authority, path, query = validate_target(event.method, event.target)
-        if authority:  # RFC 9112 §3.2.2: the target's authority replaces Host
-            headers = [(n, v) for n, v in headers if n.lower() != b"host"]
-            headers.insert(0, (b"Host", authority))
-        # HTTP/1.0 keep-alive is not offered: the response closes the connection
-        keep_alive = version == b"1.1" and not close
-        self._writer.start(event.method, version, keep_alive)
-        return RequestReceived(
-            method=event.method,
-            target=event.target,
-            headers=headers,
-            http_version=version,
-            keep_alive=keep_alive,
-            expect_continue=expect_continue and version == b"1.1",
-            content_length=content_length,
-            chunked=chunked,
-            host=authority or host or b"",
-            path=path,
-            query=query,
-        )
+        return self._checked_request(
+            event.method, event.target, event.http_version, headers,
+            content_length=content_length, chunked=chunked, host=host, close=close,
+            expect_continue=expect_continue)
 
     # --- output ---------------------------------------------------------------
 
@@ -294,18 +385,6 @@ class H11ServerCodec:
             return b""
         self._informational_sent = True
         return self._writer.informational(status)
-
-    def response_head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
-        return self._writer.head(status, headers, reason)
-
-    def body(self, data: bytes) -> bytes:
-        return self._writer.body(data)
-
-    def end(self, trailers: Headers | None = None) -> bytes:
-        return self._writer.end(trailers)
-
-    def switching_protocols(self, headers: Headers, reason: bytes = b"") -> bytes:
-        return self._writer.switching_protocols(headers, reason)
 
     def detach(self) -> bytes:
         """After a 101: the bytes the client sent past its request (new protocol)."""
@@ -323,7 +402,7 @@ class H11ServerCodec:
         assert self._conn is not None
         data, closed = self._conn.trailing_data
         self._buf = bytearray(data)
-        self._reset_scan()
+        self._scanner.reset()
         self._closed = self._closed or closed
         self._conn = None
         self._writer.start(b"GET", b"1.1", False)

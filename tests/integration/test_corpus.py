@@ -1,7 +1,8 @@
 """Request-smuggling / malformed-HTTP/1 conformance corpus against the real pingap.
 
 Every case in ``tests/corpus/*.toml`` is sent as raw bytes on a fresh connection to a
-real pingap in front of a real recording backend (both on loopback). A case is either
+real pingap in front of a real recording backend (both on loopback), once with each HTTP/1
+codec (``http1_codec = "fast"``, the default, and ``"h11"``, the reference). A case is either
 rejected (the given 4xx/5xx status, nothing reaches the backend) or forwarded in
 normalised form (the backend sees exactly ``forwarded`` well-framed requests). For every
 case no request the backend recorded may carry another request line in its target or
@@ -106,9 +107,12 @@ class Stack:
     last_case: str = ""
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("corpus")
+@pytest.fixture(scope="module", params=["fast", "h11"])
+def stack(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The proxy and its backend, once per HTTP/1 codec: every case runs against both."""
+    codec = request.param
+    tmp = tmp_path_factory.mktemp(f"corpus-{codec}")
     backend = BackendProcess(tmp, "corpus")
     proxy: PingapProcess | None = None
     try:
@@ -124,6 +128,7 @@ client_max_body_size = "64KB"
 [servers.s]
 addr = "127.0.0.1:{port}"
 locations = ["all"]
+http1_codec = "{codec}"
 """)
         proxy = PingapProcess(config, port, tmp)
         yield Stack(backend, proxy, port)
