@@ -66,8 +66,9 @@ class ResponseReader:
     """Parses one response to a request of ``method`` (HEAD responses have no body)."""
 
     __slots__ = ("_close_delimited", "_events", "_extra", "_head_done", "_headers",
-                 "_is_head", "_parser", "_reason", "_trailers", "done", "keep_alive",
-                 "leftover", "may_upgrade", "started", "upgraded")
+                 "_is_head", "_parser", "_reason", "_trailers", "body_seen",
+                 "content_length", "done", "keep_alive", "leftover", "may_upgrade",
+                 "started", "upgraded")
 
     def __init__(self, method: bytes, *, may_upgrade: bool = False) -> None:
         #: the request asked to switch protocols (Upgrade): a 101 ends the HTTP exchange
@@ -86,6 +87,10 @@ class ResponseReader:
         self.started = False   # a final response head was seen
         self.done = False
         self.keep_alive = False
+        #: the final response's Content-Length when it frames the body (-1 otherwise), and
+        #: the body bytes parsed so far: what ``skip_body`` needs
+        self.content_length = -1
+        self.body_seen = 0
 
     # llhttp callbacks -----------------------------------------------------------------
 
@@ -141,8 +146,12 @@ class ResponseReader:
             low = name.lower()
             if low == b"content-length":
                 has_length = True
+                if value.isdigit():
+                    self.content_length = int(value)
             elif low == b"transfer-encoding":
                 coding = value.lower()
+        if coding:
+            self.content_length = -1
         # RFC 9112 §6.3: no length, or a transfer coding that is not chunked, is read
         # until the connection closes
         self._close_delimited = (not coding and not has_length) or (
@@ -152,6 +161,7 @@ class ResponseReader:
         if self.done:
             self._extra = True
         elif body:
+            self.body_seen += len(body)
             self._events.append(ResponseData(data=body))
 
     def on_message_complete(self) -> None:
@@ -162,6 +172,17 @@ class ResponseReader:
         self.done = True
         self.keep_alive = keep_alive
         self._events.append(ResponseEnded(trailers=self._trailers, keep_alive=keep_alive))
+
+    def body_skipped(self) -> ResponseEnded:
+        """The rest of a Content-Length body went around the parser (``splice``): end the
+        response as llhttp would have, keep-alive judged from the head."""
+        assert self.started and not self.done and self.content_length >= 0
+        keep_alive = self._parser.should_keep_alive()
+        self._finish(keep_alive=keep_alive)
+        events, self._events = self._events, []
+        ended = events[-1]
+        assert isinstance(ended, ResponseEnded)
+        return ended
 
     # input -----------------------------------------------------------------------------
 

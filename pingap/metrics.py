@@ -12,8 +12,10 @@ are not counted, as in pingap.
 from __future__ import annotations
 
 import platform
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pingap import __version__
 from pingap.context import RequestContext
@@ -69,6 +71,8 @@ class MetricsRecorder:
         self._started_cache: dict[tuple[str, str], tuple[int, ...]] = {}
         self._finished_cache: dict[tuple[str, str, str],
                                    tuple[tuple[int, ...], list[_Histogram]]] = {}
+        self._reuses: dict[str, int] = {}
+        self._upstream_cache: dict[tuple[str, str], list[Any]] = {}
 
     def _index(self, name: str, labels: str, kind: SeriesKind = SeriesKind.COUNTER) -> int:
         key = (name, labels)
@@ -101,12 +105,8 @@ class MetricsRecorder:
     def _observe(self, hist: _Histogram, value: float) -> None:
         values = self.state.values
         base = self.column * SERIES
-        for i, bound in enumerate(hist.buckets):
-            if value <= bound:
-                values[base + hist.bucket_index[i]] += 1
-                break
-        else:
-            values[base + hist.bucket_index[-1]] += 1
+        # buckets are stored per bound (not cumulative): the first bound >= value
+        values[base + hist.bucket_index[bisect_left(hist.buckets, value)]] += 1
         values[base + hist.sum_index] += value
         values[base + hist.count_index] += 1
 
@@ -134,7 +134,11 @@ class MetricsRecorder:
         values[base + total_loc] += 1
         values[base + current_loc] += 1
         if reused:
-            self.add("pingap_connection_reuses", _labels(server=server))
+            index = self._reuses.get(server)
+            if index is None:
+                index = self._reuses[server] = self._index("pingap_connection_reuses",
+                                                           _labels(server=server))
+            values[base + index] += 1
 
     def _finished(self, server: str, location: str, code: str) -> tuple[tuple[int, ...],
                                                                          list[_Histogram]]:
@@ -177,19 +181,35 @@ class MetricsRecorder:
         if upstream:
             self._upstream_finished(server, upstream, ctx)
 
+    #: the per-upstream series, in the order of ``_upstream_finished``'s slots
+    _UPSTREAM_HISTOGRAMS = (
+        ("pingap_upstream_tcp_connect_time_seconds", UPSTREAM_TIME_BUCKETS),
+        ("pingap_upstream_processing_time_seconds", UPSTREAM_PROCESSING_BUCKETS),
+        ("pingap_upstream_response_time_seconds", UPSTREAM_TIME_BUCKETS),
+    )
+
     def _upstream_finished(self, server: str, upstream: str, ctx: RequestContext) -> None:
-        labels = _labels(server=server, upstream=upstream)
+        # slots: [labels, reuses index, connect, processing, response histograms], each
+        # series registered on first use only (a series never observed is not exported)
+        key = (server, upstream)
+        slots = self._upstream_cache.get(key)
+        if slots is None:
+            slots = self._upstream_cache[key] = [
+                _labels(server=server, upstream=upstream), None, None, None, None]
         if ctx.upstream_reused:
-            self.add("pingap_upstream_reuses", labels)
-        for name, value, buckets in (
-                ("pingap_upstream_tcp_connect_time_seconds", ctx.upstream_tcp_connect_time,
-                 UPSTREAM_TIME_BUCKETS),
-                ("pingap_upstream_processing_time_seconds", ctx.upstream_processing_time,
-                 UPSTREAM_PROCESSING_BUCKETS),
-                ("pingap_upstream_response_time_seconds", ctx.upstream_response_time,
-                 UPSTREAM_TIME_BUCKETS)):
+            index = slots[1]
+            if index is None:
+                index = slots[1] = self._index("pingap_upstream_reuses", slots[0])
+            self.state.values[self.column * SERIES + index] += 1
+        for i, value in enumerate((ctx.upstream_tcp_connect_time,
+                                   ctx.upstream_processing_time,
+                                   ctx.upstream_response_time), 2):
             if value is not None:
-                self._observe(self._histogram(name, labels, buckets), value)
+                hist = slots[i]
+                if hist is None:
+                    name, buckets = self._UPSTREAM_HISTOGRAMS[i - 2]
+                    hist = slots[i] = self._histogram(name, slots[0], buckets)
+                self._observe(hist, value)
 
 
 def _family(series: str) -> str:

@@ -66,6 +66,7 @@ def connection_tokens(headers: Headers) -> set[bytes]:
 
 #: Handled by the proxy itself, never forwarded as such.
 _NOT_FORWARDED = frozenset({b"expect"})
+_FORWARD_DROP = HOP_BY_HOP | _NOT_FORWARDED
 
 #: Never removed because ``Connection`` names them: dropping framing or Host would turn
 #: one request into a different one (HTTP Garden's "transducer strips framing" class).
@@ -74,16 +75,31 @@ PROTECTED = frozenset({b"host", b"content-length"})
 
 def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
     """``headers`` without hop-by-hop ones, those ``Connection`` names, and ``also``."""
+    return _strip(headers, _drop_set(also))
+
+
+_DROP_SETS: dict[frozenset[bytes], frozenset[bytes]] = {}
+
+
+def _drop_set(also: frozenset[bytes]) -> frozenset[bytes]:
+    """``HOP_BY_HOP | also``, built once per distinct ``also`` (one per location)."""
+    drop = _DROP_SETS.get(also)
+    if drop is None:
+        drop = _DROP_SETS[also] = HOP_BY_HOP | also
+    return drop
+
+
+def _strip(headers: Headers, drop: frozenset[bytes]) -> Headers:
     out: Headers = []
     named: set[bytes] | None = None
-    for name, value in headers:
-        low = name.lower()
-        if low in HOP_BY_HOP or low in also:
+    for item in headers:
+        low = item[0].lower()
+        if low in drop:
             if low == b"connection":
-                tokens = {t.strip().lower() for t in value.split(b",")} - PROTECTED
+                tokens = {t.strip().lower() for t in item[1].split(b",")} - PROTECTED
                 named = tokens if named is None else named | tokens
             continue
-        out.append((name, value))
+        out.append(item)
     if named:
         out = [(n, v) for n, v in out if n.lower() not in named]
     return out
@@ -222,7 +238,8 @@ class ProxySession:
         location = self.location
         replaced = location.set_names if location is not None else frozenset()
         # ctx.request_headers: request-phase plugins may have edited them
-        headers = strip_hop_by_hop(ctx.request_headers, _NOT_FORWARDED | replaced)
+        headers = _strip(ctx.request_headers, _drop_set(_NOT_FORWARDED | replaced)
+                         if replaced else _FORWARD_DROP)
         te = header_value(request.headers, b"te")
         if te is not None and b"trailers" in te.lower():
             headers.append((b"TE", b"trailers"))

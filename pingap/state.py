@@ -89,6 +89,7 @@ class SharedState:
         self._series: dict[str, int] = {}
         self.overflowed = False
         self._health_keys: dict[tuple[str, str], int] = {}
+        self._health_slots: dict[tuple[str, str], int] = {}
 
     def initialise(self) -> None:
         """Stamp a fresh (zeroed) region; done once by the master that creates it."""
@@ -124,12 +125,17 @@ class SharedState:
 
     def health(self, upstream: str, addr: str) -> bool | None:
         """True/False once probed; None when no probe result exists yet."""
-        key = self._health_keys.get((upstream, addr))
-        if key is None:
-            key = self._health_keys[(upstream, addr)] = key_hash(f"{upstream}|{addr}")
-        slot = self._health_slot(key, False)
+        pair = (upstream, addr)
+        slot = self._health_slots.get(pair)
         if slot is None:
-            return None
+            key = self._health_keys.get(pair)
+            if key is None:
+                key = self._health_keys[pair] = key_hash(f"{upstream}|{addr}")
+            slot = self._health_slot(key, False)
+            if slot is None:
+                return None
+            # a health slot, once taken, holds its key for the region's lifetime
+            self._health_slots[pair] = slot
         _, state, _ = _HEALTH.unpack_from(self.buf, HEALTH_AT + slot * _HEALTH.size)
         return None if state == 0 else state == 1
 

@@ -26,7 +26,7 @@ import bisect
 import ipaddress
 import zlib
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 from pingap.context import RequestContext
@@ -53,13 +53,13 @@ class Backend:
     host: str
     port: int
     weight: int = 1
+    #: ``host:port``, with IPv6 literals bracketed (``[::1]:8080``); computed once
+    addr: str = field(init=False, compare=False, repr=False)
 
-    @property
-    def addr(self) -> str:
-        """``host:port``, with IPv6 literals bracketed (``[::1]:8080``)."""
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
+    def __post_init__(self) -> None:
+        addr = (f"[{self.host}]:{self.port}" if ":" in self.host
+                else f"{self.host}:{self.port}")
+        object.__setattr__(self, "addr", addr)
 
 
 def parse_addr(text: str, *, tls: bool = False) -> Backend:
@@ -209,6 +209,10 @@ class WeightedRoundRobin:
 
     def pick(self, is_available: IsAvailable) -> Backend | None:
         """The next backend; ``is_available`` is asked once per backend. None if none is."""
+        backends = self._backends
+        if len(backends) == 1:  # the common case: no scores to keep
+            only = backends[0]
+            return only if only.weight > 0 and is_available(only) else None
         scores = self._scores
         best = -1
         total = 0

@@ -21,6 +21,7 @@ TimeoutError in the exchange's greenlet once it passes.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -41,6 +42,7 @@ from pingap.events import (
     MessageEnded,
     RequestReceived,
 )
+from pingap.grpcweb import GrpcWebBridge, is_grpc_web
 from pingap.h1client import (
     ResponseData,
     ResponseEnded,
@@ -53,7 +55,8 @@ from pingap.h1client import (
 )
 from pingap.plugins import plugin_response
 from pingap.session import ProxySession
-from workers.pool import connect
+from workers import splice
+from workers.h2upstream import H2StreamError, H2UpstreamConnection, H2UpstreamStream
 
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime, UpstreamRuntime
@@ -64,6 +67,14 @@ log = logging.getLogger("pingap.exchange")
 
 READ_SIZE = 65536
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
+
+
+def send_all(sock: socket.socket, data: bytes) -> None:
+    """``sendall`` without its per-call cost (gevent's asks the kernel for SO_SNDBUF every
+    time): one ``send`` almost always writes a whole response or request head."""
+    sent = sock.send(data)
+    if sent < len(data):
+        sock.sendall(memoryview(data)[sent:])
 
 
 class ClientGone(Exception):
@@ -107,9 +118,37 @@ class Exchange:
     def mark_close(self, headers: Headers) -> None:
         """Announce that the connection closes after this response."""
 
+    def raw_sink(self, owed: int) -> socket.socket | None:
+        """The client socket, if the next ``owed`` response bytes may go to it as they
+        are (identity framing): the splice path. None: they go through ``write_body``."""
+        return None
+
+    def raw_body_sent(self, size: int) -> None:
+        """``size`` body bytes reached the client around ``write_body``."""
+
     def switch_protocols(self, up: UpstreamConnection, session: ProxySession,
                          events: Sequence[object], upstream_leftover: bytes) -> tuple[int, bool]:
         raise _UpstreamFailed(UpstreamError("protocol switch is not possible here"), False)
+
+    # --- gRPC-Web -----------------------------------------------------------------
+
+    #: the gRPC-Web translation of the current request, if it is one
+    grpc_web: GrpcWebBridge | None = None
+
+    def grpc_web_bridge(self, session: ProxySession,
+                        request: RequestReceived) -> GrpcWebBridge | None:
+        location = session.location
+        if location is None or not location.grpc_web:
+            return None
+        content_type = next((v for n, v in request.headers if n.lower() == b"content-type"),
+                            None)
+        if not is_grpc_web(content_type):
+            return None
+        if not self.server.grpc_web:  # pingap: 500 without the server's grpc-web module
+            raise DownstreamError("grpc_web needs modules = [\"grpc-web\"] on the server",
+                                  status=500)
+        assert content_type is not None
+        return GrpcWebBridge(content_type)
 
     # --- one request ------------------------------------------------------------
 
@@ -143,7 +182,12 @@ class Exchange:
                                         self.conn.requests > 1)
                 counted = True
             if isinstance(decision, Forward):
-                size, keep = self.proxy(session, request, decision.upstream)
+                try:
+                    self.grpc_web = self.grpc_web_bridge(session, request)
+                except DownstreamError as err:
+                    size, keep = self.fail(session, request, err, False)
+                else:
+                    size, keep = self.proxy(session, request, decision.upstream)
             else:
                 size, keep = self.respond(request, decision)
         except ClientGone:
@@ -204,19 +248,22 @@ class Exchange:
         pool = self.worker.pool
         replayable = not request.has_body
         fresh_only = False
+        h2_retried = False
         while True:
             try:
                 backend = session.next_backend()
             except PingapError as err:
                 return self.fail(session, request, err, False)
             method, target, headers = session.upstream_request()
+            host = ctx.host or None
             select_start = time.monotonic()
+            up: UpstreamConnection | H2UpstreamConnection
             try:
                 if fresh_only:
-                    up, connect_time = connect(upstream, backend)
+                    up, _ = pool.open(upstream, backend, host)
                     reused = False
                 else:
-                    up, reused, connect_time = pool.acquire(upstream, backend)
+                    up, reused, _ = pool.acquire(upstream, backend, host)
             except UpstreamError as err:
                 if err.retryable and session.may_retry(time.monotonic()):
                     continue
@@ -224,9 +271,33 @@ class Exchange:
             ctx.upstream_reused = reused
             ctx.upstream_connect_time = time.monotonic() - select_start
             if not reused:
-                ctx.upstream_tcp_connect_time = connect_time
+                ctx.upstream_tcp_connect_time = up.tcp_connect_time
+                ctx.upstream_tls_handshake_time = up.tls_handshake_time
             ctx.upstream_connection_time = time.monotonic() - up.created
             up.requests += 1
+            if isinstance(up, H2UpstreamConnection):
+                try:
+                    return self.proxy_h2(up, upstream, session, request, method, target,
+                                         headers)
+                except _Retry as retry:
+                    # nothing reached the backend (GOAWAY, refused stream): once on the
+                    # same backend, as its connection went away rather than the backend;
+                    # after that as max_retries allows
+                    if not h2_retried:
+                        h2_retried = True
+                        session.forget_backend(backend)
+                        continue
+                    if session.may_retry(time.monotonic()):
+                        continue
+                    return self.fail(session, request, retry.err, False)
+                except DownstreamError as err:
+                    return self.fail(session, request, err, False)
+                except _UpstreamFailed as failed:
+                    return self.fail(session, request, failed.err, failed.head_sent)
+            if self.grpc_web is not None:
+                pool.release(up, reusable=True)
+                return self.fail(session, request, UpstreamError(
+                    "gRPC-Web needs an HTTP/2 upstream (alpn = \"H2\")"), False)
             try:
                 self.send_request(up, upstream, method, target, headers, request, session)
                 return self.relay_response(up, upstream, session, request, reused)
@@ -248,13 +319,145 @@ class Exchange:
                 up.close()
                 return self.fail(session, request, failed.err, failed.head_sent)
 
+    def proxy_h2(self, up: H2UpstreamConnection, upstream: UpstreamRuntime,
+                 session: ProxySession, request: RequestReceived, method: bytes,
+                 target: bytes, headers: Headers) -> tuple[int, bool]:
+        """One request as a stream on a shared HTTP/2 upstream connection.
+
+        The body goes up as the client sends it, then the response comes back, with the
+        gRPC-Web translation when there is one. Timeouts come from the h2 client's own
+        waits (``next_events``), never from the sweeper: an exception thrown into a
+        half-written frame would break the connection for every stream on it.
+        """
+        ctx = session.ctx
+        pool = self.worker.pool
+        bridge = self.grpc_web
+        authority = next((v for n, v in headers if n.lower() == b"host"), ctx.host.encode())
+        wants_trailers = bridge is not None or any(
+            n.lower() == b"te" and b"trailers" in v.lower() for n, v in request.headers)
+        fields = [(n, v) for n, v in headers if n.lower() not in (b"host", b"transfer-encoding")]
+        if bridge is not None:
+            fields = bridge.request_headers(fields)
+        elif wants_trailers:
+            fields.append((b"te", b"trailers"))
+        scheme = b"https" if upstream.sni else b"http"
+        has_body = request.has_body
+        read_timeout = upstream.read_timeout or DEFAULT_UPSTREAM_TIMEOUT
+        head_sent = False
+        stream: H2UpstreamStream | None = None
+        try:
+            if not has_body and not self.body_done:
+                self.finish_request_body()
+            try:
+                stream = up.open_stream(method, scheme, authority, target, fields,
+                                        end_stream=not has_body)
+            except H2StreamError as err:
+                if err.retryable:
+                    raise _Retry(err) from err
+                raise _UpstreamFailed(err, False) from err
+            except TimeoutError as exc:
+                raise _UpstreamFailed(UpstreamTimeout("no free upstream HTTP/2 stream"),
+                                      False) from exc
+            sent_at = time.monotonic()
+            if has_body:
+                self._stream_body(stream, session, request, bridge)
+            size = 0
+            body_start = sent_at
+            while True:
+                try:
+                    events = stream.next_events(read_timeout)
+                except TimeoutError as exc:
+                    raise _UpstreamFailed(UpstreamTimeout("upstream read timed out"),
+                                          head_sent) from exc
+                except H2StreamError as err:
+                    if err.retryable and not head_sent and not has_body:
+                        raise _Retry(err) from err
+                    raise _UpstreamFailed(err, head_sent) from err
+                for event in events:
+                    if isinstance(event, ResponseData):
+                        data = bridge.response_body(event.data) if bridge else event.data
+                        size += len(data)
+                        if data:
+                            self.write_body(data)
+                    elif isinstance(event, ResponseStarted):
+                        now = time.monotonic()
+                        ctx.upstream_processing_time = now - sent_at
+                        body_start = now
+                        out = session.response_headers(event.status, event.headers)
+                        if bridge is not None:
+                            out = bridge.response_headers(out)
+                        if self.worker.draining or not request.keep_alive:
+                            self.mark_close(out)
+                        self.write_head(event.status, out, event.reason)
+                    else:
+                        assert isinstance(event, ResponseEnded)
+                        ctx.upstream_response_time = time.monotonic() - body_start
+                        trailers = event.trailers
+                        if bridge is not None:
+                            tail = bridge.response_end(trailers)
+                            if tail:
+                                size += len(tail)
+                                self.write_body(tail)
+                            trailers = []
+                        self.write_end(trailers)
+                        self.flush()
+                        stream = None
+                        pool.release(up, reusable=True)
+                        close = self.worker.draining or not request.keep_alive
+                        return size, not close
+                if events:
+                    self.flush()
+                    head_sent = True
+        except (ClientGone, _UpstreamFailed, DownstreamError, _Retry):
+            if stream is not None:
+                stream.reset()
+                stream = None
+                pool.release(up, reusable=True)
+            raise
+        finally:
+            if stream is not None:  # any other way out
+                stream.reset()
+                pool.release(up, reusable=True)
+
+    def _stream_body(self, stream: H2UpstreamStream, session: ProxySession,
+                     request: RequestReceived, bridge: GrpcWebBridge | None) -> None:
+        received = 0
+        while True:
+            event = self.next_event()
+            if isinstance(event, BodyReceived):
+                received += len(event.data)
+                session.check_body_size(received)
+                data = bridge.request_body(event.data) if bridge else event.data
+                if data:
+                    try:
+                        stream.send_data(data)
+                    except H2StreamError as err:
+                        raise _UpstreamFailed(err, False) from err
+                    except TimeoutError as exc:
+                        raise _UpstreamFailed(UpstreamTimeout("upstream write timed out"),
+                                              False) from exc
+            elif isinstance(event, MessageEnded):
+                self.body_done = True
+                if bridge is not None:
+                    try:
+                        bridge.request_end()
+                    except ValueError as exc:
+                        raise DownstreamError(str(exc), status=400) from exc
+                try:
+                    stream.end(event.trailers or None)
+                except H2StreamError as err:
+                    raise _UpstreamFailed(err, False) from err
+                return
+            else:
+                raise ClientGone("client closed during the request body")
+
     def send_upstream(self, up: UpstreamConnection, upstream: UpstreamRuntime,
                       data: bytes) -> None:
         if not data:
             return
         self.deadline = time.monotonic() + (upstream.write_timeout or DEFAULT_UPSTREAM_TIMEOUT)
         try:
-            up.sock.sendall(data)
+            send_all(up.sock, data)
         except TimeoutError as exc:
             raise _UpstreamFailed(UpstreamTimeout("upstream write timed out"), False) from exc
         except OSError as exc:
@@ -356,6 +559,43 @@ class Exchange:
                 # one write per read: the head goes out with the first piece of body
                 self.flush()
                 head_sent = True
+            if reader.started and not reader.done and reader.content_length >= 0:
+                owed = reader.content_length - reader.body_seen
+                sink = self.raw_sink(owed) if owed >= splice.MIN_BYTES else None
+                if sink is not None and splice.usable(sock, sink):
+                    self.splice_body(sock, sink, owed, read_timeout)
+                    size += owed
+                    ended = reader.body_skipped()
+                    ctx.upstream_response_time = time.monotonic() - body_start
+                    self.write_end(ended.trailers)
+                    self.flush()
+                    self.worker.pool.release(up, reusable=ended.keep_alive)
+                    return size, not close
+
+    def splice_body(self, src: socket.socket, dst: socket.socket, owed: int,
+                    timeout: float) -> None:
+        """The rest of a Content-Length body, upstream socket → client socket in the
+        kernel (``workers.splice``); the response head has been flushed already."""
+        pipe = splice.acquire()
+        clean = False
+        try:
+            pipe.forward(src, dst, owed, timeout)
+            clean = True
+        except splice.SpliceError as exc:
+            if not exc.upstream:
+                raise ClientGone(str(exc)) from exc
+            err = UpstreamTimeout(str(exc)) if exc.timeout else UpstreamError(str(exc))
+            raise _UpstreamFailed(err, True) from exc
+        finally:
+            splice.release(pipe, clean=clean)
+        self.raw_body_sent(owed)
+
+
+class _Retry(Exception):
+    """Nothing reached the backend: the request may go again (``err`` if it may not)."""
+
+    def __init__(self, err: PingapError) -> None:
+        self.err = err
 
 
 class _UpstreamFailed(Exception):

@@ -23,8 +23,9 @@ from pingap.errors import DownstreamError, PingapError
 from pingap.events import NEED_DATA, ConnectionEnded, Headers, RequestReceived
 from pingap.h1client import ResponseStarted
 from pingap.http1 import H11ServerCodec, ServerCodec
+from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
-from workers.exchange import ClientGone, Exchange
+from workers.exchange import ClientGone, Exchange, send_all
 
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime
@@ -49,7 +50,7 @@ class H1Connection(Exchange):
         self.server = server
         self.sock = sock
         self.conn = conn
-        self.codec = codec or H11ServerCodec()
+        self.codec = codec or (H11ServerCodec() if server.http1_codec == "h11" else FastServerCodec())
         self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
         self.write_timeout = server.write_timeout or DEFAULT_IDLE_TIMEOUT
         # Timeouts: before each blocking step the loop sets ``deadline`` (monotonic
@@ -70,7 +71,7 @@ class H1Connection(Exchange):
             return
         self.deadline = time.monotonic() + self.write_timeout
         try:
-            self.sock.sendall(data)
+            send_all(self.sock, data)
         except OSError as exc:  # TimeoutError included: the client stopped reading
             raise ClientGone(str(exc)) from exc
         finally:
@@ -188,6 +189,12 @@ class H1Connection(Exchange):
 
     def mark_close(self, headers: Headers) -> None:
         headers.append((b"Connection", b"close"))
+
+    def raw_sink(self, owed: int) -> socket.socket | None:
+        return self.sock if self.codec.raw_body_owed() == owed else None
+
+    def raw_body_sent(self, size: int) -> None:
+        self.codec.raw_body_sent(size)
 
     def switch_protocols(self, up: UpstreamConnection, session: ProxySession,
                          events: Sequence[object], upstream_leftover: bytes) -> tuple[int, bool]:

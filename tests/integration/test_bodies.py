@@ -90,6 +90,45 @@ def test_content_length_response_passes_exact(backends, pingap) -> None:
     assert reply.body == pattern(300000)
 
 
+def test_large_content_length_bodies_keep_the_connection(backends, pingap) -> None:
+    """Content-Length bodies past 32 KiB go upstream socket → client socket with splice(2)
+    on plaintext connections: every byte arrives and the connections stay reusable."""
+    backend = backends()
+    port = free_port()
+    pingap(config(port, backend.addr), port=port)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for n in (5_000_000, 40_000, 32_768 + 1):
+            conn.request("GET", f"/big?n={n}&cl=1")
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200 and resp.getheader("Content-Length") == str(n)
+            assert body == pattern(n)
+        conn.request("GET", "/after")
+        resp = conn.getresponse()
+        assert resp.status == 200 and b'"/after"' in resp.read()
+    finally:
+        conn.close()
+
+
+def test_backend_dying_mid_body_cuts_the_client_off(backends, pingap) -> None:
+    """A Content-Length body the backend stops sending halfway: the client gets the bytes
+    that came and then a closed connection, never a silently short keep-alive response."""
+    backend = backends()
+    port = free_port()
+    pingap(config(port, backend.addr), port=port)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /big?n=2000000&cl=1&cut=100000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):  # a timeout here fails the test: no EOF came
+            chunks.append(chunk)
+    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+    assert b"Content-Length: 2000000" in head
+    assert 0 < len(body) < 2_000_000
+    assert body == pattern(2_000_000)[:len(body)]
+    assert request(port, path="/still-fine").status == 200
+
+
 def test_request_trailers_reach_the_backend(backends, pingap) -> None:
     backend = backends()
     port = free_port()

@@ -122,6 +122,9 @@ class Backend:
                 headers.append(("Content-Length", str(n)))
             send(conn.send(h11.Response(status_code=200, headers=headers)))
             data = pattern(n)
+            if query.get("cut"):  # die after this many body bytes (a backend crash)
+                send(data[:int(query["cut"])])
+                raise OSError("cut")
             for i in range(0, n, CHUNK):
                 send(conn.send(h11.Data(data=data[i:i + CHUNK])))
             send(conn.send(h11.EndOfMessage()))
