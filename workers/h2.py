@@ -170,6 +170,7 @@ class H2Connection:
         self._last_stream: int | None = None  # final GOAWAY sent with this id
         self._drain_acked = Event()
         self._dead = False
+        self._ended_by = "killed"  # why the reader stopped, for the log
         self._splitter = _GoawaySplitter()
 
     @property
@@ -244,11 +245,17 @@ class H2Connection:
                         self._goaway(self.h2.highest_inbound_stream_id)
                     return
                 if not data:
+                    self._ended_by = "client closed"
                     return
-        except (OSError, ClientGone):
+        except (OSError, ClientGone) as exc:
+            self._ended_by = f"{type(exc).__name__}: {exc}"
             return
         finally:
             self._dead = True
+            if self.streams:
+                log.info("h2 connection from %s ended with %d streams open (%s)",
+                         self.conn.remote_addr, len(self.streams),
+                         self._ended_by)
             for stream in list(self.streams.values()):
                 stream.abort()
             try:
