@@ -89,7 +89,7 @@ class ResponseWriter:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b""))]
         for name, value in headers:
             _check_name(name)
-            if _BAD_VALUE.search(value):
+            if b"\r" in value or b"\n" in value or b"\x00" in value:  # cheaper than a regex
                 raise DownstreamError(
                     f"cannot send response: invalid value for header {name!r}", status=500)
             low = name.lower()

@@ -71,6 +71,7 @@ _FORWARD_DROP = HOP_BY_HOP | _NOT_FORWARDED
 #: Never removed because ``Connection`` names them: dropping framing or Host would turn
 #: one request into a different one (HTTP Garden's "transducer strips framing" class).
 PROTECTED = frozenset({b"host", b"content-length"})
+_NEVER_NAMED = PROTECTED | HOP_BY_HOP | {b"close", b""}
 
 
 def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
@@ -96,8 +97,11 @@ def _strip(headers: Headers, drop: frozenset[bytes]) -> Headers:
         low = item[0].lower()
         if low in drop:
             if low == b"connection":
-                tokens = {t.strip().lower() for t in item[1].split(b",")} - PROTECTED
-                named = tokens if named is None else named | tokens
+                # "keep-alive", "close" and the like are dropped anyway: only other
+                # names need the second pass below
+                tokens = {t.strip().lower() for t in item[1].split(b",")} - _NEVER_NAMED
+                if tokens:
+                    named = tokens if named is None else named | tokens
             continue
         out.append(item)
     if named:
