@@ -5,7 +5,9 @@
 #   scripts/bench.sh --path /100k.bin --runs 3     # 100 KB body
 #
 # Every argument is passed on to proxybench.py (see shared/bench/README.md for its flags).
-# What is measured: one pingap master + ONE gevent worker (basic.threads = 1), one server on
+# What is measured: pingap twice — "pingap" with the default HTTP/1 codec (httptools,
+# http1_codec = "fast") and "pingap-h11" with http1_codec = "h11" — each one master + ONE
+# gevent worker (basic.threads = 1), one server on
 # 127.0.0.1:{port}, one location "/" -> upstream {upstream} (the harness backend nginx), access
 # log ON (combined) to {workdir}/pingap-access.log. The config comes from
 # scripts/bench/pingap-bench.toml.tpl. The proxy (master + worker) is pinned to cpu 0 (the
@@ -23,6 +25,7 @@
 #   NO_INSTALL=1        never run apt-get; just fail if a tool is missing
 #   NO_BASELINE=1       skip the bare gevent+h11 proxy (scripts/bench/h11_baseline.py) that
 #                       otherwise runs beside pingap as the core issue's floor
+#   NO_H11=1            skip the second pingap row, the same config with http1_codec = "h11"
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -67,9 +70,15 @@ elif command -v pingap >/dev/null 2>&1; then
 else
   pingap_prog="$(q "$python") -c 'import sys; from master.cli import main; sys.exit(main())'"
 fi
-pingap_cmd="sed -e 's|@PORT@|{port}|g' -e 's|@UPSTREAM@|{upstream}|g' -e 's|@WORKDIR@|{workdir}|g'"
-# cd: workers run `python -m workers`, which puts the cwd first on sys.path; keep it neutral.
-pingap_cmd+=" $(q "$tpl") > '{workdir}/pingap.toml' && cd '{workdir}' && exec $pingap_prog -c '{workdir}/pingap.toml'"
+# One command per HTTP/1 codec (servers.<name>.http1_codec): the default "fast" (httptools)
+# and the reference "h11". Each run gets its own config and work files ({name} differs).
+pingap_cmd() {
+  local codec="$1" cmd
+  cmd="sed -e 's|@PORT@|{port}|g' -e 's|@UPSTREAM@|{upstream}|g' -e 's|@WORKDIR@|{workdir}/{name}|g' -e 's|@CODEC@|$codec|g'"
+  # cd: workers run `python -m workers`, which puts the cwd first on sys.path; keep it neutral.
+  cmd+=" $(q "$tpl") > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec $pingap_prog -c '{workdir}/{name}.toml'"
+  printf '%s' "$cmd"
+}
 
 # --- 3. results dir, JSON and work dir unless given ------------------------------------------
 results="${RESULTS_DIR:-$root/tmp/bench}"
@@ -97,4 +106,6 @@ baseline=()
 if [[ -z "${NO_BASELINE:-}" ]]; then
   baseline=(--proxy "h11-baseline=$(q "$python") $(q "$here/bench/h11_baseline.py") --listen 127.0.0.1:{port} --upstream {upstream}")
 fi
-exec "$python" "$bench_py" --proxy "pingap=$pingap_cmd" "${baseline[@]}" "${extra[@]}" "$@"
+codecs=(--proxy "pingap=$(pingap_cmd fast)")
+[[ -n "${NO_H11:-}" ]] || codecs+=(--proxy "pingap-h11=$(pingap_cmd h11)")
+exec "$python" "$bench_py" "${codecs[@]}" "${baseline[@]}" "${extra[@]}" "$@"

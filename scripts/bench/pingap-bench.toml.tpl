@@ -15,6 +15,7 @@ graceful_shutdown_timeout = "1s"
 addr = "127.0.0.1:@PORT@"
 locations = ["all"]
 access_log = "@WORKDIR@/pingap-access.log combined"
+http1_codec = "@CODEC@"
 
 [locations.all]
 path = "/"
