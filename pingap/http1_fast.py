@@ -386,6 +386,13 @@ class FastServerCodec(BaseServerCodec):
         buf = self._buf
         if not buf:
             return self._need()
+        data = self._take_body(buf)
+        if not self._remaining:
+            self._state = _END
+        return BodyReceived(data=data)
+
+    def _take_body(self, buf: bytearray) -> bytes:
+        """Up to ``_remaining`` body bytes off the front of the buffer."""
         remaining = self._remaining
         if len(buf) <= remaining:
             data = bytes(buf)
@@ -393,10 +400,8 @@ class FastServerCodec(BaseServerCodec):
         else:
             data = bytes(buf[:remaining])
             del buf[:remaining]
-        self._remaining = remaining = remaining - len(data)
-        if not remaining:
-            self._state = _END
-        return BodyReceived(data=data)
+        self._remaining = remaining - len(data)
+        return data
 
     def _chunked_body(self) -> BodyReceived | MessageEnded | NeedData:
         buf = self._buf
@@ -433,15 +438,8 @@ class FastServerCodec(BaseServerCodec):
         if state == _CHUNK_DATA:
             if not buf:
                 return self._need()
-            remaining = self._remaining
-            if len(buf) <= remaining:
-                data = bytes(buf)
-                buf.clear()
-            else:
-                data = bytes(buf[:remaining])
-                del buf[:remaining]
-            self._remaining = remaining = remaining - len(data)
-            if not remaining:
+            data = self._take_body(buf)
+            if not self._remaining:
                 self._state = _CHUNK_CRLF
                 self._discard = b"\r\n"
             return BodyReceived(data=data)

@@ -30,7 +30,6 @@ import errno
 import fcntl
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from acme import errors as acme_errors
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from master.files import write_atomic
 from pingap import __version__
 from pingap.acme import (
     ACCOUNT_KEY_FILE,
@@ -96,20 +96,7 @@ def default_storage() -> str:
 
 
 def _write_atomic(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename; readers never see a partial file."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    write_atomic(path, data, durable=True)
 
 
 class AcmeStorage:
@@ -289,7 +276,24 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class CertificateRenewer:
+class _Job:
+    """A background greenlet running ``_run`` until stopped."""
+
+    _greenlet: gevent.Greenlet | None = None
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def stop(self) -> None:
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+
+class CertificateRenewer(_Job):
     """The host's one renewal job over every ``acme`` certificate."""
 
     def __init__(self, certificates: Mapping[str, Any], storage: AcmeStorage,
@@ -301,15 +305,6 @@ class CertificateRenewer:
         self.issuer = issuer
         self.clock = clock
         self.backoff = {name: Backoff() for name in self.certificates}
-        self._greenlet: gevent.Greenlet | None = None
-
-    def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
 
     def current(self, name: str) -> IssuedCertificate | None:
         """The certificate served now: the stored one, else the config's ``tls_cert``
@@ -390,7 +385,7 @@ class CertificateRenewer:
             gevent.sleep(max(0.05, min(due.values()) - time.monotonic()))
 
 
-class CertificateWatcher:
+class CertificateWatcher(_Job):
     """Installs stored ACME certificates into this worker when their files change."""
 
     def __init__(self, storage: AcmeStorage, certificates: Mapping[str, Any],
@@ -399,7 +394,6 @@ class CertificateWatcher:
         self.certificates = dict(certificates)
         self.install = install
         self._seen: dict[str, tuple[int, int, int]] = {}
-        self._greenlet: gevent.Greenlet | None = None
 
     def scan(self) -> None:
         """Install every stored certificate whose file changed since the last scan."""
@@ -425,14 +419,6 @@ class CertificateWatcher:
             self.install(entry)
             log.info("certificate %s: serving the stored certificate for %s (valid until "
                      "%s)", name, ", ".join(entry.names), entry.not_after.isoformat())
-
-    def start(self) -> None:
-        self._greenlet = gevent.spawn(self._run)
-
-    def stop(self) -> None:
-        if self._greenlet is not None:
-            self._greenlet.kill(block=False)
-            self._greenlet = None
 
     def _run(self) -> None:
         while True:
