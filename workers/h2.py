@@ -329,6 +329,8 @@ class H2Connection:
     def _start_stream(self, event: h2.events.RequestReceived) -> None:
         stream_id = event.stream_id
         if self._last_stream is not None and stream_id > self._last_stream:
+            log.info("h2 stream %d from %s refused: it came after the final GOAWAY (last "
+                     "stream %d)", stream_id, self.conn.remote_addr, self._last_stream)
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
             return
         stream = H2Stream(self, stream_id, list(event.headers), event.stream_ended is not None)
