@@ -299,8 +299,10 @@ class CertificateRenewer(_Job):
     def __init__(self, certificates: Mapping[str, Any], storage: AcmeStorage,
                  issuer: AcmeIssuer,
                  clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     datetime.UTC)) -> None:
+                     datetime.UTC), on_issued: Callable[[], None] | None = None) -> None:
         self.certificates = dict(certificates)
+        #: called once a new certificate is stored (this worker installs it at once)
+        self.on_issued = on_issued
         self.storage = storage
         self.issuer = issuer
         self.clock = clock
@@ -358,6 +360,8 @@ class CertificateRenewer(_Job):
         log.info("certificate %s: issued for %s in %.1fs (serial %x, valid until %s)", name,
                  ", ".join(domains), time.monotonic() - started, issued.serial,
                  issued.not_after.isoformat())
+        if self.on_issued is not None:
+            self.on_issued()
         return next_check_in(issued, self.clock(), cfg.buffer_days)
 
     def _keep(self, name: str, current: IssuedCertificate) -> float:

@@ -333,13 +333,10 @@ class Exchange:
         pool = self.worker.pool
         bridge = self.grpc_web
         authority = next((v for n, v in headers if n.lower() == b"host"), ctx.host.encode())
-        wants_trailers = bridge is not None or any(
-            n.lower() == b"te" and b"trailers" in v.lower() for n, v in request.headers)
+        # (the session already kept "TE: trailers" when the client sent it, as gRPC does)
         fields = [(n, v) for n, v in headers if n.lower() not in (b"host", b"transfer-encoding")]
         if bridge is not None:
             fields = bridge.request_headers(fields)
-        elif wants_trailers:
-            fields.append((b"te", b"trailers"))
         scheme = b"https" if upstream.sni else b"http"
         has_body = request.has_body
         read_timeout = upstream.read_timeout or DEFAULT_UPSTREAM_TIMEOUT

@@ -147,8 +147,10 @@ class Worker:
         basic = self.runtime.config.basic
         issuer = AcmeIssuer(self._acme_storage, basic.acme_directory_url,
                             basic.acme_ca_bundle)
+        watcher = self._cert_watcher
         self._renewer = CertificateRenewer(acme_certificates(self.runtime.config),
-                                           self._acme_storage, issuer)
+                                           self._acme_storage, issuer,
+                                           on_issued=watcher.scan if watcher else None)
         self._renewer.start()
 
     def _bind_plugins(self, runtime: Runtime, state: SharedState | None, slot: int) -> None:
