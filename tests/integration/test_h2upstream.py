@@ -324,3 +324,18 @@ def test_grpc_health_check_through_pingap(grpc_server, pingap) -> None:
     # back in rotation: the proxy now tries it (an HTTP/1.1 request a gRPC server rejects)
     assert request(port, path="/x").status != 503
     assert "grpc:// health checks are not supported" not in proxy.log()
+
+
+def test_proxy_retries_a_refused_stream_once_then_answers_502(h2_backend, pingap) -> None:
+    """Through the real proxy, alpn = "H2": a stream the backend refuses never reached it,
+    so it goes again once (its connection may have been going away) even with the default
+    max_retries = 0; refused again, the client gets 502 and the retries stop there."""
+    backend = h2_backend()
+    port = free_port()
+    pingap(proxy_config(port, backend.addr, upstream='alpn = "H2"'), port=port)
+    assert request(port, path="/echo").status == 200  # h2c to the backend works
+    before = len(backend.events("request"))
+    reply = request(port, path="/refuse")
+    assert reply.status == 502
+    refused = [e for e in backend.events("request")[before:] if e.get("path") == "/refuse"]
+    assert len(refused) == 2
