@@ -333,10 +333,9 @@ class Exchange:
         pool = self.worker.pool
         bridge = self.grpc_web
         authority = next((v for n, v in headers if n.lower() == b"host"), ctx.host.encode())
-        # (the session already kept "TE: trailers" when the client sent it, as gRPC does)
-        fields = [(n, v) for n, v in headers if n.lower() not in (b"host", b"transfer-encoding")]
-        if bridge is not None:
-            fields = bridge.request_headers(fields)
+        # (the session already kept "TE: trailers" when the client sent it, as gRPC does;
+        # Host and the HTTP/1 framing fields are dropped by the h2 client's header mapping)
+        fields = bridge.request_headers(headers) if bridge is not None else headers
         scheme = b"https" if upstream.sni else b"http"
         has_body = request.has_body
         read_timeout = upstream.read_timeout or DEFAULT_UPSTREAM_TIMEOUT

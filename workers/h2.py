@@ -54,6 +54,7 @@ from pingap.context import ConnectionInfo
 from pingap.errors import DownstreamError
 from pingap.events import BodyReceived, Headers, MessageEnded
 from pingap.h2request import request_from_h2
+from pingap.session import HOP_BY_HOP
 from workers.exchange import ClientGone, Exchange
 
 if TYPE_CHECKING:
@@ -80,15 +81,13 @@ _FRAME_HEADER = 9
 _GOAWAY_TYPE = 0x7
 _MAX_GOAWAY = 16384               # SETTINGS_MAX_FRAME_SIZE we accept (the default)
 
-# Response fields that mean nothing (or are forbidden) in HTTP/2.
-_NOT_IN_H2 = frozenset({b"connection", b"keep-alive", b"proxy-connection",
-                        b"transfer-encoding", b"upgrade", b"te", b"http2-settings"})
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
 def _h2_fields(headers: Headers) -> Headers:
+    """Response fields as HTTP/2 sends them: lower-case, no connection-specific ones."""
     return [(name.lower(), value) for name, value in headers
-            if name.lower() not in _NOT_IN_H2]
+            if name.lower() not in HOP_BY_HOP]
 
 
 class _GoawaySplitter:

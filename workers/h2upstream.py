@@ -69,6 +69,7 @@ from h2.settings import SettingCodes, Settings
 
 from pingap.errors import UpstreamError
 from pingap.h1client import ResponseData, ResponseEnded, ResponseEvent, ResponseStarted
+from pingap.session import HOP_BY_HOP
 from pingap.upstream import Backend
 
 Headers = list[tuple[bytes, bytes]]
@@ -84,10 +85,7 @@ _DEFAULT_WINDOW = 65535
 _LAST_STREAM_ID = 2**31 - 1 - 2 * 1000
 
 #: HTTP/1 headers that mean nothing (or are forbidden) in HTTP/2; TE is kept for "trailers"
-_CONNECTION_SPECIFIC = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
-    b"host", b"te",
-})
+_CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host"}
 
 
 class _GoawayTolerantConnection(H2Connection):
