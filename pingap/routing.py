@@ -5,10 +5,11 @@ A server's locations are compiled once into ``Route`` objects sorted by pingap's
 returns the first route whose host, path and extra conditions all hold, together with
 the variables its named regex groups captured.
 
-Differences from pingap (documented in README): rewrite replacements may use captured
+Regexes are pingap's (Rust ``regex`` crate syntax), compiled by ``pingap.regexes``.
+
+Difference from pingap (documented in README): rewrite replacements may use captured
 variables as ``$name``/``${name}`` (pingap substitutes the bare name text, which breaks
-interpolation), and Rust's ``(?<name>...)`` group syntax is accepted alongside Python's
-``(?P<name>...)``.
+interpolation).
 """
 
 from __future__ import annotations
@@ -18,20 +19,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pingap.regexes import PingapRegex, compile_pingap_regex
+
 Captures = dict[str, str]
-
-_RUST_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
-
-
-def translate_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a pingap (Rust ``regex``) pattern with Python's ``re``."""
-    return re.compile(_RUST_NAMED_GROUP.sub("(?P<", pattern))
 
 
 def _error(fn: Callable[[str], object], value: str) -> str | None:
     try:
         fn(value)
-    except (ValueError, re.error) as exc:
+    except ValueError as exc:
         return str(exc)
     return None
 
@@ -45,7 +41,7 @@ class PathMatcher:
 
     kind: str  # "any" | "exact" | "regex" | "prefix"
     value: str
-    regex: re.Pattern[str] | None = None
+    regex: PingapRegex | None = None
 
     @classmethod
     def parse(cls, path: str | None) -> PathMatcher:
@@ -56,9 +52,9 @@ class PathMatcher:
             return cls("exact", path[1:].strip())
         if path.startswith("~"):
             try:
-                regex = translate_regex(path[1:].strip())
-            except re.error as exc:
-                raise ValueError(f"invalid path regex {path[1:].strip()!r}: {exc}") from exc
+                regex = compile_pingap_regex(path[1:].strip())
+            except ValueError as exc:
+                raise ValueError(f"invalid path regex: {exc}") from None
             return cls("regex", path[1:].strip(), regex)
         return cls("prefix", path)
 
@@ -95,23 +91,23 @@ class HostMatcher:
 
     exact: frozenset[str] = frozenset()
     suffixes: tuple[str, ...] = ()
-    regexes: tuple[re.Pattern[str], ...] = ()
+    regexes: tuple[PingapRegex, ...] = ()
     any: bool = True
 
     @classmethod
     def parse(cls, host: str | None) -> HostMatcher:
         exact: set[str] = set()
         suffixes: list[str] = []
-        regexes: list[re.Pattern[str]] = []
+        regexes: list[PingapRegex] = []
         for item in (host or "").split(","):
             item = item.strip()
             if not item:
                 continue
             if item.startswith("~"):
                 try:
-                    regexes.append(translate_regex(item[1:].strip()))
-                except re.error as exc:
-                    raise ValueError(f"invalid host regex {item[1:]!r}: {exc}") from exc
+                    regexes.append(compile_pingap_regex(item[1:].strip()))
+                except ValueError as exc:
+                    raise ValueError(f"invalid host regex: {exc}") from None
             elif item.startswith("*."):
                 suffixes.append(item[1:].lower())
             elif item.startswith("*"):
@@ -176,7 +172,7 @@ _REPLACEMENT_REF = re.compile(r"\$(?:\$|\{([^}]*)\}|([A-Za-z0-9_]+))")
 class Rewrite:
     """``"<regex> <replacement>"``: rewrites the first match in the path, query kept."""
 
-    regex: re.Pattern[str]
+    regex: PingapRegex
     parts: tuple[tuple[str, str], ...]  # ("lit", text) | ("group", name-or-index)
 
     @classmethod
@@ -192,9 +188,9 @@ class Rewrite:
             raise ValueError(
                 f"invalid rewrite {value!r}: expected '<regex> <replacement>'")
         try:
-            regex = translate_regex(pattern)
-        except re.error as exc:
-            raise ValueError(f"invalid rewrite regex {pattern!r}: {exc}") from exc
+            regex = compile_pingap_regex(pattern)
+        except ValueError as exc:
+            raise ValueError(f"invalid rewrite regex: {exc}") from None
         parts: list[tuple[str, str]] = []
         pos = 0
         for ref in _REPLACEMENT_REF.finditer(replacement):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from tests.support.client import request
@@ -110,3 +111,56 @@ locations = ["only"]
     assert reply.header("X-Pingap-EType")
     assert reply.json()["error"] == "No matching location, host:h.test path:/elsewhere"
     assert backend.requests() == []
+
+
+def test_rust_regex_syntax_routes(tmp_path: Path, backends, pingap) -> None:
+    """Unicode and POSIX classes, \\z and both named-group spellings route as in pingap
+    (Rust's regex crate); Python's re would reject \\p{L} and never match [[:digit:]]."""
+    names = ["root", "digits", "letters", "tenant"]
+    started = {n: backends(n) for n in names}
+    port = free_port()
+    upstreams = "".join(f'[upstreams.{n}]\naddrs = ["{b.addr}"]\n' for n, b in started.items())
+    pingap(upstreams + rf"""
+[locations.root]
+upstream = "root"
+[locations.digits]
+upstream = "digits"
+path = '~^/n/[[:digit:]]+\z'
+[locations.letters]
+upstream = "letters"
+path = '~^/w/\p{{L}}+$'
+[locations.tenant]
+upstream = "tenant"
+host = '~^(?<tenant>\p{{Ll}}+)\.example\.com\z'
+rewrite = '^/(?P<rest>[[:alnum:]]*)\z /${{tenant}}/$rest'
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["root", "digits", "letters", "tenant"]
+""", port=port)
+    cases = [
+        ("/n/123", "h.test", "digits", "/n/123"),
+        ("/n/12a", "h.test", "root", "/n/12a"),
+        ("/n/123/", "h.test", "root", "/n/123/"),   # \z: end of text
+        ("/w/abc", "h.test", "letters", "/w/abc"),
+        ("/w/ab1", "h.test", "root", "/w/ab1"),
+        ("/x1", "acme.example.com", "tenant", "/acme/x1"),
+        ("/x1", "Acme.example.com", "root", "/x1"),      # \p{Ll}: lower case only
+    ]
+    for path, host, expected, target in cases:
+        reply = request(port, path=path, headers={"Host": host})
+        assert reply.status == 200, (path, host, reply.body)
+        info = reply.json()
+        assert (info["backend"], info["target"]) == (expected, target), (path, host)
+
+
+def test_regex_rust_refuses_is_a_config_error(tmp_path: Path) -> None:
+    conf = tmp_path / "pingap.toml"
+    conf.write_text('[upstreams.u]\naddrs = ["127.0.0.1:5000"]\n'
+                    "[locations.l]\nupstream = \"u\"\npath = '~^/a(?=b)'\n"
+                    "[locations.m]\nupstream = \"u\"\nhost = '~(a)\\1'\n"
+                    '[servers.s]\naddr = "127.0.0.1:16003"\nlocations = ["l", "m"]\n')
+    result = subprocess.run(["pingap", "-t", "-c", str(conf)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert "locations.l.path" in result.stderr and "look-around" in result.stderr
+    assert "locations.m.host" in result.stderr and "backreference" in result.stderr

@@ -16,7 +16,6 @@ from pingap.routing import (
     check_rewrite,
     compile_route,
     location_weight,
-    translate_regex,
 )
 from pingap.runtime import build_runtime
 
@@ -194,21 +193,6 @@ def test_unmatched_optional_group_is_not_captured() -> None:
     m = PathMatcher.parse("~^/a(?<opt>/b)?$")
     assert m.match("/a") == {}
     assert m.match("/a/b") == {"opt": "/b"}
-
-
-@pytest.mark.parametrize(
-    ("pattern", "text", "groups"),
-    [
-        ("(?<name>x+)", "axxb", {"name": "xx"}),  # Rust syntax
-        ("(?P<name>x+)", "axxb", {"name": "xx"}),  # Python syntax still works
-        ("(?<=a)(?<n>x)", "ax", {"n": "x"}),  # lookbehind untouched
-        ("(?<!b)(?<n>x)", "ax", {"n": "x"}),  # negative lookbehind untouched
-    ],
-)
-def test_translate_regex_accepts_rust_named_groups(pattern: str, text: str, groups: dict[str, str]) -> None:
-    found = translate_regex(pattern).search(text)
-    assert found is not None
-    assert found.groupdict() == groups
 
 
 # --- hosts -----------------------------------------------------------------------------
