@@ -18,7 +18,14 @@ from pingap.accesslog import AccessLogSpec, compile_template, parse_access_log
 from pingap.context import RequestContext
 from pingap.errors import ConfigError, Problem
 from pingap.health import HealthCheckSpec, parse_health_check
-from pingap.plugins import BUILTIN_PLUGINS, GUARD_CATEGORIES, REGISTRY, Plugin, build_plugin
+from pingap.plugins import (
+    BUILTIN_PLUGINS,
+    GUARD_CATEGORIES,
+    REGISTRY,
+    Plugin,
+    PluginOptionError,
+    build_plugin,
+)
 from pingap.routing import LocationMatcher, Route, compile_route
 from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
 from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
@@ -269,6 +276,10 @@ def _build_plugins(config: Any, out: _Collector) -> dict[str, tuple[str, Plugin 
         try:
             plugins[name] = (cfg.category,
                              build_plugin(name, cfg.category, cfg.options, cfg.step))
+        except PluginOptionError as exc:
+            for key, message in exc.problems:
+                out.add("plugins", name, key, message)
+            plugins[name] = (cfg.category, None)
         except ValueError as exc:
             out.add("plugins", name, "", str(exc))
             plugins[name] = (cfg.category, None)

@@ -36,24 +36,51 @@ def split_host(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """``text`` as an address, IPv4-mapped IPv6 unwrapped to IPv4; None if not one."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
 def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
-    """Spec §3.6: X-Forwarded-For / X-Real-IP honoured only from trusted proxies if set."""
+    """Spec §3.6: X-Forwarded-For / X-Real-IP honoured only from trusted proxies if set.
+
+    Without ``trusted`` any peer's forwarded headers count and the first X-Forwarded-For
+    entry wins (pingap's rule, spoofable by design). With it, only a trusted peer's
+    headers count, and X-Forwarded-For is read from the right, skipping trusted proxies,
+    so an address the client wrote itself in front of the chain is never taken (pingap
+    takes the first entry). An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d``) is its IPv4."""
+    addr = _address(peer)
+    if addr is not None and addr.version == 4 and ":" in peer:
+        peer = str(addr)
     if trusted:
-        try:
-            addr = ipaddress.ip_address(peer)
-        except ValueError:
-            return peer
-        if not any(addr in net for net in trusted):  # type: ignore[operator]
+        if addr is None or not _trusted_addr(addr, trusted):
             return peer
     xff = header_value(headers, b"x-forwarded-for")
     if xff:
-        for part in xff.decode("latin-1").split(","):
-            if part.strip():
-                return part.strip()
+        parts = [p.strip() for p in xff.decode("latin-1").split(",") if p.strip()]
+        if parts and trusted:
+            for part in reversed(parts):
+                hop = _address(part)
+                if hop is None or not _trusted_addr(hop, trusted):
+                    return str(hop) if hop is not None else part
+            return parts[0]
+        if parts:
+            return parts[0]
     real = header_value(headers, b"x-real-ip")
     if real and real.strip():
         return real.decode("latin-1").strip()
     return peer
+
+
+def _trusted_addr(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  trusted: tuple[object, ...]) -> bool:
+    return any(addr in net for net in trusted)  # type: ignore[operator]
 
 
 def connection_tokens(headers: Headers) -> set[bytes]:

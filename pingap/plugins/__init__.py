@@ -13,7 +13,8 @@ location without its guard would be unsafe, so that is a config error.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import ipaddress
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from pingap.actions import CONTINUE, Continue, Respond
@@ -80,12 +81,99 @@ class Plugin:
         """Called for every request step; act only in ``self.step``."""
         return CONTINUE
 
+    def handle_upstream_response(self, ctx: RequestContext, status: int,
+                                 headers: list[tuple[bytes, bytes]]) -> None:
+        """pingap's ``upstream_response`` step: the upstream's response head, edited in
+        place, before any ``handle_response`` (pingora's upstream_response_filter)."""
+
     def handle_response(self, ctx: RequestContext, status: int,
                         headers: list[tuple[bytes, bytes]]) -> None:
-        """Called with the response head (upstream or local) before it is sent."""
+        """pingap's ``response`` step: the proxied response head, edited in place, just
+        before it is sent. Like pingap, a plugin's own ``Respond`` skips both steps."""
 
     def bind(self, services: Services) -> None:
         """Receive the worker's services (counters, stats) before serving."""
+
+
+class PluginOptionError(ValueError):
+    """Bad options of one plugin: ``problems`` are ``(key, message)`` pairs, all of them,
+    so ``pingap -t`` reports each as ``plugins.<name>.<key>``."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {message}" if key else message
+                                   for key, message in problems))
+
+
+class OptionProblems:
+    """Collects a plugin constructor's option problems; ``check`` raises them at once."""
+
+    def __init__(self) -> None:
+        self.problems: list[tuple[str, str]] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.problems.append((key, message))
+
+    def check(self) -> None:
+        if self.problems:
+            raise PluginOptionError(self.problems)
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def parse_ip(text: str) -> IPAddress | None:
+    """An address, IPv4-mapped IPv6 (``::ffff:a.b.c.d``) unwrapped to IPv4; None if bad."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def str_list(options: Mapping[str, Any], key: str) -> list[str]:
+    """A string-array option (also one comma-separated string, as pingap reads it)."""
+    value = options.get(key) or []
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    return [item.strip() for item in items if item.strip()]
+
+
+def remove_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """Remove every ``name`` header in place; the first removed value, or None."""
+    low = name.lower()
+    found = None
+    kept = []
+    for item in headers:
+        if item[0].lower() == low:
+            if found is None:
+                found = item[1]
+        else:
+            kept.append(item)
+    if found is not None:
+        headers[:] = kept
+    return found
+
+
+def set_header(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
+    """Replace every ``name`` header in place by one ``name: value`` (pingora's
+    insert_header)."""
+    remove_header(headers, name)
+    headers.append((name, value))
+
+
+def set_request_headers(ctx: RequestContext, edits: Iterable[tuple[bytes, bytes | None]]) -> None:
+    """Set (value) or remove (None) request headers; they reach the upstream.
+
+    The list is copied first: the codec's request event keeps the client's original."""
+    headers = list(ctx.request_headers)
+    for name, value in edits:
+        if value is None:
+            remove_header(headers, name)
+        else:
+            set_header(headers, name, value)
+    ctx.request_headers = headers
 
 
 def plugin_response(status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",
@@ -128,4 +216,6 @@ def load_entry_points(entry_points: Any) -> list[str]:
     return added
 
 
-from pingap.plugins import builtin as _builtin  # noqa: E402,F401  (registers categories)
+# the families register their categories on import
+from pingap.plugins import builtin as _builtin  # noqa: E402,F401
+from pingap.plugins import restrictions as _restrictions  # noqa: E402,F401

@@ -264,7 +264,10 @@ def test_plugin_response_keeps_location_counter_until_finish() -> None:
 # --- unimplemented categories --------------------------------------------------------
 
 
-def test_unimplemented_non_guard_plugin_is_a_warning() -> None:
+def test_unimplemented_non_guard_plugin_is_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    # as a build without these categories sees it
+    monkeypatch.delitem(REGISTRY, "request_id", raising=False)
+    monkeypatch.delitem(REGISTRY, "compression", raising=False)
     rt = runtime_of('[locations.lo]\nupstream = "up"\nplugins = ["rid", "pingap:compression"]\n',
                     '[plugins.rid]\ncategory = "request_id"\n')
     assert rt.locations["lo"].plugins == ()
@@ -275,7 +278,8 @@ def test_unimplemented_non_guard_plugin_is_a_warning() -> None:
     assert isinstance(route(rt)[1], Forward)
 
 
-def test_unused_unimplemented_plugin_is_not_a_warning() -> None:
+def test_unused_unimplemented_plugin_is_not_a_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(REGISTRY, "request_id", raising=False)
     rt = runtime_of('[locations.lo]\nupstream = "up"\n', '[plugins.rid]\ncategory = "request_id"\n')
     assert rt.warnings == []
 
@@ -287,7 +291,9 @@ def test_unused_unimplemented_plugin_is_not_a_warning() -> None:
         ("ip_restriction", 'ip_list = ["10.0.0.0/8"]\ntype = "deny"'),
     ],
 )
-def test_unimplemented_guard_plugin_is_a_config_error(category: str, options: str) -> None:
+def test_unimplemented_guard_plugin_is_a_config_error(category: str, options: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(REGISTRY, category, raising=False)  # a build without the category
     with pytest.raises(ConfigError) as caught:
         runtime_of('[locations.lo]\nupstream = "up"\nplugins = ["guard"]\n',
                    f'[plugins.guard]\ncategory = "{category}"\n{options}\n')
