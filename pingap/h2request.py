@@ -9,7 +9,9 @@ own checks, kept identical to HTTP/1 where the protocols overlap:
   number, so a well-behaved client never gets there);
 - ``:authority`` (or Host) must be a valid host → 400, ``:path`` must be origin-form
   (``*`` for OPTIONS) → 400; CONNECT (plain or extended) → 405, as on HTTP/1;
-- Content-Length must be digits.
+- Content-Length must be digits, at most 2^63-1 → 400 (as on HTTP/1);
+- a control character other than HTAB in a field value → 400 (as on HTTP/1; NUL, CR and
+  LF are malformed in HTTP/2 and reset the stream before this point).
 
 The result carries HTTP/1-style headers for the upstream request: a ``Host`` field made
 from ``:authority`` first, split cookie crumbs joined again (RFC 9113 §8.2.3), and the
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from pingap.errors import DownstreamError
 from pingap.events import Headers, RequestReceived
-from pingap.http1 import _HOST, H1Limits, validate_target
+from pingap.http1 import _HOST, MAX_BODY_LENGTH, H1Limits, check_field_values, validate_target
 
 _LIMITS = H1Limits()
 
@@ -60,11 +62,14 @@ def request_from_h2(fields: Headers, *, end_stream: bool,
             if not value.isdigit():
                 raise DownstreamError("invalid Content-Length", status=400)
             content_length = int(value)
+            if content_length > MAX_BODY_LENGTH:
+                raise DownstreamError("Content-Length too large", status=400)
         elif name == b"expect" and value.lower() == b"100-continue":
             expect_continue = True
         headers.append((name, value))
     if size > limits.max_head:
         raise DownstreamError("Request Header Fields Too Large", status=431)
+    check_field_values(fields)
     if method == b"CONNECT":
         raise DownstreamError("CONNECT is not supported", status=405)
     if not method or not path or scheme not in (b"http", b"https"):

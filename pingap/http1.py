@@ -11,8 +11,9 @@ response side, written by ``pingap.h1writer.ResponseWriter``).
 docs): hard limits on the request head applied before h11 sees a byte (request line
 > 8 KiB → 414; a header line > 8 KiB, head > 32 KiB or > 100 fields → 431, however the
 bytes arrive), Content-Length with Transfer-Encoding → 400, Transfer-Encoding on
-HTTP/1.0 → 400, an HTTP major version other than 1 → 505, a missing (HTTP/1.1 and
-later) or malformed Host → 400, request-target validation → 400 (405 for CONNECT). An
+HTTP/1.0 → 400, a Content-Length or chunk size over 2^63-1 → 400, a control character
+other than HTAB in a field value → 400, an HTTP major version other than 1 → 505, a
+missing (HTTP/1.1 and later) or malformed Host → 400, request-target validation → 400 (405 for CONNECT). An
 absolute-form target replaces the Host header (RFC 9112 §3.2.2), and framing, routing
 and hop-by-hop fields are dropped from request trailers. Each request cycle gets a fresh
 ``h11.Connection`` fed only complete heads, so pipelined bytes are counted against the
@@ -77,12 +78,31 @@ _AUTHORITY = re.compile(rb"^[A-Za-z0-9.\-\[\]:]+:[0-9]+$")
 # RFC 9110 §7.2 / RFC 3986 §3.2.2: Host = uri-host [ ":" port ] (reg-name may be empty).
 _HOST = re.compile(rb"^(?:\[[0-9A-Za-z:._~!$&'()*+,;=-]+\]"
                    rb"|(?:[A-Za-z0-9._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$")
+#: RFC 9110 §5.5: a field value with a control character other than HTAB is refused (400)
+#: rather than forwarded - NUL, CR and LF always, and the rest that a backend may read
+#: otherwise (h11 and llhttp disagree on them; this is the one rule both codecs apply).
+BAD_VALUE_CHARS = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# the same characters anywhere in a head but its line ends: a request line or field name
+# with one is refused anyway, so a head with one is refused before any other check
+_BAD_HEAD_CHARS = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: The largest Content-Length or chunk size accepted: 2^63-1, as nginx. A bigger one is
+#: refused (400), never forwarded: a backend that wraps it reads the body as requests.
+MAX_BODY_LENGTH = 2**63 - 1
 #: Fields that must never come from a trailer section (RFC 9110 §6.5.1): framing,
 #: routing and hop-by-hop fields are dropped instead of being forwarded.
 NOT_TRAILERS = frozenset({
     b"content-length", b"transfer-encoding", b"trailer", b"host", b"connection",
     b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"http2-settings",
 })
+
+
+def check_field_values(fields: Headers) -> None:
+    """DownstreamError(400) when a field value holds a control character (see
+    ``BAD_VALUE_CHARS``)."""
+    search = BAD_VALUE_CHARS.search
+    for _, value in fields:
+        if search(value):
+            raise DownstreamError("control character in a header value", status=400)
 
 
 def split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -245,6 +265,8 @@ class BaseServerCodec:
         major, _, minor = version.partition(b".")
         if major != b"1":  # h11 accepts any digit.digit, e.g. "HTTP/2.0"
             raise DownstreamError("HTTP Version Not Supported", status=505)
+        if content_length is not None and content_length > MAX_BODY_LENGTH:
+            raise DownstreamError("Content-Length too large", status=400)
         if chunked and content_length is not None:
             raise DownstreamError("both Content-Length and Transfer-Encoding", status=400)
         if chunked and version == b"1.0":
@@ -324,10 +346,13 @@ class H11ServerCodec(BaseServerCodec):
 
     def next_event(self) -> Event | NeedData:
         if self._conn is None:
-            if not self._scanner.scan(self._buf):
+            end = self._scanner.scan(self._buf)
+            if not end:
                 if self._closed:
                     return closed_before_head(self._buf)
                 return NEED_DATA
+            if _BAD_HEAD_CHARS.search(self._buf, 0, end):
+                raise DownstreamError("control character in the request head", status=400)
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head + 8192)
             conn.receive_data(bytes(self._buf))
             if self._closed:
@@ -341,18 +366,32 @@ class H11ServerCodec(BaseServerCodec):
             raise DownstreamError(str(exc) or "bad request",
                                   status=exc.error_status_hint) from exc
         if event is h11.NEED_DATA:
+            self._check_chunk_size(0)
             return NEED_DATA
         if isinstance(event, h11.Request):
             return self._request(event)
         if isinstance(event, h11.Data):
+            if event.chunk_start:
+                self._check_chunk_size(len(event.data))
             return BodyReceived(data=bytes(event.data))
         if isinstance(event, h11.EndOfMessage):
-            return MessageEnded(trailers=forwardable_trailers(event.headers.raw_items()))
+            trailers = event.headers.raw_items()
+            check_field_values(trailers)
+            return MessageEnded(trailers=forwardable_trailers(trailers))
         if isinstance(event, h11.ConnectionClosed):
             return ConnectionEnded()
         if event is h11.PAUSED:
             return NEED_DATA
         raise DownstreamError(f"unexpected event {event!r}")
+
+    def _check_chunk_size(self, first: int) -> None:
+        """DownstreamError(400) for a chunk larger than ``MAX_BODY_LENGTH``, as soon as its
+        size line is read: h11 takes up to 20 hex digits and tells the size to no one, so
+        it is read from its chunked reader (what is left of the chunk after the ``first``
+        bytes just returned)."""
+        left = getattr(getattr(self._conn, "_reader", None), "_bytes_in_chunk", 0)
+        if first + left > MAX_BODY_LENGTH:
+            raise DownstreamError("chunk size too large", status=400)
 
     def _request(self, event: h11.Request) -> RequestReceived:
         headers = event.headers.raw_items()

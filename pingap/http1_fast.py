@@ -15,11 +15,11 @@ How a request is read, and why:
   request line is split here (llhttp knows a fixed list of methods; we take the bytes).
 * **Where llhttp is stricter than h11** — an obs-fold (h11 unfolds it to SP, as RFC 9112
   §5.2 allows), bare LF line ends (§2.2), a method that is a token but not one llhttp
-  knows (``get``), any ``HTTP/d.d``, CTLs other than NUL/CR/LF/VT/FF in a value, repeated
-  identical Content-Length, Content-Length with Transfer-Encoding — llhttp's error only
-  means "not plain": the head is read again by ``parse_head``, a small Python parser of
-  h11's grammar, which gives h11's verdict or fields. Such heads are rare, so that path
-  costs nothing in practice. llhttp's error never decides anything by itself.
+  knows (``get``), any ``HTTP/d.d``, repeated identical Content-Length, Content-Length
+  with Transfer-Encoding — llhttp's error only means "not plain": the head is read again
+  by ``parse_head``, a small Python parser of h11's grammar, which gives h11's verdict
+  or fields. Such heads are rare, so that path costs nothing in practice. llhttp's
+  error never decides anything by itself.
 * **Where llhttp is more lenient than h11**, the checks are here: request lines it reads
   its own way (HTTP/0.9 lines, a CR skipped before the line, doubled spaces, an empty
   CONNECT target — all sent to ``parse_head``), a value's trailing whitespace (kept by
@@ -56,14 +56,22 @@ from pingap.events import (
     NeedData,
     RequestReceived,
 )
-from pingap.http1 import BaseServerCodec, H1Limits, closed_before_head, forwardable_trailers
+from pingap.http1 import (
+    MAX_BODY_LENGTH,
+    BaseServerCodec,
+    H1Limits,
+    check_field_values,
+    closed_before_head,
+    forwardable_trailers,
+)
 
 __all__ = ["FastServerCodec", "parse_head"]
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _VCHARS = re.compile(rb"[\x21-\x7e]+")
 _PROTOCOL = re.compile(rb"HTTP/[0-9]\.[0-9]")
-# h11's field values: SP/HTAB inside, never NUL, CR, LF, VT or FF
+# h11's field values: SP/HTAB inside, never NUL, CR, LF, VT or FF (the other control
+# characters are refused after, by ``check_field_values``, in h11's order)
 _BAD_VALUE = re.compile(rb"[\x00\r\n\x0b\x0c]")
 # chunk-size [ ";" anything but LF ] OWS CRLF - h11 accepts (and drops) any extension text
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;[^\n]*)?[ \t]*\r\n")
@@ -141,7 +149,9 @@ def _lines(block: bytes) -> list[bytes]:
 
 def parse_head(head: bytes) -> tuple[bytes, bytes, bytes, Headers]:
     """h11's reading of a complete head: ``(method, target, version, fields)``, or
-    DownstreamError(400). The slow path, for heads strict llhttp refuses."""
+    DownstreamError(400) - and no control character but HTAB in a value (the rule of
+    both codecs; strict llhttp refuses them too). The slow path, for heads strict llhttp
+    refuses."""
     lines = _lines(head)
     if not lines:
         raise _bad("no request line received")
@@ -152,7 +162,9 @@ def parse_head(head: bytes) -> tuple[bytes, bytes, bytes, Headers]:
     if not (_TOKEN.fullmatch(method) and _VCHARS.fullmatch(target)
             and _PROTOCOL.fullmatch(protocol)):
         raise _bad("illegal request line")
-    return method, target, protocol[5:], parse_fields(lines[1:])
+    fields = parse_fields(lines[1:])
+    check_field_values(fields)
+    return method, target, protocol[5:], fields
 
 
 # the fields _head_fields looks at; every other field passes through untouched
@@ -430,6 +442,8 @@ class FastServerCodec(BaseServerCodec):
             if match is None:
                 raise _bad("illegal chunk header")
             size = int(match[1], 16)
+            if size > MAX_BODY_LENGTH:
+                raise _bad("chunk size too large")
             if size:
                 self._remaining = size
                 state = self._state = _CHUNK_DATA
@@ -464,7 +478,9 @@ class FastServerCodec(BaseServerCodec):
             del buf[:end]
         trailers: Headers = []
         if lines:
-            trailers = forwardable_trailers(_head_fields(parse_fields(lines))[0])
+            fields = _head_fields(parse_fields(lines))[0]
+            check_field_values(fields)
+            trailers = forwardable_trailers(fields)
         self._state = _DONE
         return MessageEnded(trailers=trailers)
 

@@ -18,6 +18,14 @@ Defences and limits:
   ``RESET_WINDOW`` seconds ends the connection with GOAWAY ENHANCE_YOUR_CALM. A stream
   reset before its greenlet ran costs no upstream work at all.
 - CONTINUATION floods are cut off by the h2 library (64 frames per header block).
+- A malformed request (RFC 9113 §8.1.1: a bad character, an uppercase or
+  connection-specific field, ``te`` other than ``trailers``, a pseudo-header problem, a
+  bad or conflicting Content-Length, DATA that disagrees with it, trailers without
+  END_STREAM) resets its own stream with PROTOCOL_ERROR; its siblings go on. The h2
+  library would end the whole connection for these, so ``_StreamErrorsH2`` runs its
+  header checks per stream (``validate_inbound_headers`` off, ``validate_headers`` on
+  each block here) and turns its Content-Length errors into stream resets. Frame, HPACK
+  and state errors stay connection errors.
 - Drain (reload, upgrade, stop): a GOAWAY with the maximal stream id, then — one PING
   round trip later, so requests already in flight are not refused — the final GOAWAY
   with the last stream id we accept; the connection closes once those streams finish.
@@ -46,14 +54,16 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import h2.utilities
 from gevent.event import Event
 from gevent.lock import Semaphore
-from hyperframe.frame import Frame, GoAwayFrame
+from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 from pingap.context import ConnectionInfo
 from pingap.errors import DownstreamError
 from pingap.events import BodyReceived, Headers, MessageEnded
 from pingap.h2request import request_from_h2
+from pingap.http1 import check_field_values
 from pingap.session import HOP_BY_HOP
 from workers.exchange import ClientGone, Exchange
 
@@ -142,6 +152,54 @@ class _GoawaySplitter:
         return b"".join(out), goaways
 
 
+_REQUEST_FLAGS = h2.utilities.HeaderValidationFlags(
+    is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
+_TRAILER_FLAGS = _REQUEST_FLAGS._replace(is_trailer=True)
+
+
+class _StreamErrorsH2(h2.connection.H2Connection):
+    """The h2 state machine with malformed requests as stream errors (RFC 9113 §8.1.1).
+
+    h2 raises a ProtocolError - a connection error - for a bad Content-Length and for
+    DATA that disagrees with it, after the frame has updated HPACK, flow control and the
+    stream's state. Those errors come from the stream's own checks, so when the stream is
+    still open afterwards only the stream is reset (and a ``StreamReset`` event with
+    ``remote_reset=False`` tells the reader); any other error, or one that closed the
+    stream, stays a connection error. Header validation is off in the configuration and
+    done per stream by ``H2Connection._valid_block``.
+    """
+
+    def _receive_headers_frame(self, frame: HeadersFrame
+                               ) -> tuple[list[Frame], list[h2.events.Event]]:
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.ProtocolError as exc:
+            return self._stream_error(frame.stream_id, exc)
+
+    def _receive_data_frame(self, frame: DataFrame
+                            ) -> tuple[list[Frame], list[h2.events.Event]]:
+        try:
+            return super()._receive_data_frame(frame)
+        except h2.exceptions.InvalidBodyLengthError as exc:
+            frames, events = self._stream_error(frame.stream_id, exc)
+            # the DATA counted against the connection window: give it back
+            self.acknowledge_received_data(frame.flow_controlled_length, frame.stream_id)
+            return frames, events
+
+    def _stream_error(self, stream_id: int, exc: h2.exceptions.ProtocolError
+                      ) -> tuple[list[Frame], list[h2.events.Event]]:
+        stream = self.streams.get(stream_id)
+        if (isinstance(exc, h2.exceptions.StreamClosedError | h2.exceptions.TooManyStreamsError
+                       | h2.exceptions.FlowControlError)
+                or stream is None or stream.closed):
+            raise exc
+        log.info("h2 stream %d malformed: %s", stream_id, exc)
+        self.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+        return [], [h2.events.StreamReset(stream_id=stream_id,
+                                          error_code=h2.errors.ErrorCodes.PROTOCOL_ERROR,
+                                          remote_reset=False)]
+
+
 class H2Connection:
     """Serves one HTTP/2 client connection until it closes."""
 
@@ -154,8 +212,10 @@ class H2Connection:
         self.initial = initial
         self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
         self.write_timeout = server.write_timeout or DEFAULT_IDLE_TIMEOUT
-        config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.h2 = h2.connection.H2Connection(config=config)
+        # header blocks are validated per stream (``_valid_block``), never skipped
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                           validate_inbound_headers=False)
+        self.h2 = _StreamErrorsH2(config=config)
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: MAX_HEADER_LIST,
@@ -273,10 +333,14 @@ class H2Connection:
             elif event.flow_controlled_length:
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.RequestReceived):
-            self._start_stream(event)
+            if self._valid_block(event.stream_id, event.headers, _REQUEST_FLAGS):
+                self._start_stream(event)
         elif isinstance(event, h2.events.TrailersReceived):
             stream = self.streams.get(event.stream_id)
-            if stream is not None:
+            if not self._valid_block(event.stream_id, event.headers, _TRAILER_FLAGS):
+                if stream is not None:
+                    stream.abort()
+            elif stream is not None:
                 stream.push(MessageEnded(trailers=list(event.headers)), 0)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
@@ -303,6 +367,22 @@ class H2Connection:
             if event.ping_data == _DRAIN_PING:
                 self._drain_acked.set()
         elif isinstance(event, h2.events.ConnectionTerminated):
+            return False
+        return True
+
+    def _valid_block(self, stream_id: int, headers: Headers | None,
+                     flags: h2.utilities.HeaderValidationFlags) -> bool:
+        """Whether a header block passes h2's checks (and, for trailers, the
+        control-character rule of ``check_field_values``); if not, its stream is reset
+        with PROTOCOL_ERROR - the connection and the other streams go on."""
+        try:
+            fields = list(h2.utilities.validate_headers(headers or [], flags))
+            if flags.is_trailer:
+                check_field_values(fields)
+        except (h2.exceptions.ProtocolError, DownstreamError) as exc:
+            log.info("h2 stream %d from %s malformed: %s", stream_id,
+                     self.conn.remote_addr, exc)
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
             return False
         return True
 

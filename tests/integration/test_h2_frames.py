@@ -629,44 +629,81 @@ def _req(case: str, method: bytes = b"GET", path: bytes | None = b"/bad",
 
 
 #: name: (header block, request body or None, the answer: a status on the stream, or
-#: "connection" for a connection error, GOAWAY PROTOCOL_ERROR, which is what the h2
-#: library makes of the malformed requests it detects itself)
+#: "reset" for RST_STREAM PROTOCOL_ERROR on that stream only (RFC 9113 §8.1.1: a
+#: malformed request is a stream error), the connection going on)
 MALFORMED: dict[str, tuple[Fields, bytes | None, int | str]] = {
-    "missing-path": (_req("missing-path", path=None), None, "connection"),
-    "uppercase-name": (_req("uppercase-name", extra=[(b"X-Upper", b"1")]), None,
-                       "connection"),
+    "missing-path": (_req("missing-path", path=None), None, "reset"),
+    "uppercase-name": (_req("uppercase-name", extra=[(b"X-Upper", b"1")]), None, "reset"),
     "connection-header": (_req("connection-header", extra=[(b"connection", b"keep-alive")]),
-                          None, "connection"),
+                          None, "reset"),
+    "te-gzip": (_req("te-gzip", extra=[(b"te", b"gzip")]), None, "reset"),
+    "nul-in-value": (_req("nul-in-value", extra=[(b"x-a", b"a\x00b")]), None, "reset"),
+    "pseudo-after-regular": (_req("pseudo-after-regular", extra=[(b":method", b"GET")]),
+                             None, "reset"),
     "invalid-authority": (_req("invalid-authority", authority=b"bad host/"), None, 400),
     "connect": ([(b":method", b"CONNECT"), (b":authority", b"example.com:443"),
                  (b"x-case", b"connect")], None, 405),
     "absolute-path": (_req("absolute-path", path=b"http://127.0.0.1/bad"), None, 400),
     "content-length-mismatch": (_req("content-length-mismatch", b"POST",
                                      extra=[(b"content-length", b"10")]),
-                                b"x" * 20, "connection"),
+                                b"x" * 20, "reset"),
+    "content-length-not-digits": (_req("content-length-not-digits", b"POST",
+                                       extra=[(b"content-length", b"1x")]), b"x", "reset"),
+    "content-length-2-to-the-64-plus-5": (
+        _req("content-length-2-to-the-64-plus-5", b"POST",
+             extra=[(b"content-length", b"18446744073709551621")]), None, 400),
+    "ctl-in-value": (_req("ctl-in-value", extra=[(b"x-a", b"a\x01b\x7f")]), None, 400),
 }
 
 
-@pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_request_is_refused_and_not_forwarded(proxy, case: str) -> None:
-    fields, body, expected = MALFORMED[case]
-    client = proxy.client(validate=False)  # the h2 client's own checks off
+def _send_malformed(client: H2Client, case: str) -> int:
+    fields, body, _ = MALFORMED[case]
     stream = client.open(fields, end_stream=body is None, send=body is None)
     if body is not None:
         client.h2.send_data(stream, body, end_stream=True)
         client.flush()  # the head and the wrong-sized body in one write
+    return stream
+
+
+def first_reset(client: H2Client, stream: int) -> int | None:
+    """The code of the server's first RST_STREAM on ``stream`` (DATA the client sent
+    after it may draw a second one, STREAM_CLOSED)."""
+    return next((f.error_code for f in client.frames
+                 if isinstance(f, RstStreamFrame) and f.stream_id == stream), None)
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_request_is_refused_and_not_forwarded(proxy, case: str) -> None:
+    expected = MALFORMED[case][2]
+    client = proxy.client(validate=False)  # the h2 client's own checks off
+    stream = _send_malformed(client, case)
     log = client.log(stream)
-    if expected == "connection":
-        client.wait_closed()
-        assert [code for _, code in client.goaway_summary()] == [Codes.PROTOCOL_ERROR]
-        assert not log.heads
+    client.until(lambda: log.done, what=f"the answer on stream {stream}")
+    if expected == "reset":
+        assert first_reset(client, stream) == Codes.PROTOCOL_ERROR and not log.heads
     else:
-        assert client.response(stream).status == expected
-        assert client.goaways == [] and not client.eof
-    served_normally(proxy, f"/malformed-after?case={case}")
+        assert log.status == expected
+    # the connection goes on: a next stream on it is served
+    after = client.open(client.fields(f"/malformed-after?case={case}".encode()))
+    assert client.response(after).status == 200
+    assert client.goaways == [] and not client.eof
     assert [r for r in proxy.backend.requests()
             if ["x-case", case] in r["headers"] or f"case={case}" in r["target"]] == \
         [r for r in proxy.forwarded(f"/malformed-after?case={case}")]
+
+
+@pytest.mark.parametrize("case", ["te-gzip", "content-length-mismatch", "connection-header"])
+def test_malformed_stream_is_reset_while_its_sibling_gets_200(proxy, case: str) -> None:
+    client = proxy.client(validate=False)
+    sibling = client.open(client.fields(f"/stall?s=0.5&sibling={case}".encode()))
+    bad = _send_malformed(client, case)
+    bad_log, sibling_log = client.log(bad), client.log(sibling)
+    client.until(lambda: bad_log.done and sibling_log.done, what="both streams")
+    assert first_reset(client, bad) == Codes.PROTOCOL_ERROR
+    assert sibling_log.status == 200 and sibling_log.ended and sibling_log.reset is None
+    assert client.goaways == [] and not client.eof
+    assert len(proxy.forwarded(f"sibling={case}")) == 1
+    assert not [r for r in proxy.backend.requests() if ["x-case", case] in r["headers"]]
 
 
 # --- 7. drain on reload -------------------------------------------------------------

@@ -420,14 +420,14 @@ def test_not_reusable_after_eof() -> None:
         (b"get / HTTP/1.1\r\nHost: x\r\n\r\n", b"get", b"1.1", [(b"Host", b"x")]),
         (b"loGET / HTTP/1.1\r\nHost: x\r\n\r\n", b"loGET", b"1.1", [(b"Host", b"x")]),
         (b"GET / HTTP/1.5\r\nHost: x\r\n\r\n", b"GET", b"1.5", [(b"Host", b"x")]),
-        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\x7f\r\n\r\n", b"GET", b"1.1",
-         [(b"Host", b"x"), (b"X-A", b"a\x01b\x7f")]),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n \tb\x80\r\n\r\n", b"GET", b"1.1",
+         [(b"Host", b"x"), (b"X-A", b"a b\x80")]),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: \t a  b \t \r\n\r\n", b"GET", b"1.1",
          [(b"Host", b"x"), (b"X-A", b"a  b")]),
         (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\ncontent-length: 0, 0\r\n\r\n",
          b"POST", b"1.1", [(b"Host", b"x"), (b"Content-Length", b"0")]),
     ],
-    ids=["obs-fold", "bare-lf", "lowercase-method", "unknown-method", "http-1-5", "ctl-in-value",
+    ids=["obs-fold", "bare-lf", "lowercase-method", "unknown-method", "http-1-5", "fold-obs-text",
          "trailing-ows", "repeated-length"],
 )
 def test_heads_llhttp_refuses_but_h11_accepts(data: bytes, method: bytes, version: bytes,
@@ -461,10 +461,19 @@ def test_heads_llhttp_refuses_but_h11_accepts(data: bytes, method: bytes, versio
         (b"\rGET / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         (b"GET /  HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         (b"CONNECT  HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        # RFC 9110 §5.5: control characters but HTAB in a value, on either parsing path
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\x7f\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n \x1fb\r\n\r\n", 400),
+        (b"GET / HTTP/2.0\r\nHost: x\r\nX-A: \x08\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 9223372036854775808\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+         b"8000000000000000\r\n", 400),
     ],
     ids=["space-before-colon", "nul", "bare-cr", "leading-fold", "two-hosts", "length-list",
          "te-list", "te-twice", "length-and-te", "http2", "http09-line", "connect", "501-before-505",
-         "http09-lf", "http09-crlf", "cr-before-line", "double-space", "empty-connect-target"],
+         "http09-lf", "http09-crlf", "cr-before-line", "double-space", "empty-connect-target",
+         "ctl-in-value", "ctl-in-fold", "ctl-before-505-and-501", "length-2-to-the-63",
+         "chunk-2-to-the-63"],
 )
 def test_refusals_and_their_status(data: bytes, status: int) -> None:
     assert rejection(data) == status
