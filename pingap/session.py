@@ -17,6 +17,7 @@ from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo, RequestContext, header_value
 from pingap.errors import DownstreamError, NoBackendError, PingapError
 from pingap.events import Headers, RequestReceived
+from pingap.plugins import set_header
 from pingap.runtime import LocationRuntime, Runtime, ServerRuntime, UpstreamRuntime
 from pingap.upstream import Backend
 
@@ -304,9 +305,14 @@ class ProxySession:
         ctx.upstream_status = status
         ctx.status = status
         out = strip_hop_by_hop(headers)
-        if self.location is not None:
-            for plugin in self.location.plugins:
-                plugin.handle_response(ctx, status, out)
+        # pingap's order: upstream_response plugins, the request id, response plugins
+        plugins = self.location.plugins if self.location is not None else ()
+        for plugin in plugins:
+            plugin.handle_upstream_response(ctx, status, out)
+        if ctx.request_id is not None:
+            set_header(out, b"X-Request-Id", ctx.request_id.encode("latin-1", "replace"))
+        for plugin in plugins:
+            plugin.handle_response(ctx, status, out)
         ctx.response_headers = out
         return out
 

@@ -35,8 +35,8 @@ def completed(block: dict[str, Any]) -> dict[str, Any]:
     for name in wanted - {None, *upstreams}:
         upstreams[name] = {"addrs": ["127.0.0.1:9"]}
     servers = config.setdefault("servers", {})
-    for server in servers.values():
-        server.setdefault("addr", "127.0.0.1:9")
+    for i, server in enumerate(servers.values()):
+        server.setdefault("addr", f"127.0.0.1:{10 + i}")
     listed = {name for server in servers.values() for name in server.get("locations", [])}
     servers["docTest"] = {"addr": "127.0.0.1:9",
                           "locations": sorted(set(locations) - listed)}
