@@ -29,6 +29,7 @@ from master import files, handoff, logs, shm
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from master.snapshot import ConfigSnapshots
+from master.storage import PollingWatcher, StorageError, open_storage
 from pingap.config import load_config
 from pingap.control import Decoder, MessageType, ProtocolError, encode
 from pingap.errors import ConfigError
@@ -149,9 +150,11 @@ class Arbiter:
 
     def __init__(self, options: Options, config: Any) -> None:
         self.options = options
-        self.config_path = os.path.abspath(options.config_path)
+        self.config_path = options.config_path if "://" in options.config_path \
+            else os.path.abspath(options.config_path)
         self.config = config
-        self.snapshots = ConfigSnapshots(self.config_path)
+        self.storage = open_storage(self.config_path)
+        self.snapshots = ConfigSnapshots(self.storage)
         self.pid_file = config.basic.pid_file or files.default_pid_file()
         self.listeners = ListenerSet()
         self.workers: dict[int, WorkerHandle] = {}   # by pid
@@ -235,7 +238,9 @@ class Arbiter:
         return number
 
     def load_generation_config(self, number: int) -> tuple[Any, str]:
-        """Copy and validate the config for generation ``number``: (config, copy path)."""
+        """Copy and validate the config for generation ``number``: (config, copy path).
+
+        Raises ``StorageError`` when the storage cannot be read (etcd away)."""
         path = self.snapshots.take(number)
         try:
             return load_checked(path), path
@@ -372,6 +377,16 @@ class Arbiter:
             log.error("reload (%s) rejected, old config keeps serving:\n  %s", reason,
                       "\n  ".join(str(p) for p in err.problems))
             notify("READY=1", "STATUS=reload rejected: invalid config")
+            self.write_status(force=True)
+            return
+        except StorageError as err:
+            self.reload_seq += 1
+            self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
+                                "reason": reason, "problems": [str(err)]}
+            log.error("reload (%s) failed, old config keeps serving: %s", reason, err)
+            if isinstance(self.watcher, PollingWatcher):
+                self.watcher.forget()  # reload again once the storage answers
+            notify("READY=1", "STATUS=reload failed: config storage unreachable")
             self.write_status(force=True)
             return
         try:
@@ -650,7 +665,7 @@ class Arbiter:
         self.begin_handoff(parent, proc)
 
     def handle_hup(self) -> None:
-        log.info("SIGHUP: reloading %s", self.config_path)
+        log.info("SIGHUP: reloading %s", self.storage.url)
         self.reload("SIGHUP")
 
     def handle_usr1(self) -> None:
@@ -690,7 +705,7 @@ class Arbiter:
         status = {
             "pid": os.getpid(), "started": self.started,
             "generation": self.current.number if self.current else 0,
-            "config": self.config_path, "digest": self.config.digest,
+            "config": self.storage.url, "digest": self.config.digest,
             "workers": workers, "last_reload": self.last_reload,
             "stopping": self.stopping, "upgrade_failed": self.last_upgrade_failed,
             "listeners": sorted(self.listeners.sockets),
@@ -707,7 +722,10 @@ class Arbiter:
         try:
             self._adopt_listeners()
             self._setup_shared()
-            if self.options.autoreload:
+            if self.options.autoreload and self.storage.polled:
+                self.watcher = PollingWatcher(self.storage)
+                self.watcher.start()
+            elif self.options.autoreload:
                 from master.watcher import ConfigWatcher
                 self.watcher = ConfigWatcher(self.config_path)
                 self.watcher.start()
@@ -716,6 +734,8 @@ class Arbiter:
                 self.start_generation(config, "start", path)
             except ConfigError as err:
                 raise HaltServer(f"invalid config:\n{err}") from err
+            except StorageError as err:
+                raise HaltServer(f"cannot read the config: {err}") from err
             except _BindError as err:
                 raise HaltServer(str(err)) from err
             while True:
@@ -768,7 +788,7 @@ class Arbiter:
                     by_fd[item].proc.kill()
             elif self.watcher is not None and item == self.watcher.fd:
                 if self.watcher.drain():
-                    self.watch_due = time.monotonic() + 0.5
+                    self.watch_due = time.monotonic() + getattr(self.watcher, "debounce", 0.5)
         while self.signal_queue:
             sig = self.signal_queue.pop(0)
             handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}", None)

@@ -7,9 +7,10 @@ import os
 import sys
 
 from master import logs
+from master.storage import StorageError, open_storage, redact
 from pingap import __version__
-from pingap.config import load_config
-from pingap.errors import ConfigError
+from pingap.config import PingapConfig, load_config, load_config_sources
+from pingap.errors import ConfigError, Problem
 from pingap.runtime import build_runtime
 
 
@@ -21,7 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pingap", description="A pingap-compatible reverse proxy in Python.")
     parser.add_argument("-c", "--conf", default=os.environ.get("PINGAP_CONF"),
-                        help="config file or directory (env PINGAP_CONF)")
+                        help="config file, directory or etcd://host:port/prefix "
+                             "(env PINGAP_CONF)")
+    parser.add_argument("--sync", default=None, metavar="STORAGE",
+                        help="copy the (valid) config into another storage (a file, a "
+                             "directory or etcd://...), then exit")
     parser.add_argument("-t", "--test", action="store_true",
                         help="validate the config, print every problem, exit 0 or 1")
     parser.add_argument("-d", "--daemon", action="store_true", default=_env_flag("PINGAP_DAEMON"),
@@ -54,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def check_config(path: str) -> tuple[object | None, list[str]]:
     """(config, messages): every problem when config is None, else the warnings."""
     try:
-        config = load_config(path)
+        config = _load(path)
     except ConfigError as err:
         return None, [str(p) for p in err.problems]
     try:
@@ -64,8 +69,42 @@ def check_config(path: str) -> tuple[object | None, list[str]]:
     return config, [str(w) for w in (*config.warnings, *runtime.warnings)]
 
 
+def _load(path: str) -> PingapConfig:
+    if "://" not in path:
+        return load_config(path)
+    try:
+        storage = open_storage(path)
+        try:
+            sources = storage.sources()
+        finally:
+            storage.close()
+    except StorageError as exc:
+        raise ConfigError([Problem(path.split("?")[0], "storage", str(exc))]) from None
+    return load_config_sources(sources)
+
+
+def normalize_conf(conf: str) -> str:
+    """A file path made absolute (the master may chdir); a URL kept as given."""
+    if "://" in conf:
+        return conf
+    path, sep, query = conf.partition("?")
+    return os.path.abspath(path) + sep + query
+
+
+def sync_config(source: str, target: str) -> int:
+    """``--sync``: copy every entry of ``source`` into ``target``."""
+    try:
+        source_storage, target_storage = open_storage(source), open_storage(normalize_conf(target))
+        count = source_storage.copy_to(target_storage)
+    except StorageError as exc:
+        print(f"pingap: sync failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"pingap: copied {count} entries to {target_storage.url}")
+    return 0
+
+
 def print_problems(path: str, problems: list[str]) -> None:
-    print(f"pingap: configuration {path} is invalid "
+    print(f"pingap: configuration {redact(path)} is invalid "
           f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):", file=sys.stderr)
     for problem in problems:
         print(f"  {problem}", file=sys.stderr)
@@ -89,8 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.conf:
         print("pingap: -c/--conf is required (or set PINGAP_CONF)", file=sys.stderr)
         return 1
-    conf = os.path.abspath(args.conf.split("?", 1)[0]) + (
-        "?" + args.conf.split("?", 1)[1] if "?" in args.conf else "")
+    conf = normalize_conf(args.conf)
     config, problems = check_config(conf)
     if config is None:
         print_problems(args.conf, problems)
@@ -98,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     for warning in problems:
         print(f"pingap: warning: {warning}", file=sys.stderr)
     if args.test:
-        print(f"pingap: configuration {args.conf} is valid")
+        print(f"pingap: configuration {redact(args.conf)} is valid")
         return 0
+    if args.sync:
+        return sync_config(conf, args.sync)
 
     from master.arbiter import Arbiter, Options
     from master.files import daemonize

@@ -1,10 +1,11 @@
 """Private copies of the config, one per generation.
 
-Workers load the exact bytes the master validated: a reload copies the config file (or
-the ``*.toml`` files of a config directory) into a private directory, validates that copy
-and starts the generation's workers on it. An edit made later — even an invalid one —
-cannot reach a worker that is respawned after a crash. Problem messages are mapped back
-to the user's paths.
+Workers load the exact bytes the master validated: a reload copies the storage's
+documents (the config file, the ``*.toml`` files of a config directory, or the etcd
+keys) into a private directory, validates that copy and starts the generation's workers
+on it. An edit made later — even an invalid one — cannot reach a worker that is
+respawned after a crash, and workers never talk to etcd. Problem messages are mapped
+back to the user's paths (or etcd URLs).
 """
 
 from __future__ import annotations
@@ -13,42 +14,50 @@ import os
 import shutil
 import tempfile
 
+from master.storage import ConfigStorage, StorageError
+from master.storage.documents import Layout
 from pingap.errors import ConfigError, Problem
 
 
 class ConfigSnapshots:
-    def __init__(self, source: str) -> None:
-        self.source, sep, self.query = source.partition("?")
-        self.query = sep + self.query
+    def __init__(self, storage: ConfigStorage) -> None:
+        self.storage = storage
         self.root = tempfile.mkdtemp(prefix="pingap-config-")
 
+    @property
+    def _single(self) -> bool:
+        return self.storage.layout is Layout.SINGLE
+
     def take(self, generation: int) -> str:
-        """Copy the config as it is now; returns the path workers load."""
+        """Copy the config as it is now; returns the path workers load.
+
+        Raises ``StorageError`` when the storage cannot be read."""
+        documents = self.storage.documents()
+        if self._single and not documents:
+            raise StorageError(f"{self.storage.location('')}: no such file")
         dest = os.path.join(self.root, f"gen-{generation}")
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
-        if os.path.isdir(self.source):
-            for folder, dirs, names in os.walk(self.source):
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-                rel = os.path.relpath(folder, self.source)
-                for name in sorted(names):
-                    if name.endswith(".toml") and not name.startswith("."):
-                        target_dir = os.path.normpath(os.path.join(dest, rel))
-                        os.makedirs(target_dir, exist_ok=True)
-                        shutil.copyfile(os.path.join(folder, name),
-                                        os.path.join(target_dir, name))
-            return dest + self.query
-        target = os.path.join(dest, os.path.basename(self.source))
-        shutil.copyfile(self.source, target)
-        return target
+        for document in documents:
+            target = os.path.normpath(os.path.join(dest, document.key))
+            if not target.startswith(dest + os.sep):
+                continue  # a key cannot climb out of the copy
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "wb") as out:
+                out.write(document.data)
+        if self._single:
+            return os.path.join(dest, self.storage.single_key)
+        return dest
 
     def user_paths(self, error: ConfigError, generation: int) -> ConfigError:
         """The same problems, naming the user's files instead of the copy."""
         copy = os.path.join(self.root, f"gen-{generation}")
-        if not os.path.isdir(self.source):
-            copy = os.path.join(copy, os.path.basename(self.source))
-        problems = [Problem(p.file.replace(copy, self.source, 1), p.key,
-                            p.message.replace(copy, self.source)) for p in error.problems]
+        source = self.storage.location("").rstrip("/")
+        if self._single:
+            copy = os.path.join(copy, self.storage.single_key)
+            source = self.storage.location(self.storage.single_key)
+        problems = [Problem(p.file.replace(copy, source, 1), p.key,
+                            p.message.replace(copy, source)) for p in error.problems]
         return ConfigError(problems)
 
     def drop(self, keep: set[int]) -> None:

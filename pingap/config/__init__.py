@@ -67,6 +67,7 @@ __all__ = [
     "UpstreamConfig",
     "field_docs",
     "load_config",
+    "load_config_sources",
     "load_config_text",
     "parse_host_port",
     "split_listen_addrs",
@@ -82,6 +83,11 @@ def load_config(path: str) -> PingapConfig:
     report = Report()
     sources = read_sources(path, report)
     return _load(sources, report)
+
+
+def load_config_sources(sources: list[Source]) -> PingapConfig:
+    """Load and validate a config given as documents (e.g. read from etcd)."""
+    return _load(sources, Report())
 
 
 def load_config_text(text: str, file: str = "<string>") -> PingapConfig:

@@ -107,7 +107,7 @@ class BackendProcess(Process):
 class PingapProcess(Process):
     """The real ``pingap`` command on a config, ready once ``port`` accepts."""
 
-    def __init__(self, config: Path, port: int, tmp: Path, args: list[str] | None = None,
+    def __init__(self, config: Path | str, port: int, tmp: Path, args: list[str] | None = None,
                  env: dict[str, str] | None = None, ready: bool = True) -> None:
         self.port = port
         self.config = config
