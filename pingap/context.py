@@ -9,6 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class BodyFilter(Protocol):
+    """Rewrites a response body as it streams: ``feed`` each chunk, ``end`` adds the tail.
+
+    A filter may hold data back (return ``b""``) and must bound what it holds; it raises
+    ``ValueError`` when the body cannot be rewritten (the response is then cut off)."""
+
+    def feed(self, data: bytes) -> bytes: ...
+    def end(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -77,11 +88,33 @@ class RequestContext:
     end: float | None = None
     #: callbacks run when the request is over (plugins releasing what they hold)
     cleanups: list[Callable[[], None]] | None = None
+    #: response body rewriters a plugin installed with the response head, in order
+    body_filters: list[BodyFilter] | None = None
 
     def on_finish(self, callback: Callable[[], None]) -> None:
         if self.cleanups is None:
             self.cleanups = []
         self.cleanups.append(callback)
+
+    def add_body_filter(self, body_filter: BodyFilter) -> None:
+        """Rewrite the upstream response body; the plugin fixes the head's framing
+        (drops Content-Length) itself."""
+        if self.body_filters is None:
+            self.body_filters = []
+        self.body_filters.append(body_filter)
+
+    def filter_body(self, data: bytes) -> bytes:
+        """``data`` through every body filter."""
+        for body_filter in self.body_filters or ():
+            data = body_filter.feed(data)
+        return data
+
+    def end_body(self) -> bytes:
+        """What the body filters still hold once the body is over."""
+        out = b""
+        for body_filter in self.body_filters or ():
+            out = (body_filter.feed(out) if out else b"") + body_filter.end()
+        return out
 
     @property
     def uri(self) -> str:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from pingap.actions import Forward, Respond
-from pingap.context import ConnectionInfo
+from pingap.context import ConnectionInfo, RequestContext
 from pingap.errors import (
     DownstreamError,
     PingapError,
@@ -372,6 +372,8 @@ class Exchange:
                 for event in events:
                     if isinstance(event, ResponseData):
                         data = bridge.response_body(event.data) if bridge else event.data
+                        if ctx.body_filters:
+                            data = _filtered(ctx, data)
                         size += len(data)
                         if data:
                             self.write_body(data)
@@ -389,6 +391,11 @@ class Exchange:
                         assert isinstance(event, ResponseEnded)
                         ctx.upstream_response_time = time.monotonic() - body_start
                         trailers = event.trailers
+                        if ctx.body_filters:
+                            tail = _filtered_end(ctx)
+                            size += len(tail)
+                            if tail:
+                                self.write_body(tail)
                         if bridge is not None:
                             tail = bridge.response_end(trailers)
                             if tail:
@@ -533,8 +540,10 @@ class Exchange:
             for event in events:
                 wrote = True
                 if isinstance(event, ResponseData):
-                    size += len(event.data)
-                    self.write_body(event.data)
+                    data = _filtered(ctx, event.data) if ctx.body_filters else event.data
+                    size += len(data)
+                    if data:
+                        self.write_body(data)
                 elif isinstance(event, ResponseStarted):
                     now = time.monotonic()
                     ctx.upstream_processing_time = now - sent_at
@@ -547,6 +556,11 @@ class Exchange:
                 else:
                     assert isinstance(event, ResponseEnded)
                     ctx.upstream_response_time = time.monotonic() - body_start
+                    if ctx.body_filters:
+                        tail = _filtered_end(ctx)
+                        size += len(tail)
+                        if tail:
+                            self.write_body(tail)
                     self.write_end(event.trailers)
                     self.flush()
                     self.worker.pool.release(up, reusable=event.keep_alive)
@@ -555,7 +569,8 @@ class Exchange:
                 # one write per read: the head goes out with the first piece of body
                 self.flush()
                 head_sent = True
-            if reader.started and not reader.done and reader.content_length >= 0:
+            if reader.started and not reader.done and reader.content_length >= 0 \
+                    and not ctx.body_filters:
                 owed = reader.content_length - reader.body_seen
                 sink = self.raw_sink(owed) if owed >= splice.MIN_BYTES else None
                 if sink is not None and splice.usable(sock, sink):
@@ -585,6 +600,22 @@ class Exchange:
         finally:
             splice.release(pipe, clean=clean)
         self.raw_body_sent(owed)
+
+
+def _filtered(ctx: RequestContext, data: bytes) -> bytes:
+    """A body chunk through the plugins' body filters; a filter that gives up cuts
+    the response off (its head is out already)."""
+    try:
+        return ctx.filter_body(data)
+    except ValueError as exc:
+        raise _UpstreamFailed(UpstreamError(f"response body filter: {exc}"), True) from exc
+
+
+def _filtered_end(ctx: RequestContext) -> bytes:
+    try:
+        return ctx.end_body()
+    except ValueError as exc:
+        raise _UpstreamFailed(UpstreamError(f"response body filter: {exc}"), True) from exc
 
 
 class _Retry(Exception):

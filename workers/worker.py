@@ -52,6 +52,7 @@ from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
 from workers.h2 import PREFACE, H2Connection, H2Stream, is_preface
 from workers.health import HealthProber
+from workers.plugin_io import PluginHttpClient
 from workers.pool import UpstreamPool
 
 log = logging.getLogger("pingap.worker")
@@ -163,6 +164,7 @@ class Worker:
         elif state is not None:
             services.counters = ShmCounters(state, slot, time.time)
         services.stats = self.plugin_stats
+        services.http = PluginHttpClient()
         seen: set[int] = set()
         for location in runtime.locations.values():
             for plugin in location.plugins:

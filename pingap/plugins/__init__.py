@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from pingap.actions import CONTINUE, Continue, Respond
@@ -35,11 +36,36 @@ class CounterStore(Protocol):
     def inflight_release(self, name: str) -> None: ...
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchedResponse:
+    """The whole answer to a plugin's outbound HTTP request."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class HttpFetcher(Protocol):
+    """Outbound HTTP for plugins (forward_auth's sub-request, a JWKS download).
+
+    Both calls raise ``OSError`` (timeouts included) or ``ValueError`` on any failure,
+    so a guard plugin can deny; they never follow redirects."""
+
+    def request(self, method: str, url: str, headers: list[tuple[bytes, bytes]],
+                timeout: float) -> FetchedResponse: ...
+
+    def get_shared(self, url: str, timeout: float) -> FetchedResponse:
+        """GET ``url``; concurrent calls for one URL share a single request."""
+        ...
+
+
 class Services:
     """What the worker lends plugins at bind time (nothing by default)."""
 
     counters: CounterStore | None = None
     stats: Callable[[RequestContext], dict[str, Any]] | None = None
+    http: HttpFetcher | None = None
+
 
 #: Categories whose absence would open a location up: never silently skipped.
 GUARD_CATEGORIES = frozenset({
