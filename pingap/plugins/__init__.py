@@ -243,6 +243,7 @@ def load_entry_points(entry_points: Any) -> list[str]:
 
 
 # the families register their categories on import
+from pingap.plugins import auth as _auth  # noqa: E402,F401
 from pingap.plugins import builtin as _builtin  # noqa: E402,F401
 from pingap.plugins import headers as _headers  # noqa: E402,F401
 from pingap.plugins import restrictions as _restrictions  # noqa: E402,F401

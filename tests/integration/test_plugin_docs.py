@@ -3,11 +3,14 @@
 
 A block is a fragment: the test completes it the way a user would — placeholder
 upstreams for the names it references, an address for a server without one — and puts
-every plugin it defines on a location, so an unimplemented plugin would be reported."""
+every plugin it defines on a location, so an unimplemented plugin would be reported. A
+PEM the docs elide ("…", jwt's third block) is replaced by a real public key (that the
+elided one is reported is tested in test_auth)."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -15,11 +18,23 @@ from typing import Any
 
 import pytest
 import tomlkit
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.support.geoip import write_country_db
 
 DOCS = Path(__file__).resolve().parents[1] / "data" / "plugin_docs"
 BLOCKS = sorted(DOCS.glob("*.toml"))
+
+
+def with_real_keys(text: str) -> str:
+    """``text`` with each elided ("…") PEM public key replaced by a real one."""
+    def real(_: re.Match[str]) -> str:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+        return key.public_bytes(serialization.Encoding.PEM,
+                                serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return re.sub(r"-----BEGIN PUBLIC KEY-----\n[^-]*…\n-----END PUBLIC KEY-----\n", real,
+                  text)
 
 
 def completed(block: dict[str, Any]) -> dict[str, Any]:
@@ -46,12 +61,13 @@ def completed(block: dict[str, Any]) -> dict[str, Any]:
 def test_blocks_are_present() -> None:
     categories = {path.stem.rsplit("-", 1)[0] for path in BLOCKS}
     assert categories >= {"ip_restriction", "ua_restriction", "referer_restriction",
-                          "geo_restriction"}
+                          "geo_restriction", "basic_auth", "key_auth", "jwt",
+                          "combined_auth", "forward_auth", "csrf"}
 
 
 @pytest.mark.parametrize("path", BLOCKS, ids=[p.stem for p in BLOCKS])
 def test_doc_block_passes_pingap_t(path: Path, tmp_path: Path) -> None:
-    config = completed(tomllib.loads(path.read_text()))
+    config = completed(tomllib.loads(with_real_keys(path.read_text())))
     target = tmp_path / "pingap.toml"
     target.write_text(tomlkit.dumps(config))
     db = write_country_db(tmp_path / "country.mmdb")

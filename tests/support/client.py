@@ -65,3 +65,28 @@ def status_of(raw: bytes) -> int | None:
     if not raw.startswith(b"HTTP/1."):
         return None
     return int(raw.split(b" ", 2)[1])
+
+
+@dataclass
+class Answer:
+    """One response, whatever the protocol: header names in lower case."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    elapsed: float
+
+    def header(self, name: str) -> str | None:
+        return next((v for n, v in self.headers if n == name.lower()), None)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def h1_request(port: int, method: str = "GET", path: str = "/", *,
+               headers: dict[str, str] | None = None, body: bytes = b"",
+               timeout: float = 10.0) -> Answer:
+    """``request`` as an ``Answer`` (the same shape as the HTTP/2 client's)."""
+    reply = request(port, method, path, headers=headers, body=body or None, timeout=timeout)
+    return Answer(reply.status, [(n.lower(), v) for n, v in reply.headers.items()],
+                  reply.body, reply.elapsed)

@@ -126,3 +126,26 @@ class PingapProcess(Process):
                     if "--standby" not in c.cmdline()]
         except psutil.Error:
             return []
+
+
+class AuthServerProcess(Process):
+    """tests/support/auth_server.py on a free port, recording what it receives."""
+
+    def __init__(self, tmp: Path, jwks: Path | None = None) -> None:
+        self.port = free_port()
+        self.record = tmp / f"auth-{self.port}.jsonl"
+        self.record.touch()
+        cmd = [sys.executable, "-m", "tests.support.auth_server", "--port", str(self.port),
+               "--record", str(self.record)]
+        if jwks is not None:
+            cmd += ["--jwks", str(jwks)]
+        super().__init__(cmd, log=tmp / f"auth-{self.port}.log")
+        wait_for(lambda: port_open(self.port), what=f"auth server on {self.port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict[str, Any]]:
+        text = self.record.read_text()
+        return [json.loads(line) for line in text.split("\n")[:-1] if line.strip()]
