@@ -127,8 +127,9 @@ category = "basic_auth"
 authorizations = ["cGluZ2FwOjEyMzEyMw=="]
 delay = "{int(delay * 1000)}ms"
 """)
-    for guess in ("pingap:1", "pingap:12", "admin:admin"):
-        answer = h1_request(port, headers=basic(guess))
+    for fetch, guess in ((h1_request, "pingap:1"), (h1_request, "pingap:12"),
+                         (h2c_request, "admin:admin")):
+        answer = fetch(port, headers=basic(guess))
         assert answer.status == 401 and answer.elapsed >= delay, answer.elapsed
     finished: list[tuple[str, float]] = []
     lock = threading.Lock()
