@@ -9,6 +9,7 @@ import hmac
 import json
 import re
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from pingap.plugins.auth import csrf_token
 from tests.support.client import Answer, h1_request
 from tests.support.h2client import h2c_request
-from tests.support.proc import AuthServerProcess, PingapProcess, free_port
+from tests.support.proc import ROOT, AuthServerProcess, PingapProcess, free_port
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 CLIENTS: dict[str, Callable[..., Answer]] = {"h1": h1_request, "h2": h2c_request}
@@ -427,3 +428,22 @@ def test_api_gateway_example(tmp_path: Path, backends, pingap, port: int) -> Non
         assert h1_request(port, path="/index.html").json()["backend"] == "common"
     finally:
         proc.stop()
+
+
+def test_plugin_http_client(tmp_path: Path, auth_server) -> None:
+    """The worker's plugin HTTP client under gevent: concurrent JWKS downloads share one
+    request, a slow answer ends at the deadline, a redirect is not followed, a refused
+    connection raises."""
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text('{"keys": []}')
+    server = auth_server(jwks)
+    result = subprocess.run([sys.executable, "-m", "tests.support.plugin_io_scenario",
+                             server.url], capture_output=True, text=True, timeout=60,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.splitlines()[-1])
+    assert out["shared_statuses"] == [200] * 5
+    assert [r["path"] for r in server.requests()].count("/jwks") == 1
+    assert out["slow"] == "TimeoutError" and out["slow_elapsed"] < 2.0
+    assert out["redirect"] == [302, "/login"]
+    assert out["refused"] == "ConnectionRefusedError"
