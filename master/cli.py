@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
-from master import logs
+from master import logs, quickstart
+from master.quickstart import TEMPLATE
 from master.storage import StorageError, open_storage, redact
 from pingap import __version__
 from pingap.config import PingapConfig, load_config, load_config_sources
@@ -21,9 +24,24 @@ def _env_flag(name: str) -> bool:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pingap", description="A pingap-compatible reverse proxy in Python.")
-    parser.add_argument("-c", "--conf", default=os.environ.get("PINGAP_CONF"),
+    parser.add_argument("-c", "--conf", default=None,
                         help="config file, directory or etcd://host:port/prefix "
                              "(env PINGAP_CONF)")
+    quick = parser.add_argument_group(
+        "quick start", "proxy without a config file (pingap's --upstream and friends)")
+    quick.add_argument("--upstream", default=None,
+                       help="backend addresses, comma separated: proxy every request to them")
+    quick.add_argument("--addr", default=None,
+                       help="listen address (default 0.0.0.0:443 with TLS, else 0.0.0.0:80)")
+    quick.add_argument("--domain", default=None,
+                       help="domains served (comma separated); without --cert a Let's "
+                            "Encrypt certificate is requested for them")
+    quick.add_argument("--cert", default=None,
+                       help="TLS certificate: a PEM file or a directory holding one")
+    quick.add_argument("--key", default=None,
+                       help="TLS private key (default: the key next to the certificate)")
+    parser.add_argument("--template", action="store_true",
+                        help="print pingap's template config and exit")
     parser.add_argument("--sync", default=None, metavar="STORAGE",
                         help="copy the (valid) config into another storage (a file, a "
                              "directory or etcd://...), then exit")
@@ -125,9 +143,50 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"pingap: cannot load a plugin package: {exc}", file=sys.stderr)
         return 1
-    if not args.conf:
-        print("pingap: -c/--conf is required (or set PINGAP_CONF)", file=sys.stderr)
+    if args.template:
+        print(TEMPLATE)
+        return 0
+    quick_dir = ""
+    if args.upstream is not None:
+        if args.conf:
+            print("pingap: --upstream builds the config: it cannot be used with -c/--conf",
+                  file=sys.stderr)
+            return 1
+        try:
+            text = quickstart.build_config(args.upstream, addr=args.addr, domain=args.domain,
+                                           cert=args.cert, key=args.key)
+        except quickstart.QuickStartError as exc:
+            print(f"pingap: {exc}", file=sys.stderr)
+            return 1
+        quick_dir = tempfile.mkdtemp(prefix="pingap-quickstart-")
+        args.conf = os.path.join(quick_dir, "pingap.toml")
+        with open(args.conf, "w") as out:
+            out.write(text)
+    elif any(v is not None for v in (args.addr, args.domain, args.cert, args.key)):
+        print("pingap: --addr, --domain, --cert and --key go with --upstream", file=sys.stderr)
         return 1
+    args.conf = args.conf or os.environ.get("PINGAP_CONF")
+    if not args.conf:
+        print("pingap: -c/--conf is required (or set PINGAP_CONF, or use --upstream)",
+              file=sys.stderr)
+        return 1
+    try:
+        return _run(args)
+    finally:
+        if quick_dir:
+            shutil.rmtree(quick_dir, ignore_errors=True)
+
+
+def _quick_argv(args: argparse.Namespace) -> list[str]:
+    """The quick-start flags again, for a replacement master (USR2)."""
+    out = ["--upstream", args.upstream]
+    for flag in ("addr", "domain", "cert", "key"):
+        if getattr(args, flag) is not None:
+            out += [f"--{flag}", getattr(args, flag)]
+    return out
+
+
+def _run(args: argparse.Namespace) -> int:
     conf = normalize_conf(args.conf)
     config, problems = check_config(conf)
     if config is None:
@@ -145,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     from master.files import daemonize
 
     log_path = os.path.abspath(args.log) if args.log else None
-    child_argv = ["-c", conf]
+    child_argv = _quick_argv(args) if args.upstream is not None else ["-c", conf]
     if args.threads is not None:
         child_argv += ["--threads", str(args.threads)]
     if log_path:
