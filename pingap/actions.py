@@ -12,14 +12,28 @@ Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FilePart:
+    """``length`` bytes at ``offset`` of an open file (``fileno()``): sent with sendfile
+    where the socket allows. The plugin that opened the file closes it at finish."""
+
+    file: Any
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Respond:
-    """Answer the client locally (after ``delay`` seconds, if set)."""
+    """Answer the client locally (after ``delay`` seconds, if set).
+
+    The body is ``body``, or, for a streamed one (a static file, multipart ranges),
+    the pieces of ``stream`` in order; ``Content-Length`` in ``headers`` covers them."""
 
     status: int
     headers: Headers
     body: bytes
     close: bool = False
     delay: float | None = None
+    stream: tuple[bytes | FilePart, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

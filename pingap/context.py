@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class BodyFilter(Protocol):
@@ -90,6 +90,10 @@ class RequestContext:
     cleanups: list[Callable[[], None]] | None = None
     #: response body rewriters a plugin installed with the response head, in order
     body_filters: list[BodyFilter] | None = None
+    #: extra cache-key parts plugins add (compression coding, image types), in order
+    cache_keys: list[str] | None = None
+    #: per-request state a plugin keeps between its hooks, by plugin name
+    plugin_data: dict[str, Any] | None = None
 
     def on_finish(self, callback: Callable[[], None]) -> None:
         if self.cleanups is None:
@@ -115,6 +119,20 @@ class RequestContext:
         for body_filter in self.body_filters or ():
             out = (body_filter.feed(out) if out else b"") + body_filter.end()
         return out
+
+    def plugin_state(self, name: str, value: Any = None) -> Any:
+        """The state plugin ``name`` keeps for this request (stored first if given)."""
+        if value is not None:
+            if self.plugin_data is None:
+                self.plugin_data = {}
+            self.plugin_data[name] = value
+            return value
+        return None if self.plugin_data is None else self.plugin_data.get(name)
+
+    def add_cache_key(self, part: str) -> None:
+        if self.cache_keys is None:
+            self.cache_keys = []
+        self.cache_keys.append(part)
 
     @property
     def uri(self) -> str:

@@ -12,6 +12,7 @@ import html
 import ipaddress
 import json
 import re
+from dataclasses import replace
 
 from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo, RequestContext, header_value
@@ -141,7 +142,7 @@ class ProxySession:
     """One request's journey through routing, header rules and backend selection."""
 
     __slots__ = ("runtime", "server", "request", "ctx", "location", "upstream",
-                 "upgrade", "_tried", "_counted")
+                 "upgrade", "replacement", "_tried", "_counted")
 
     def __init__(self, runtime: Runtime, server: ServerRuntime, conn: ConnectionInfo,
                  request: RequestReceived, *, now: float, wall: float) -> None:
@@ -169,6 +170,9 @@ class ProxySession:
         self.upstream: UpstreamRuntime | None = None
         #: the protocol a GET asks to switch to (WebSocket & co), passed through; h2c never
         self.upgrade = _upgrade_of(request)
+        #: a plugin's answer that replaces the upstream response (the exchange sends
+        #: it instead, after reading the upstream response to its end)
+        self.replacement: Respond | None = None
         self._tried: set[str] = set()
         self._counted = False
 
@@ -312,9 +316,41 @@ class ProxySession:
         if ctx.request_id is not None:
             set_header(out, b"X-Request-Id", ctx.request_id.encode("latin-1", "replace"))
         for plugin in plugins:
-            plugin.handle_response(ctx, status, out)
+            replacement = plugin.handle_response(ctx, status, out)
+            if replacement is not None:
+                self.replacement = replacement
+                return out
+        if plugins:
+            self._add_filters(status, out)
         ctx.response_headers = out
         return out
+
+    def local_response(self, answer: Respond) -> Respond:
+        """A local answer (a plugin's, a static file) with the location's ranked body
+        filters (compression and the like) installed and its head edited for them."""
+        if self.location is None or not (answer.body or answer.stream):
+            return answer
+        headers = list(answer.headers)
+        if not self._add_filters(answer.status, headers):
+            return answer
+        self.ctx.response_headers = headers
+        return replace(answer, headers=headers)
+
+    def _add_filters(self, status: int, headers: Headers) -> bool:
+        """Ask the plugins with a ``filter_rank``, lowest first, for their body filter;
+        True if any was installed (``ctx.add_body_filter``)."""
+        assert self.location is not None
+        ranked = [p for p in self.location.plugins if p.filter_rank]
+        if not ranked:
+            return False
+        ranked.sort(key=lambda p: p.filter_rank)
+        added = False
+        for plugin in ranked:
+            body_filter = plugin.body_filter(self.ctx, status, headers)
+            if body_filter is not None:
+                self.ctx.add_body_filter(body_filter)
+                added = True
+        return added
 
     def error(self, err: PingapError) -> Respond:
         """Render ``err`` through the error template (JSON if it starts with ``{``)."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 from pingap.actions import CONTINUE, Continue, Respond
-from pingap.context import RequestContext
+from pingap.context import BodyFilter, RequestContext
 
 REGISTRY: dict[str, type[Plugin]] = {}
 ENTRY_POINT_GROUP = "pingap.plugins"
@@ -65,6 +65,10 @@ class Services:
     counters: CounterStore | None = None
     stats: Callable[[RequestContext], dict[str, Any]] | None = None
     http: HttpFetcher | None = None
+    #: the file system for ``directory`` (``pingap.plugins.static.StaticFiles``)
+    files: Any = None
+    #: the cache store for (``directory``, ``namespace``) (``plugins.cache.CacheStore``)
+    cache_store: Callable[[str, str], Any] | None = None
 
 
 #: Categories whose absence would open a location up: never silently skipped.
@@ -113,9 +117,21 @@ class Plugin:
         place, before any ``handle_response`` (pingora's upstream_response_filter)."""
 
     def handle_response(self, ctx: RequestContext, status: int,
-                        headers: list[tuple[bytes, bytes]]) -> None:
+                        headers: list[tuple[bytes, bytes]]) -> Respond | None:
         """pingap's ``response`` step: the proxied response head, edited in place, just
-        before it is sent. Like pingap, a plugin's own ``Respond`` skips both steps."""
+        before it is sent. Like pingap, a plugin's own ``Respond`` skips both steps.
+        A returned ``Respond`` replaces the upstream response (the cache's entry after
+        a 304 revalidation)."""
+        return None
+
+    #: the plugin's place in the body-filter chain (lower runs first); 0 = no body filter
+    filter_rank: ClassVar[int] = 0
+
+    def body_filter(self, ctx: RequestContext, status: int,
+                    headers: list[tuple[bytes, bytes]]) -> BodyFilter | None:
+        """After every ``handle_response``, in ``filter_rank`` order, for plugins with a
+        rank: a streaming filter for the body (``headers`` editable), or None."""
+        return None
 
     def bind(self, services: Services) -> None:
         """Receive the worker's services (counters, stats) before serving."""

@@ -1,0 +1,294 @@
+"""The ``cache`` plugin: pingap's HTTP cache, with PURGE.
+
+At the ``request`` step a GET or HEAD (unless ``skip`` matches its path and query)
+is looked up by its key — ``namespace``, the values of the configured request
+``headers``, what other plugins add (compression coding, image types), the method
+and the URI. A fresh entry answers at once (304 when the client's own validators
+match; ``Age`` and ``X-Cache-Status: hit``). Otherwise, with ``lock``, concurrent
+misses for one key wait for the first one's fill, across every worker for the file
+store. A stale entry with validators is revalidated: the upstream request carries
+them, and an upstream 304 refreshes the entry and serves it (``revalidated``). What
+the upstream sends is stored while it streams to the client (``policy.freshness``
+decides; ``max_file_size`` bounds it) and only once it is complete.
+
+Stores come from the worker (``Services.cache_store``): ``memory://`` is one store
+per worker process; a directory is shared by every worker of the host and survives
+restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pingap.actions import CONTINUE, Continue, Respond
+from pingap.context import BodyFilter, RequestContext, header_value
+from pingap.plugins import Plugin, plugin_response
+from pingap.plugins.cache.policy import (
+    DEFAULT_TTL,
+    Entry,
+    answer,
+    freshness,
+    make_entry,
+    refreshed,
+    vary_matches,
+)
+from pingap.regexes import compile_pingap_regex
+from pingap.units import parse_bytesize, parse_duration
+
+Headers = list[tuple[bytes, bytes]]
+
+_CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
+
+
+class FillTicket(Protocol):
+    """The right to fill one key (held until released)."""
+
+    waited: bool
+
+    def release(self) -> None: ...
+
+
+class CacheStore(Protocol):
+    """Where entries live; ``lock`` waits at most ``timeout`` seconds for another
+    fill of ``key`` to end, and returns the ticket (None: no lock could be had)."""
+
+    def get(self, key: str) -> Entry | None: ...
+    def put(self, key: str, entry: Entry) -> None: ...
+    def delete(self, key: str) -> bool: ...
+    def purge_namespace(self, namespace: str) -> tuple[int, int] | None: ...
+    def lock(self, key: str, timeout: float) -> FillTicket | None: ...
+
+
+@dataclass(slots=True)
+class _Lookup:
+    """One request's cache state, between its hooks."""
+
+    key: str
+    client_headers: Headers
+    status: bytes = b"miss"
+    stale: Entry | None = None
+    ticket: FillTicket | None = None
+    #: answered from the cache, or its fill decided: the later hooks have nothing to do
+    done: bool = False
+
+    def release(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+            self.ticket = None
+
+
+def _networks(items: Any) -> tuple[Any, ...]:
+    out = []
+    for item in items or ():
+        try:
+            out.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError as exc:
+            raise ValueError(f"`purge_ip_list`: {item!r} is not an IP or CIDR") from exc
+    return tuple(out)
+
+
+class Cache(Plugin):
+    """HTTP cache (see the module docstring)."""
+
+    category = "cache"
+    steps = ("request",)
+    filter_rank = 5  # first: it stores what the upstream sent, before any rewrite
+
+    def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        super().__init__(name, options, step)
+        self.directory = str(options.get("directory", "") or "").strip()
+        self.namespace = str(options.get("namespace", "") or "")
+        self.key_headers = [str(h).lower().encode("latin-1")
+                            for h in options.get("headers", ()) or ()]
+        max_ttl = options.get("max_ttl")
+        self.max_ttl = parse_duration(max_ttl) if max_ttl else None
+        size = options.get("max_file_size")
+        self.max_file_size = parse_bytesize(size) if size else 1_000_000
+        lock = options.get("lock")
+        self.lock = parse_duration(lock) if lock is not None else 1.0
+        self.check_cache_control = bool(options.get("check_cache_control", False))
+        self.purge_ips = _networks(options.get("purge_ip_list"))
+        skip = options.get("skip")
+        try:
+            self.skip = compile_pingap_regex(str(skip)) if skip else None
+        except ValueError as exc:
+            raise ValueError(f"invalid `skip` regex {skip!r}: {exc}") from exc
+        self.store: CacheStore | None = None
+
+    def bind(self, services: Any) -> None:
+        opener = getattr(services, "cache_store", None)
+        self.store = opener(self.directory, self.namespace) if opener is not None else None
+
+    # --- keys -----------------------------------------------------------------
+
+    def key(self, ctx: RequestContext, method: str) -> str:
+        parts = []
+        for name in self.key_headers:
+            value = header_value(ctx.request_headers, name)
+            if value:
+                parts.append(value.decode("latin-1"))
+        parts.extend(ctx.cache_keys or ())
+        parts += [method, ctx.uri]
+        primary = ":".join(parts)
+        digest = hashlib.sha256(f"{self.namespace}\n{primary}".encode("utf-8", "replace"))
+        return digest.hexdigest()
+
+    # --- request ----------------------------------------------------------------
+
+    def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
+        if step != self.step or self.store is None:
+            return CONTINUE
+        method = ctx.method
+        if method not in ("GET", "HEAD", "PURGE"):
+            return CONTINUE
+        if self.skip is not None and self.skip.search(ctx.uri):
+            return CONTINUE
+        if method == "PURGE":
+            return self._purge(ctx)
+        store = self.store
+        key = self.key(ctx, method)
+        lookup = _Lookup(key, list(ctx.request_headers))
+        ctx.plugin_state(self.name, lookup)
+        start = time.monotonic()
+        entry = self._usable(store.get(key), ctx)
+        now = time.time()
+        if entry is not None and entry.fresh(now):
+            ctx.cache_lookup_time = time.monotonic() - start
+            return self._serve(entry, lookup, b"hit", now)
+        ctx.cache_lookup_time = time.monotonic() - start
+        if self.lock > 0:
+            waited_from = time.monotonic()
+            ticket = store.lock(key, self.lock)
+            if ticket is not None:
+                lookup.ticket = ticket
+                ctx.on_finish(lookup.release)
+                if ticket.waited:
+                    ctx.cache_lock_time = time.monotonic() - waited_from
+                    filled = self._usable(store.get(key), ctx)
+                    now = time.time()
+                    if filled is not None and filled.fresh(now):
+                        lookup.release()
+                        return self._serve(filled, lookup, b"hit", now)
+                    entry = filled or entry
+        if entry is not None:
+            lookup.status = b"expired"
+            validators = entry.validators()
+            if validators:
+                lookup.stale = entry
+                kept = [(n, v) for n, v in ctx.request_headers
+                        if n.lower() not in _CONDITIONAL and n.lower() != b"range"
+                        and n.lower() != b"if-range"]
+                ctx.request_headers = kept + validators
+        return CONTINUE
+
+    def _usable(self, entry: Entry | None, ctx: RequestContext) -> Entry | None:
+        if entry is None or not vary_matches(entry, ctx.request_headers):
+            return None
+        return entry
+
+    def _serve(self, entry: Entry, lookup: _Lookup, label: bytes, now: float) -> Respond:
+        lookup.status = label
+        lookup.done = True
+        status, headers, body = answer(entry, lookup.client_headers, now, label)
+        return Respond(status=status, headers=headers, body=body)
+
+    def _purge(self, ctx: RequestContext) -> Respond:
+        assert self.store is not None
+        try:
+            ip = ipaddress.ip_address(ctx.client_ip)
+            allowed = any(ip in net for net in self.purge_ips)
+        except ValueError:
+            allowed = False
+        if not allowed:
+            return plugin_response(403, b"Forbidden, ip is not allowed")
+        if ctx.path == "/*":
+            result = self.store.purge_namespace(self.namespace) if self.namespace else None
+            if result is None:
+                return plugin_response(
+                    501, b"Purging everything needs a file cache with a namespace")
+            purged, failed = result
+            return plugin_response(200, f"purged: {purged}, fail: {failed}".encode())
+        for method in ("GET", "HEAD"):
+            self.store.delete(self.key(ctx, method))
+        return Respond(status=204, headers=[(b"Cache-Control", b"private, no-cache")],
+                       body=b"")
+
+    # --- response ---------------------------------------------------------------
+
+    def handle_response(self, ctx: RequestContext, status: int,
+                        headers: list[tuple[bytes, bytes]]) -> Respond | None:
+        lookup: _Lookup | None = ctx.plugin_state(self.name)
+        if lookup is None or lookup.done:
+            return None
+        if status == 304 and lookup.stale is not None and self.store is not None:
+            now = time.time()
+            entry = lookup.stale
+            merged = refreshed(entry, headers, 0, now)
+            ttl = freshness(entry.status, merged.headers,
+                            check_cache_control=self.check_cache_control,
+                            max_ttl=self.max_ttl, now=now)
+            entry = refreshed(entry, headers, ttl if ttl is not None else DEFAULT_TTL, now)
+            if ttl is not None:
+                self.store.put(lookup.key, entry)
+            lookup.release()
+            return self._serve(entry, lookup, b"revalidated", now)
+        headers.append((b"X-Cache-Status", lookup.status))
+        return None
+
+    def body_filter(self, ctx: RequestContext, status: int,
+                    headers: Headers) -> BodyFilter | None:
+        lookup: _Lookup | None = ctx.plugin_state(self.name)
+        if lookup is None or lookup.done or self.store is None:
+            return None
+        lookup.done = True
+        now = time.time()
+        ttl = freshness(status, headers, check_cache_control=self.check_cache_control,
+                        max_ttl=self.max_ttl, now=now)
+        length = header_value(headers, b"content-length")
+        if ttl is None or (length is not None and length.isdigit()
+                           and int(length) > self.max_file_size):
+            lookup.release()  # nothing will be stored: let the waiters go now
+            return None
+        stored = [(n, v) for n, v in headers if n.lower() != b"x-cache-status"]
+        return _Filler(self, lookup, status, stored, ttl)
+
+
+class _Filler:
+    """Passes the body through and keeps a copy; stores it once complete."""
+
+    __slots__ = ("plugin", "lookup", "status", "headers", "ttl", "parts", "size")
+
+    def __init__(self, plugin: Cache, lookup: _Lookup, status: int, headers: Headers,
+                 ttl: float) -> None:
+        self.plugin = plugin
+        self.lookup = lookup
+        self.status = status
+        self.headers = headers
+        self.ttl = ttl
+        self.parts: list[bytes] | None = []
+        self.size = 0
+
+    def feed(self, data: bytes) -> bytes:
+        if self.parts is not None:
+            self.size += len(data)
+            if self.size > self.plugin.max_file_size:
+                self.parts = None  # too big: pass it on, store nothing
+                self.lookup.release()
+            else:
+                self.parts.append(data)
+        return data
+
+    def end(self) -> bytes:
+        if self.parts is not None and self.plugin.store is not None:
+            now = time.time()
+            entry = make_entry(self.status, self.headers, b"".join(self.parts),
+                               self.lookup.client_headers, self.ttl, now)
+            self.plugin.store.put(self.lookup.key, entry)
+        self.parts = None
+        self.lookup.release()
+        return b""

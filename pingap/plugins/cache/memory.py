@@ -1,0 +1,57 @@
+"""The ``memory://`` cache store: one per worker process, bounded by size.
+
+Entries live in a ``cachetools.LRUCache`` weighed by their bytes, so the store never
+holds more than ``max_size``; expired entries stay until evicted or replaced (a
+stale entry is still useful for revalidation).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit
+
+import cachetools
+
+from pingap.plugins.cache.policy import Entry
+from pingap.units import parse_bytesize
+
+#: the budget a bare-number ``max_size`` (a percentage) is taken of, per worker
+BUDGET = 256 * 1024 * 1024
+
+
+def _weight(entry: Entry) -> int:
+    return len(entry.body) + sum(len(n) + len(v) for n, v in entry.headers) + 128
+
+
+def memory_size(directory: str) -> int:
+    """``max_size`` of a ``memory://name?max_size=...`` string: a bare number is a
+    percentage of ``BUDGET`` (at most 100), a size with a unit is absolute."""
+    query = parse_qs(urlsplit(directory).query)
+    raw = (query.get("max_size") or [""])[0].strip()
+    if not raw:
+        return BUDGET
+    if raw.isdigit():
+        return BUDGET * min(int(raw), 100) // 100
+    return parse_bytesize(raw)
+
+
+class MemoryStore:
+    """A per-worker ``CacheStore`` (see ``pingap.plugins.cache``)."""
+
+    shared = False
+
+    def __init__(self, max_size: int = BUDGET) -> None:
+        self.entries: cachetools.LRUCache[str, Entry] = cachetools.LRUCache(
+            maxsize=max_size, getsizeof=_weight)
+
+    def get(self, key: str) -> Entry | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, entry: Entry) -> None:
+        if _weight(entry) <= self.entries.maxsize:
+            self.entries[key] = entry
+
+    def delete(self, key: str) -> bool:
+        return self.entries.pop(key, None) is not None
+
+    def purge_namespace(self, namespace: str) -> tuple[int, int] | None:
+        return None  # entries are not grouped by namespace here (pingap: 501 too)

@@ -1,0 +1,281 @@
+"""The HTTP cache: storability and freshness, entries on disk, the plugin's hit, miss,
+fill, revalidation and purge decisions against real stores."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pingap import conditional
+from pingap.actions import CONTINUE, Respond
+from pingap.plugins.cache import Cache
+from pingap.plugins.cache.memory import BUDGET, MemoryStore, memory_size
+from pingap.plugins.cache.policy import Entry, answer, freshness, make_entry
+from tests.unit.body_support import header, make_ctx, run
+from workers.cache_store import CacheStores, FileStore, parse_levels
+
+NOW = 1_700_000_000.0
+
+
+def fresh(headers: dict[str, str], status: int = 200, **kw: object) -> float | None:
+    items = [(k.encode(), v.encode()) for k, v in headers.items()]
+    return freshness(status, items, check_cache_control=bool(kw.get("check", False)),
+                     max_ttl=kw.get("max_ttl"), now=NOW)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ({"Cache-Control": "max-age=60"}, 60),
+    ({"Cache-Control": "public, max-age=60, s-maxage=300"}, 300),
+    ({"Cache-Control": "max-age=60", "Age": "20"}, 40),
+    ({"Cache-Control": "max-age=60", "Age": "90"}, None),
+    ({"Cache-Control": "max-age=0"}, None),
+    ({"Cache-Control": "private, max-age=60"}, None),
+    ({"Cache-Control": "no-store"}, None),
+    ({"Cache-Control": "no-cache, max-age=60"}, None),
+    ({"Cache-Control": "public"}, None),
+    ({"Cache-Control": "max-age=60", "Set-Cookie": "a=b"}, None),
+    ({"Cache-Control": "max-age=60", "Vary": "*"}, None),
+    ({}, 1.0),
+    ({"Expires": conditional.http_date(NOW + 120), "Date": conditional.http_date(NOW)}, 120),
+    ({"Expires": "0"}, None),
+])
+def test_freshness(headers: dict[str, str], expected: float | None) -> None:
+    assert fresh(headers) == expected
+
+
+def test_freshness_options_and_statuses() -> None:
+    assert fresh({}, check=True) is None
+    assert fresh({"Cache-Control": "max-age=7200"}, max_ttl=3600.0) == 3600
+    assert fresh({"Cache-Control": "max-age=60"}, status=404) == 60
+    assert fresh({"Cache-Control": "max-age=60"}, status=500) is None
+    assert fresh({"Cache-Control": "max-age=60"}, status=206) is None
+
+
+def test_entry_round_trip_and_truncation() -> None:
+    entry = make_entry(200, [(b"ETag", b'"1"'), (b"Vary", b"Accept-Language"), (b"Age", b"3")],
+                       b"body", [(b"Accept-Language", b"fr")], 60, NOW)
+    assert entry.initial_age == 3 and entry.vary == ((b"accept-language", b"fr"),)
+    data = entry.dumps()
+    assert Entry.loads(data) == entry
+    assert Entry.loads(data[:-1]) is None
+    assert Entry.loads(b"garbage") is None
+    assert entry.age(NOW + 10) == 13
+
+
+def test_answer_adds_age_and_answers_conditionals() -> None:
+    entry = make_entry(200, [(b"ETag", b'"v1"'), (b"Content-Length", b"4")], b"body", [], 60, NOW)
+    status, headers, body = answer(entry, [], NOW + 5, b"hit")
+    assert (status, body) == (200, b"body")
+    assert header(headers, "age") == b"5" and header(headers, "x-cache-status") == b"hit"
+    status, headers, body = answer(entry, [(b"If-None-Match", b'"v1"')], NOW, b"hit")
+    assert status == 304 and body == b"" and header(headers, "content-length") is None
+
+
+def test_memory_size_and_bound() -> None:
+    assert memory_size("memory://pingap?max_size=20") == BUDGET // 5
+    assert memory_size("memory://pingap?max_size=1mb") == 1_000_000
+    assert memory_size("") == BUDGET
+    store = MemoryStore(max_size=3000)
+    for i in range(10):
+        store.put(str(i), make_entry(200, [], b"x" * 1000, [], 60, NOW))
+    assert store.get("0") is None and store.get("9") is not None
+
+
+# --- the plugin ---------------------------------------------------------------------
+
+@pytest.fixture(params=["memory", "file"])
+def stores(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[CacheStores, str]:
+    directory = "memory://t" if request.param == "memory" else str(tmp_path / "cache")
+    return CacheStores(), directory
+
+
+def cache_plugin(stores: tuple[CacheStores, str], **options: object) -> Cache:
+    opener, directory = stores
+    plugin = Cache("c", {"directory": directory, "purge_ip_list": ["127.0.0.1"], **options})
+    plugin.bind(SimpleNamespace(cache_store=opener))
+    return plugin
+
+
+def miss_and_fill(plugin: Cache, path: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                  *, method: str = "GET", req: dict[str, str] | None = None) -> object:
+    ctx = make_ctx(path, method=method, headers=req)
+    assert plugin.handle_request("request", ctx) is CONTINUE
+    out = list(headers)
+    assert plugin.handle_response(ctx, 200, out) is None
+    assert header(out, "x-cache-status") == b"miss"
+    body_filter = plugin.body_filter(ctx, 200, out)
+    if body_filter is not None:
+        assert run(body_filter, [body[:3], body[3:]]) == body
+    for cleanup in ctx.cleanups or ():
+        cleanup()
+    return body_filter
+
+
+def lookup(plugin: Cache, path: str, *, method: str = "GET",
+           req: dict[str, str] | None = None) -> Respond | None:
+    result = plugin.handle_request("request", make_ctx(path, method=method, headers=req))
+    return result if isinstance(result, Respond) else None
+
+
+CACHEABLE = [(b"Content-Type", b"text/plain"), (b"Cache-Control", b"max-age=60"),
+             (b"ETag", b'"e1"'), (b"Content-Length", b"5")]
+
+
+def test_miss_fill_then_hit(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores)
+    assert lookup(plugin, "/a") is None
+    miss_and_fill(plugin, "/a", CACHEABLE, b"hello")
+    hit = lookup(plugin, "/a")
+    assert hit is not None and hit.status == 200 and hit.body == b"hello"
+    assert header(hit.headers, "x-cache-status") == b"hit"
+    assert header(hit.headers, "age") == b"0"
+    assert lookup(plugin, "/a", method="HEAD") is None  # HEAD has its own key, as pingap
+    assert lookup(plugin, "/a?x=1") is None
+    not_modified = lookup(plugin, "/a", req={"If-None-Match": '"e1"'})
+    assert not_modified is not None and not_modified.status == 304
+
+
+def test_uncacheable_and_oversized_are_not_stored(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores, max_file_size="4b")
+    assert miss_and_fill(plugin, "/big", CACHEABLE, b"hello") is None  # Content-Length says so
+    unknown = [h for h in CACHEABLE if h[0] != b"Content-Length"]
+    assert miss_and_fill(plugin, "/big2", unknown, b"hello") is not None
+    assert lookup(plugin, "/big2") is None  # stopped keeping it while streaming
+    plugin = cache_plugin(stores)
+    miss_and_fill(plugin, "/cookie", [*CACHEABLE, (b"Set-Cookie", b"s=1")], b"hello")
+    assert lookup(plugin, "/cookie") is None
+
+
+def test_a_response_cut_short_is_never_stored(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores)
+    ctx = make_ctx("/cut")
+    plugin.handle_request("request", ctx)
+    out = list(CACHEABLE)
+    plugin.handle_response(ctx, 200, out)
+    body_filter = plugin.body_filter(ctx, 200, out)
+    assert body_filter is not None
+    body_filter.feed(b"hel")  # the client went away: finish() never comes
+    for cleanup in ctx.cleanups or ():
+        cleanup()
+    assert lookup(plugin, "/cut") is None
+
+
+def test_vary_and_key_headers(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores, headers=["X-Tenant"])
+    vary = [*CACHEABLE, (b"Vary", b"Accept-Language")]
+    miss_and_fill(plugin, "/v", vary, b"hello", req={"Accept-Language": "fr", "X-Tenant": "a"})
+    assert lookup(plugin, "/v", req={"Accept-Language": "fr", "X-Tenant": "a"}) is not None
+    assert lookup(plugin, "/v", req={"Accept-Language": "de", "X-Tenant": "a"}) is None
+    assert lookup(plugin, "/v", req={"Accept-Language": "fr", "X-Tenant": "b"}) is None
+
+
+def test_stale_entry_is_revalidated(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores)
+    short = [(b"Content-Type", b"text/plain"), (b"Cache-Control", b"max-age=1"),
+             (b"ETag", b'"e1"'), (b"Last-Modified", b"Mon, 01 Jan 2024 00:00:00 GMT")]
+    miss_and_fill(plugin, "/r", short, b"hello")
+    key = plugin.key(make_ctx("/r"), "GET")
+    assert plugin.store is not None
+    entry = plugin.store.get(key)
+    assert entry is not None
+    plugin.store.put(key, Entry(entry.status, entry.headers, entry.body, entry.stored - 10,
+                                entry.expires - 10, entry.vary))
+    ctx = make_ctx("/r", headers={"If-None-Match": '"client"'})
+    assert plugin.handle_request("request", ctx) is CONTINUE
+    assert header(ctx.request_headers, "if-none-match") == b'"e1"'
+    assert header(ctx.request_headers, "if-modified-since") == b"Mon, 01 Jan 2024 00:00:00 GMT"
+    replaced = plugin.handle_response(ctx, 304, [(b"Cache-Control", b"max-age=60"),
+                                                 (b"ETag", b'"e1"')])
+    assert isinstance(replaced, Respond)
+    assert replaced.status == 200 and replaced.body == b"hello"
+    assert header(replaced.headers, "x-cache-status") == b"revalidated"
+    assert header(replaced.headers, "cache-control") == b"max-age=60"
+    hit = lookup(plugin, "/r")
+    assert hit is not None and header(hit.headers, "x-cache-status") == b"hit"
+
+
+def test_stale_entry_replaced_by_a_new_200(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores)
+    miss_and_fill(plugin, "/n", [(b"Cache-Control", b"max-age=1")], b"old")
+    key = plugin.key(make_ctx("/n"), "GET")
+    assert plugin.store is not None
+    entry = plugin.store.get(key)
+    assert entry is not None
+    plugin.store.put(key, Entry(entry.status, entry.headers, entry.body, 0, 1, entry.vary))
+    ctx = make_ctx("/n")
+    plugin.handle_request("request", ctx)
+    out = [(b"Cache-Control", b"max-age=60")]
+    plugin.handle_response(ctx, 200, out)
+    assert header(out, "x-cache-status") == b"expired"
+    body_filter = plugin.body_filter(ctx, 200, out)
+    assert body_filter is not None and run(body_filter, [b"new"]) == b"new"
+    hit = lookup(plugin, "/n")
+    assert hit is not None and hit.body == b"new"
+
+
+def test_purge(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores)
+    miss_and_fill(plugin, "/p", CACHEABLE, b"hello")
+    miss_and_fill(plugin, "/p", CACHEABLE, b"", method="HEAD")
+    denied = plugin.handle_request("request", make_ctx("/p", method="PURGE", client_ip="10.9.9.9"))
+    assert isinstance(denied, Respond) and denied.status == 403
+    assert lookup(plugin, "/p") is not None
+    purged = plugin.handle_request("request", make_ctx("/p", method="PURGE", client_ip="127.0.0.1"))
+    assert isinstance(purged, Respond) and purged.status == 204
+    assert lookup(plugin, "/p") is None and lookup(plugin, "/p", method="HEAD") is None
+
+
+def test_purge_everything(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores, namespace="web")
+    miss_and_fill(plugin, "/1", CACHEABLE, b"hello")
+    miss_and_fill(plugin, "/2", CACHEABLE, b"hello")
+    result = plugin.handle_request("request", make_ctx("/*", method="PURGE",
+                                                       client_ip="127.0.0.1"))
+    assert isinstance(result, Respond)
+    if plugin.directory.startswith("memory://"):
+        assert result.status == 501
+    else:
+        assert (result.status, result.body) == (200, b"purged: 2, fail: 0")
+        assert lookup(plugin, "/1") is None
+
+
+def test_skip_and_methods(stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores, skip="^/api/")
+    ctx = make_ctx("/api/x")
+    assert plugin.handle_request("request", ctx) is CONTINUE and ctx.plugin_state("c") is None
+    ctx = make_ctx("/x", method="POST")
+    assert plugin.handle_request("request", ctx) is CONTINUE and ctx.plugin_state("c") is None
+
+
+# --- the file store -----------------------------------------------------------------
+
+def test_file_store_survives_a_new_instance_and_writes_atomically(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path), parse_levels("1:2"))
+    entry = make_entry(200, [(b"A", b"b")], b"x" * 1000, [], 60, NOW)
+    store.put("abcdef", entry)
+    assert (tmp_path / "a" / "bc" / "abcdef").exists()
+    assert FileStore(str(tmp_path), (1, 2)).get("abcdef") == entry
+    assert not [n for n in os.listdir(tmp_path / "a" / "bc") if n.startswith(".tmp")]
+    (tmp_path / "a" / "bc" / "abcdef").write_bytes(entry.dumps()[:-10])  # a torn file
+    assert store.get("abcdef") is None
+
+
+def test_file_lock_excludes_a_second_filler(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path))
+    first = store.lock("k", 1.0)
+    assert first is not None and not first.waited
+    assert store.lock("k", 0.05) is None  # held: the waiter gives up after its time
+    first.release()
+    second = store.lock("k", 0.05)
+    assert second is not None
+    second.release()
+
+
+def test_levels_are_validated() -> None:
+    with pytest.raises(ValueError):
+        parse_levels("1:2:3")
+    with pytest.raises(ValueError):
+        parse_levels("4")
