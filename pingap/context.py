@@ -67,6 +67,8 @@ class RequestContext:
     location: str | None = None
     variables: dict[str, str] = field(default_factory=dict)
     request_id: str | None = None
+    #: the upstream a plugin chose instead of the location's (traffic_splitting)
+    upstream_name: str | None = None
     status: int | None = None
     response_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     payload_size: int = 0

@@ -12,6 +12,7 @@ are not counted, as in pingap.
 from __future__ import annotations
 
 import platform
+import re
 from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -243,6 +244,30 @@ def render(state: SharedState, columns: Iterable[int],
     out.append(f"pingap_build_info{_labels(version=__version__, python=platform.python_version())} 1")
     out.extend(process_lines)
     return "\n".join(out) + "\n"
+
+
+_LOCATION_LABEL = re.compile(r'location="((?:[^"\\]|\\.)*)"')
+_REQUEST_FAMILIES = (("pingap_http_requests_total{", "accepted"),
+                     ("pingap_http_requests_current{", "processing"))
+
+
+def request_counts(state: SharedState, columns: Iterable[int], location: str | None
+                   ) -> dict[str, int]:
+    """Host-wide ``processing``/``accepted`` over every server, and the same for
+    ``location`` (the ``stats`` plugin's counts), summed over ``columns`` (+ retired)."""
+    totals = state.totals(list(columns))
+    wanted = None if location is None else _escape(location)
+    out = {"processing": 0, "accepted": 0, "location_processing": 0, "location_accepted": 0}
+    for index, series, _kind in state.series():
+        for prefix, key in _REQUEST_FAMILIES:
+            if series.startswith(prefix):
+                found = _LOCATION_LABEL.search(series)
+                label = found.group(1) if found else ""
+                if label == "":
+                    out[key] += int(totals.get(index, 0))
+                elif label == wanted:
+                    out["location_" + key] += int(totals.get(index, 0))
+    return out
 
 
 def _cumulative(lines: list[str]) -> list[str]:

@@ -211,7 +211,7 @@ class ProxySession:
         answer = self._run_plugins("request") or self._run_plugins("proxy_upstream")
         if answer is not None:
             return answer
-        name = location.upstream
+        name = ctx.upstream_name or location.upstream
         if not name:
             return self.error(PingapError(
                 f"No upstream for location {location.name}", status=503))

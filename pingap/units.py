@@ -163,3 +163,19 @@ def format_duration_human(seconds: float) -> str:
     if ms < 3_600_000:
         return _with_one_decimal(ms, 60_000, "m")
     return _with_one_decimal(ms, 3_600_000, "h")
+
+
+def format_duration_spans(seconds: float) -> str:
+    """``humantime::format_duration`` of whole seconds (pingap's stats ``uptime``):
+    ``"0s"``, ``"5m 3s"``, ``"1day 2h 3m 4s"``, ``"2months 3days"``, ``"1year ..."``."""
+    left = max(int(seconds), 0)
+    if not left:
+        return "0s"
+    parts = []
+    for size, singular, plural in ((31_557_600, "year", "years"), (2_630_016, "month", "months"),
+                                   (86_400, "day", "days"), (3600, "h", "h"), (60, "m", "m"),
+                                   (1, "s", "s")):
+        count, left = divmod(left, size)
+        if count:
+            parts.append(f"{count}{singular if count == 1 else plural}")
+    return " ".join(parts)

@@ -42,12 +42,13 @@ from pingap.config import load_config
 from pingap.context import ConnectionInfo, RequestContext
 from pingap.control import Decoder, MessageType, encode
 from pingap.errors import ConfigError
-from pingap.metrics import MetricsRecorder, process_lines
+from pingap.metrics import MetricsRecorder, process_lines, request_counts
 from pingap.metrics import render as render_metrics
 from pingap.plugins import Services, load_entry_points
 from pingap.runtime import Runtime, ServerRuntime, build_runtime
 from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SharedState, ShmCounters
+from pingap.units import format_duration_spans, format_size_human
 from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.h1 import H1Connection
 from workers.h2 import PREFACE, H2Connection, H2Stream, is_preface
@@ -173,28 +174,65 @@ class Worker:
                     plugin.bind(services)
 
     def plugin_stats(self, ctx: RequestContext) -> dict[str, object]:
-        """What the ``stats`` plugin answers (pingap's field names where they apply)."""
-        proc = psutil.Process()
-        memory = proc.memory_info().rss
-        location = self.runtime.locations.get(ctx.location or "")
+        """What the ``stats`` plugin answers: pingap's fields, counted over the whole host
+        (every worker's requests; the memory, threads and sockets of master + workers)."""
+        columns: list[int] = []
+        pids = [os.getppid()]
+        serving = 1
+        if self.scoreboard is not None:
+            serving = 0
+            for slot in self.scoreboard.slots():
+                columns.append(slot.index)
+                if slot.pid:
+                    pids.append(slot.pid)
+                    serving += slot.state is SlotState.SERVING
+        if self.state is not None:
+            counts = request_counts(self.state, columns, ctx.location)
+        else:  # a worker built by hand in tests: its own figures only
+            location = self.runtime.locations.get(ctx.location or "")
+            counts = {"processing": sum(s.processing for s in self.runtime.servers.values()),
+                      "accepted": sum(s.accepted for s in self.runtime.servers.values()),
+                      "location_processing": location.processing if location else 0,
+                      "location_accepted": 0}
+        rss = threads = fds = tcp = tcp6 = 0
+        started = self.started_at
+        for pid in pids:
+            try:
+                proc = psutil.Process(pid)
+                with proc.oneshot():
+                    rss += proc.memory_info().rss
+                    threads += proc.num_threads()
+                    fds += proc.num_fds()
+                    if pid == pids[0]:
+                        started = proc.create_time()
+                tcp += len(proc.net_connections("tcp4"))
+                tcp6 += len(proc.net_connections("tcp6"))
+            except psutil.Error:
+                continue
+        memory = psutil.virtual_memory()
+        python = f"Python {platform.python_version()}"
         return {
-            "processing": sum(s.processing for s in self.runtime.servers.values()),
-            "accepted": sum(s.accepted for s in self.runtime.servers.values()),
-            "location_processing": location.processing if location else 0,
-            "location_accepted": 0,
+            **counts,
             "hostname": socket.gethostname(),
             "version": __version__,
+            "rustc_version": python,  # pingap's field: the runtime that built the proxy
             "python_version": platform.python_version(),
-            "start_time": int(self.started_at),
-            "uptime": int(time.time() - self.started_at),
-            "memory_mb": memory // (1024 * 1024),
-            "memory": f"{memory / 1e6:.1f}MB",
+            "start_time": int(started),
+            "uptime": format_duration_spans(time.time() - started),
+            "memory_mb": rss // (1024 * 1024),
+            "memory": format_size_human(rss),
+            "total_memory": format_size_human(memory.total),
+            "used_memory": format_size_human(memory.used),
             "arch": platform.machine(),
             "cpus": os.cpu_count() or 1,
-            "threads": 1,
-            "fd_count": proc.num_fds(),
+            "physical_cpus": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+            "threads": threads,
+            "fd_count": fds,
+            "tcp_count": tcp,
+            "tcp6_count": tcp6,
             "pid": os.getpid(),
             "worker": self.worker_id,
+            "workers": serving,
             "generation": self.generation,
         }
 

@@ -263,3 +263,4 @@ from pingap.plugins import auth as _auth  # noqa: E402,F401
 from pingap.plugins import builtin as _builtin  # noqa: E402,F401
 from pingap.plugins import headers as _headers  # noqa: E402,F401
 from pingap.plugins import restrictions as _restrictions  # noqa: E402,F401
+from pingap.plugins import traffic as _traffic  # noqa: E402,F401
