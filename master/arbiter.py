@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master import files, handoff, logs, shm
+from master.admin import AdminWriter, admin_document
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from master.snapshot import ConfigSnapshots
@@ -69,6 +70,7 @@ class Options:
     heartbeat_timeout: float = 10.0
     spare_workers: bool = True         # keep one booted spare per generation
     argv: list[str] = field(default_factory=list)  # to start a replacement on USR2
+    admin: str | None = None           # pingap --admin [user:pass@]host:port[/path]
 
 
 @dataclass
@@ -154,7 +156,10 @@ class Arbiter:
             else os.path.abspath(options.config_path)
         self.config = config
         self.storage = open_storage(self.config_path)
-        self.snapshots = ConfigSnapshots(self.storage)
+        extra = [admin_document(options.admin)] if options.admin else []
+        self.snapshots = ConfigSnapshots(self.storage, extra)
+        self.admin = AdminWriter(self.storage, extra, self.reload,
+                                 lambda: (self.reload_seq, self.last_reload))
         self.pid_file = config.basic.pid_file or files.default_pid_file()
         self.listeners = ListenerSet()
         self.workers: dict[int, WorkerHandle] = {}   # by pid
@@ -446,8 +451,22 @@ class Arbiter:
             elif message.type == MessageType.HEARTBEAT:
                 worker.last_heartbeat = time.monotonic()
                 worker.stats = message.payload or {}
+            elif message.type == MessageType.ADMIN_REQUEST:
+                self.admin.handle(message.payload or {}, self._admin_reply(worker, message))
             elif message.type == MessageType.BOOT_ERROR:
                 worker.boot_error = str((message.payload or {}).get("error", "boot error"))
+
+    @staticmethod
+    def _admin_reply(worker: WorkerHandle, message: Any) -> Any:
+        call_id = (message.payload or {}).get("id")
+
+        def reply(status: int, body: Any) -> None:
+            try:
+                worker.control.sendall(encode(MessageType.ADMIN_RESULT, {
+                    "id": call_id, "status": status, "body": body}))
+            except OSError:
+                pass  # the worker is gone; its client saw the connection close
+        return reply
 
     def reap_workers(self) -> None:
         for pid, worker in list(self.workers.items()):
@@ -801,6 +820,7 @@ class Arbiter:
         self.check_handoff(self.handoff is not None and self.handoff.conn in ready)
         self.reap_workers()
         self.check_rollout()
+        self.admin.poll()
         self.check_timeouts()
         self.manage_workers()
         self.write_status()

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="TLS certificate: a PEM file or a directory holding one")
     quick.add_argument("--key", default=None,
                        help="TLS private key (default: the key next to the certificate)")
+    parser.add_argument("--admin", default=None, metavar="[USER:PASS@]HOST:PORT[/PATH]",
+                        help="serve the admin API on its own address (env PINGAP_ADMIN_ADDR "
+                             "with PINGAP_ADMIN_USER and PINGAP_ADMIN_PASSWORD)")
     parser.add_argument("--template", action="store_true",
                         help="print pingap's template config and exit")
     parser.add_argument("--sync", default=None, metavar="STORAGE",
@@ -146,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.template:
         print(TEMPLATE)
         return 0
+    args.admin = args.admin or admin_from_env()
+    if args.admin:
+        from master.admin import admin_document
+        try:
+            admin_document(args.admin)
+        except ValueError as exc:
+            print(f"pingap: {exc}", file=sys.stderr)
+            return 1
     quick_dir = ""
     if args.upstream is not None:
         if args.conf:
@@ -175,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if quick_dir:
             shutil.rmtree(quick_dir, ignore_errors=True)
+
+
+def admin_from_env() -> str | None:
+    """pingap's PINGAP_ADMIN_ADDR (+ PINGAP_ADMIN_USER / PINGAP_ADMIN_PASSWORD)."""
+    addr = os.environ.get("PINGAP_ADMIN_ADDR", "")
+    if not addr:
+        return None
+    user = os.environ.get("PINGAP_ADMIN_USER", "")
+    password = os.environ.get("PINGAP_ADMIN_PASSWORD", "")
+    return f"{user}:{password}@{addr}" if user and password else addr
 
 
 def _quick_argv(args: argparse.Namespace) -> list[str]:
@@ -214,6 +235,8 @@ def _run(args: argparse.Namespace) -> int:
     child_argv += ["--heartbeat-timeout", str(args.heartbeat_timeout)]
     if args.no_spare:
         child_argv.append("--no-spare")
+    if args.admin:
+        child_argv += ["--admin", args.admin]
     ready_pipe = None
     if args.daemon:
         ready_pipe = daemonize(config.basic.error_log)  # type: ignore[attr-defined]
@@ -221,7 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     options = Options(config_path=conf, threads=args.threads, log_path=log_path,
                       autoreload=args.autoreload or args.autorestart, upgrade=args.upgrade,
                       upgrade_fd=args.upgrade_fd, heartbeat_timeout=args.heartbeat_timeout,
-                      spare_workers=not args.no_spare,
+                      spare_workers=not args.no_spare, admin=args.admin,
                       argv=child_argv)
     arbiter = Arbiter(options, config)
     arbiter.ready_pipe = ready_pipe

@@ -15,13 +15,14 @@ import shutil
 import tempfile
 
 from master.storage import ConfigStorage, StorageError
-from master.storage.documents import Layout
+from master.storage.documents import Document, Layout
 from pingap.errors import ConfigError, Problem
 
 
 class ConfigSnapshots:
-    def __init__(self, storage: ConfigStorage) -> None:
+    def __init__(self, storage: ConfigStorage, extra: list[Document] | None = None) -> None:
         self.storage = storage
+        self.extra = list(extra or ())  # config not in the storage (--admin's server)
         self.root = tempfile.mkdtemp(prefix="pingap-config-")
 
     @property
@@ -38,14 +39,14 @@ class ConfigSnapshots:
         dest = os.path.join(self.root, f"gen-{generation}")
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
-        for document in documents:
+        for document in [*documents, *self.extra]:
             target = os.path.normpath(os.path.join(dest, document.key))
             if not target.startswith(dest + os.sep):
                 continue  # a key cannot climb out of the copy
             os.makedirs(os.path.dirname(target), exist_ok=True)
             with open(target, "wb") as out:
                 out.write(document.data)
-        if self._single:
+        if self._single and not self.extra:
             return os.path.join(dest, self.storage.single_key)
         return dest
 
@@ -56,6 +57,10 @@ class ConfigSnapshots:
         if self._single:
             copy = os.path.join(copy, self.storage.single_key)
             source = self.storage.location(self.storage.single_key)
+        for document in self.extra:
+            error = ConfigError([Problem(p.file.replace(
+                os.path.join(self.root, f"gen-{generation}", document.key),
+                f"--admin ({document.key})"), p.key, p.message) for p in error.problems])
         problems = [Problem(p.file.replace(copy, source, 1), p.key,
                             p.message.replace(copy, source)) for p in error.problems]
         return ConfigError(problems)

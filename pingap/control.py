@@ -35,6 +35,9 @@ class MessageType(enum.IntEnum):
     BOOT_ERROR = 6  # worker -> master: failed before serving; payload {"error": str}
     HANDOFF = 7     # old master -> new master: listening fds attached; {"addrs", "pid"}
     ACTIVATE = 8    # master -> standby worker: start serving as {"worker_id": n}
+    ADMIN_REQUEST = 9   # worker -> master: an admin write/history/reload;
+                        # {"id", "op", "category", "name", "values", "expected"}
+    ADMIN_RESULT = 10   # master -> worker: its answer {"id", "status", "body"}
 
 
 class ProtocolError(Exception):

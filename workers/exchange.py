@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 import gevent
 
 from pingap.actions import Forward, Respond
+from pingap.admin.api import AdminCall
 from pingap.context import ConnectionInfo, RequestContext
 from pingap.errors import (
     DownstreamError,
@@ -56,6 +57,7 @@ from pingap.h1client import (
 from pingap.plugins import plugin_response
 from pingap.session import ProxySession
 from workers import splice
+from workers.admin import body_reader
 from workers.h2upstream import H2StreamError, H2UpstreamConnection, H2UpstreamStream
 
 if TYPE_CHECKING:
@@ -189,6 +191,8 @@ class Exchange:
                 else:
                     size, keep = self.proxy(session, request, decision.upstream)
             else:
+                if isinstance(decision, AdminCall) and worker.admin is not None:
+                    decision = worker.admin.answer(decision, session.ctx, body_reader(self))
                 size, keep = self.respond(request, decision)
         except ClientGone:
             keep = False

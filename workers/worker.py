@@ -50,6 +50,7 @@ from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SharedState, ShmCounters
 from pingap.units import format_duration_spans, format_size_human
 from workers.accesslog import FileAccessLog, LoggerAccessLog
+from workers.admin import AdminService, basic_info
 from workers.h1 import H1Connection
 from workers.h2 import PREFACE, H2Connection, H2Stream, is_preface
 from workers.health import HealthProber
@@ -82,6 +83,7 @@ class Worker:
         self.worker_id = worker_id
         self.generation = generation
         self.control = control
+        self.admin: AdminService | None = None   # set when a location runs ``admin``
         self.scoreboard = scoreboard
         self.slot = slot
         self.pool = UpstreamPool(runtime.keepalive_pool_size)
@@ -506,6 +508,8 @@ class Worker:
                     self.activate(int(message.payload["worker_id"]))
                 elif message.type == MessageType.STATS:
                     self._send(MessageType.STATS, self.stats())
+                elif message.type == MessageType.ADMIN_RESULT and self.admin is not None:
+                    self.admin.resolve(message.payload or {})
 
     def _watch_parent(self) -> None:
         while True:
@@ -640,6 +644,10 @@ def main(argv: list[str]) -> int:
         worker = Worker(runtime, listeners, worker_id=args.worker_id,
                         generation=args.generation, control=control, scoreboard=scoreboard,
                         slot=args.slot, state=state, standby=args.standby)
+        if any(p.category == "admin" for loc in runtime.locations.values()
+               for p in loc.plugins):
+            worker.admin = AdminService(args.config, worker._send,
+                                        lambda: basic_info(worker))
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")

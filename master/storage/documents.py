@@ -11,8 +11,6 @@ untouched (their comments included).
 from __future__ import annotations
 
 import enum
-import hashlib
-import json
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from typing import Any
 import tomlkit
 from tomlkit.items import Table
 
+from pingap.admin.api import entry_digest
 from pingap.config.sources import SECTIONS
 
 __all__ = ["CATEGORIES", "Document", "Layout", "Placement", "check_name", "entry_digest",
@@ -90,15 +89,6 @@ def entry_values(documents: Sequence[Document], category: str, name: str
         if isinstance(table, dict) and isinstance(table.get(name), dict):
             return document, table[name]
     return None, None
-
-
-def entry_digest(values: Mapping[str, Any] | None) -> str:
-    """A short version stamp of an entry's values: two admins editing the same version
-    of an entry send the same stamp, and the second write is refused (409)."""
-    if values is None:
-        return ""
-    text = json.dumps(values, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _new_key(layout: Layout, single_key: str, category: str, name: str) -> str:

@@ -259,6 +259,7 @@ def load_entry_points(entry_points: Any) -> list[str]:
 
 
 # the families register their categories on import
+from pingap.plugins import admin as _admin  # noqa: E402,F401
 from pingap.plugins import auth as _auth  # noqa: E402,F401
 from pingap.plugins import builtin as _builtin  # noqa: E402,F401
 from pingap.plugins import headers as _headers  # noqa: E402,F401

@@ -1,0 +1,161 @@
+"""The admin API (``--admin``) against the real proxy: pingap's routes and login, every
+write validated like ``pingap -t`` and applied through the master as a reload whose
+result comes back; 401, lock-out, 409, a refused delete, comments kept in the file."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pingap.admin.auth import make_token
+from tests.support.client import request
+from tests.support.proc import PingapProcess, free_port, port_open, wait_for
+
+CONFIG = """# the team's proxy
+[basic]
+grace_period = "1s"
+pid_file = "{tmp}/pingap.pid"
+
+[upstreams.u]
+# where the app runs
+addrs = ["{backend}"] # primary
+
+[locations.all]
+upstream = "u"
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+
+[certificates.c]
+tls_cert = "{cert}"
+tls_key = "{key}"
+"""
+
+
+class Admin:
+    def __init__(self, port: int, user: str = "admin", password: str = "s3cret") -> None:
+        self.port, self.user, self.password = port, user, password
+
+    def call(self, method: str, path: str, body: Any = None, *, auth: bool = True,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
+        sent = dict(headers or {})
+        if auth:
+            sent["Authorization"] = make_token(self.user, self.password, int(time.time()))
+        data = None
+        if body is not None:
+            sent.setdefault("Content-Type", "application/json")
+            data = json.dumps(body)
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            conn.request(method, path, body=data, headers=sent)
+            reply = conn.getresponse()
+            raw = reply.read()
+            kind = reply.getheader("Content-Type") or ""
+            return (reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                    json.loads(raw) if "json" in kind else raw)
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, backends):
+    from tests.support.h2_backend import make_certificates
+
+    a, b = backends("a"), backends("b")
+    certs = make_certificates(tmp_path)
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(CONFIG.format(tmp=tmp_path, backend=a.addr, port=port,
+                                  cert=certs["cert"], key=certs["key"]))
+    proc = PingapProcess(conf, port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
+    wait_for(lambda: port_open(admin_port), what="the admin port")
+    yield conf, port, Admin(admin_port), a, b, proc
+    proc.stop()
+
+
+def _served_by(port: int, path: str = "/") -> str | None:
+    return request(port, "GET", path).header("X-Backend")
+
+
+def test_reads_need_a_login_and_hide_secrets(setup) -> None:
+    conf, port, admin, a, b, proc = setup
+    assert admin.call("GET", "/api/configs", auth=False)[0] == 401
+    wrong = Admin(admin.port, password="nope")
+    assert wrong.call("GET", "/api/configs")[0] == 401
+    old = {"Authorization": make_token("admin", "s3cret", int(time.time()) - 3 * 86400)}
+    assert admin.call("GET", "/api/configs", auth=False, headers=old)[0] == 401  # max_age
+    status, _, body = admin.call("GET", "/api/configs")
+    assert status == 200
+    assert body["upstreams"]["u"]["addrs"] == [a.addr]
+    assert body["certificates"]["c"]["tls_key"] == "********"
+    assert "PRIVATE KEY" not in json.dumps(body)
+    status, headers, entry = admin.call("GET", "/api/configs/upstream/u")
+    assert status == 200 and entry == {"addrs": [a.addr]} and headers["etag"].startswith('"')
+    status, _, upstreams = admin.call("GET", "/api/configs/upstreams")
+    assert list(upstreams) == ["u"]
+    status, _, basic = admin.call("GET", "/api/basic")
+    assert status == 200 and basic["generation"] == 1 and basic["pid"] == proc.pid
+
+
+def test_failed_logins_lock_the_ip_out(setup) -> None:
+    _, _, admin, *_ = setup
+    wrong = Admin(admin.port, password="guess")
+    for _ in range(10):  # pingap's default ip_fail_limit
+        assert wrong.call("GET", "/api/configs")[0] == 401
+    # per worker: with one worker the eleventh attempt, even a right one, is refused
+    assert admin.call("GET", "/api/configs")[0] == 403
+
+
+def test_save_applies_through_a_reload_and_keeps_comments(setup) -> None:
+    conf, port, admin, a, b, _ = setup
+    assert _served_by(port) == "a"
+    _, headers, entry = admin.call("GET", "/api/configs/upstream/u")
+    status, _, body = admin.call("POST", "/api/configs/upstream/u", {"addrs": [b.addr]},
+                                 headers={"If-Match": headers["etag"]})
+    assert status == 200, body
+    assert body["reload"] == {"ok": True, "problems": []}
+    assert _served_by(port) == "b"  # the reload is over when the answer comes
+    text = conf.read_text()
+    assert "# the team's proxy" in text and "# where the app runs" in text
+    assert f'addrs = ["{b.addr}"] # primary' in text
+    # the certificate was saved back masked: the stored key is untouched
+    status, _, _ = admin.call("POST", "/api/configs/certificate/c",
+                              {**admin.call("GET", "/api/configs/certificate/c")[2]})
+    assert status == 200 and "********" not in conf.read_text()  # mask never stored
+    # a stale version is refused, and nothing changes
+    before = conf.read_text()
+    status, _, body = admin.call("POST", "/api/configs/upstream/u", {"addrs": [a.addr]},
+                                 headers={"If-Match": headers["etag"]})
+    assert status == 409 and "changed by someone else" in body["message"]
+    assert conf.read_text() == before and _served_by(port) == "b"
+
+
+def test_new_route_bad_regex_and_referenced_delete(setup) -> None:
+    conf, port, admin, a, b, _ = setup
+    status, _, body = admin.call("POST", "/api/configs/upstream/api", {"addrs": [b.addr]})
+    assert status == 200, body
+    status, _, body = admin.call("POST", "/api/configs/location/api",
+                                 {"upstream": "api", "path": "~^/api/("})
+    assert status == 400
+    assert any("locations.api.path" in p for p in body["problems"]), body
+    status, _, body = admin.call("POST", "/api/configs/location/api",
+                                 {"upstream": "api", "path": "/api"})
+    assert status == 200, body
+    status, _, body = admin.call("POST", "/api/configs/server/s",
+                                 {"addr": f"127.0.0.1:{port}", "locations": ["api", "all"]})
+    assert status == 200, body
+    assert _served_by(port, "/api/x") == "b" and _served_by(port, "/x") == "a"
+    before = conf.read_text()
+    status, _, body = admin.call("DELETE", "/api/configs/upstream/api")
+    assert status == 400 and any("locations.api.upstream" in p for p in body["problems"])
+    assert conf.read_text() == before
+    status, _, body = admin.call("POST", "/api/configs/upstream/x", {"addrs": ["a"]},
+                                 headers={"Content-Type": "text/plain"})
+    assert status == 415  # a cross-site form cannot post JSON

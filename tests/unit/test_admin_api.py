@@ -1,0 +1,80 @@
+"""The admin's pure side: pingap's login token, lock-out, routes, masking, --admin."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tomllib
+
+from master.admin import admin_document
+from pingap.actions import Respond
+from pingap.admin.api import MASK, AdminRequest, MasterCall, entry_digest, mask, route, unmask
+from pingap.admin.auth import AdminAuth, make_token
+
+CONFIG = {"basic": {"threads": 1}, "upstreams": {"u": {"addrs": ["127.0.0.1:1"]}},
+          "certificates": {"c": {"tls_cert": "x", "tls_key": "KEY"}}}
+
+
+def test_token_is_pingaps_and_expires_after_max_age() -> None:
+    auth = AdminAuth([base64.b64encode(b"admin:pw").decode()], max_age=60, ip_fail_limit=3)
+    assert auth.valid(make_token("admin", "pw", 1000), now=1030)
+    assert not auth.valid(make_token("admin", "pw", 1000), now=1061)
+    assert not auth.valid(make_token("admin", "other", 1000), now=1000)
+    assert not auth.valid("garbage", now=1000) and not auth.valid("", now=1000)
+    assert AdminAuth(["admin:pw"], 60, 3).valid(make_token("admin", "pw", 5), now=5)
+
+
+def test_lockout_after_ip_fail_limit_within_the_window() -> None:
+    auth = AdminAuth(["a:b"], 60, 3)
+    for _ in range(3):
+        assert not auth.locked("1.2.3.4", now=100)
+        auth.failed("1.2.3.4", now=100)
+    assert auth.locked("1.2.3.4", now=101) and not auth.locked("5.6.7.8", now=101)
+    assert not auth.locked("1.2.3.4", now=100 + 301)
+
+
+def _get(path: str) -> Respond:
+    answer = route(AdminRequest(method="GET", path=path), CONFIG)
+    assert isinstance(answer, Respond)
+    return answer
+
+
+def test_reads_mask_secrets_and_carry_an_etag() -> None:
+    full = json.loads(_get("/api/configs").body)
+    assert full["certificates"]["c"]["tls_key"] == MASK
+    one = _get("/api/configs/upstream/u")
+    assert json.loads(one.body) == {"addrs": ["127.0.0.1:1"]}
+    assert (b"ETag", f'"{entry_digest(CONFIG["upstreams"]["u"])}"'.encode()) in one.headers
+    assert _get("/api/configs/upstream/missing").status == 404
+    assert _get("/api/configs/nonsense").status == 400
+
+
+def test_writes_become_master_calls() -> None:
+    call = route(AdminRequest(method="POST", path="/api/configs/upstream/u",
+                              headers={"content-type": "application/json", "if-match": '"ab"'},
+                              body=b'{"addrs": []}'), CONFIG)
+    assert call == MasterCall(op="save", category="upstreams", name="u", values={"addrs": []},
+                              expected="ab")
+    deleted = route(AdminRequest(method="DELETE", path="/api/configs/location/x"), CONFIG)
+    assert deleted == MasterCall(op="delete", category="locations", name="x")
+    form = route(AdminRequest(method="POST", path="/api/configs/upstream/u",
+                              headers={"content-type": "application/x-www-form-urlencoded"},
+                              body=b"a=b"), CONFIG)
+    assert isinstance(form, Respond) and form.status == 415
+    history = route(AdminRequest(method="GET", path="/api/config-history/upstream/u"), CONFIG)
+    assert history == MasterCall(op="history", category="upstreams", name="u")
+
+
+def test_mask_round_trip_keeps_the_stored_secret() -> None:
+    stored = {"tls_key": "KEY", "tls_cert": "x"}
+    assert unmask(mask(stored), stored) == stored
+    assert unmask({"tls_key": "NEW"}, stored) == {"tls_key": "NEW"}
+
+
+def test_admin_flag_becomes_pingaps_admin_server() -> None:
+    doc = tomllib.loads(admin_document("admin:pw@127.0.0.1:3018/pingap").data.decode())
+    assert doc["servers"]["pingap:admin"] == {"addr": "127.0.0.1:3018",
+                                              "locations": ["pingap:admin"]}
+    plugin = doc["plugins"]["pingap:admin"]
+    assert plugin["path"] == "/pingap" and plugin["category"] == "admin"
+    assert plugin["authorizations"] == [base64.b64encode(b"admin:pw").decode()]

@@ -1,0 +1,133 @@
+"""The worker's admin service: answers the ``admin`` plugin's requests.
+
+It checks the login (``pingap.admin.auth``), reads the request body (bounded), answers
+reads from the config this worker serves, and sends everything that changes the config
+(or needs the storage: history) to the master over the control channel, waiting for the
+master's answer — the reload's result — without blocking other greenlets.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from itertools import count
+from typing import Any
+
+from gevent import Timeout
+from gevent.event import AsyncResult
+
+from pingap import __version__
+from pingap.actions import Respond
+from pingap.admin.api import MAX_BODY, AdminCall, AdminRequest, MasterCall, error, json_response, route
+from pingap.config.sources import Report, merge_sources, read_sources
+from pingap.context import RequestContext
+from pingap.control import MessageType
+from pingap.errors import DownstreamError
+from pingap.events import BodyReceived, MessageEnded
+
+log = logging.getLogger("pingap.admin")
+
+MASTER_TIMEOUT = 60.0
+"""Seconds a write may take: validate, store, and roll a generation of workers."""
+
+
+def raw_config(path: str) -> dict[str, Any]:
+    """The config at ``path`` as pingap's JSON: basic and every entry, as written."""
+    report = Report()
+    raw = merge_sources(read_sources(path, report), report)
+    out: dict[str, Any] = {"basic": dict(raw.basic.values) if raw.basic else {}}
+    for section, entries in raw.sections.items():
+        out[section] = {name: dict(entry.values) for name, entry in entries.items()}
+    return out
+
+
+class AdminService:
+    def __init__(self, config_path: str, send: Callable[[MessageType, object], None],
+                 info: Callable[[], dict[str, Any]]) -> None:
+        self.config_path = config_path
+        self._send = send
+        self._info = info
+        self._config: dict[str, Any] | None = None
+        self._ids = count(1)
+        self._pending: dict[int, AsyncResult] = {}
+
+    def config(self) -> dict[str, Any]:
+        if self._config is None:
+            self._config = raw_config(self.config_path)
+        return self._config
+
+    def resolve(self, payload: dict[str, Any]) -> None:
+        """The master's answer to one of our calls."""
+        waiter = self._pending.pop(int(payload.get("id", 0)), None)
+        if waiter is not None:
+            waiter.set(payload)
+
+    def answer(self, call: AdminCall, ctx: RequestContext,
+               read_body: Callable[[int], bytes | None]) -> Respond:
+        auth = call.auth
+        ip = ctx.client_ip
+        if auth.locked(ip):
+            return Respond(status=403, headers=[(b"Content-Type", b"text/plain")],
+                           body=b"Forbidden, too many failures")
+        path = ctx.path[len(call.prefix):] if call.prefix != "/" else ctx.path
+        if not path:
+            location = (call.prefix + "/" + (f"?{ctx.query}" if ctx.query else "")).encode()
+            return Respond(status=302, headers=[(b"Location", location)], body=b"")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in ctx.request_headers}
+        if not auth.valid(headers.get("authorization", "")):
+            auth.failed(ip)
+            log.warning("admin: authentication failed from %s for %s", ip, ctx.path)
+            return error(401, "unauthorized")
+        body = read_body(MAX_BODY)
+        if body is None:
+            return error(413, f"the body is larger than {MAX_BODY} bytes")
+        if path.rstrip("/") == "/api/basic" and ctx.method == "GET":
+            return json_response(200, self._info())
+        result = route(AdminRequest(method=ctx.method, path=path, headers=headers, body=body),
+                       self.config())
+        if isinstance(result, MasterCall):
+            return self.ask_master(result)
+        return result
+
+    def ask_master(self, call: MasterCall) -> Respond:
+        call_id = next(self._ids)
+        waiter: AsyncResult = AsyncResult()
+        self._pending[call_id] = waiter
+        self._send(MessageType.ADMIN_REQUEST, {"id": call_id, **call.payload()})
+        try:
+            reply = waiter.get(timeout=MASTER_TIMEOUT)
+        except Timeout:
+            self._pending.pop(call_id, None)
+            return error(504, "the master did not answer in time")
+        return json_response(int(reply.get("status", 500)), reply.get("body"))
+
+
+def body_reader(exchange: Any) -> Callable[[int], bytes | None]:
+    """Reads the exchange's request body whole, up to ``limit`` bytes (None: larger)."""
+    def read(limit: int) -> bytes | None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            event = exchange.next_event()
+            if isinstance(event, BodyReceived):
+                size += len(event.data)
+                if size > limit:
+                    return None  # the rest stays unread: the answer closes the connection
+                chunks.append(event.data)
+            elif isinstance(event, MessageEnded):
+                exchange.body_done = True
+                return b"".join(chunks)
+            else:
+                raise DownstreamError("the request body ended early")
+    return read
+
+
+def basic_info(worker: Any) -> dict[str, Any]:
+    """``GET /api/basic``: what pingap's admin shows about the running process."""
+    return {"version": __version__, "pid": os.getppid(), "worker_pid": os.getpid(),
+            "worker_id": worker.worker_id, "generation": worker.generation,
+            "start_time": int(worker.started_at), "now": int(time.time()),
+            "config_digest": worker.runtime.config.digest}
