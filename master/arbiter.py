@@ -4,6 +4,12 @@ Signal handlers only enqueue; the loop (``run``) selects on a self-pipe, every w
 control socket, the config watcher and any hand-off connection, then dispatches
 ``handle_<signal>`` (gunicorn's arbiter shape). All state lives on the instance.
 
+Any signal at any moment does its documented thing. ``master.cli`` blocks them before the
+slow start-up (imports, config load); they are delivered once the handlers exist. TERM and
+INT act at once in every phase; the signals that start something (HUP reload, QUIT and
+USR2 upgrades, WINCH pause) wait while a generation is rolling out (start-up included) or
+the listeners are being handed over, and are acted on when that ends.
+
 Generations: every successful (re)load starts a generation of ``workers_wanted`` fresh
 worker processes. Only when all of them report READY are the previous generation's
 workers told to DRAIN, so the listening sockets (owned here, shared by every
@@ -50,6 +56,10 @@ TICK = 0.25
 #: Scheduling priority of a booting worker (needs CAP_SYS_NICE; ignored without it), so a
 #: replacement for a crashed worker is serving quickly even on a saturated machine.
 BOOT_NICE = -10
+#: Signals that start something; held while a rollout or a hand-off is under way.
+DEFERRABLE = frozenset({signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR2, signal.SIGWINCH})
+#: How long a new master that failed or was told to stop gets before SIGKILL.
+CHILD_STOP_WAIT = 10.0
 
 
 class HaltServer(Exception):
@@ -99,6 +109,7 @@ class WorkerHandle:
     boot_error: str | None = None
     killed: bool = False
     standby: bool = False  # the generation's booted spare, activated when a worker dies
+    reopen_pending: bool = False  # USR1 arrived while it booted: forward it once READY
 
     def kill(self) -> None:
         """SIGKILL once; the loop reaps it."""
@@ -175,6 +186,8 @@ class Arbiter:
         self.ready_once = False
         self.started = time.time()
         self.signal_queue: list[int] = []
+        self.deferred: list[int] = []           # DEFERRABLE signals held for later
+        self.children: list[tuple[subprocess.Popen[bytes], float]] = []  # masters we stop
         self.crashes: list[float] = []
         self.respawn_at = 0.0
         self.watcher: Any = None
@@ -198,9 +211,14 @@ class Arbiter:
         signal.set_wakeup_fd(wfd)
         for sig in self.SIGNALS:
             signal.signal(sig, self._enqueue)
+        # master.cli held them during start-up: what arrived meanwhile is queued now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.SIGNALS)
 
     def _enqueue(self, signum: int, frame: object) -> None:
         self.signal_queue.append(signum)
+
+    def _stop_requested(self) -> bool:
+        return any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signal_queue)
 
     def _setup_shared(self) -> None:
         """Create the scoreboard and shared state, unless a previous master handed them
@@ -226,9 +244,18 @@ class Arbiter:
         elif self.options.upgrade:
             path = self.config.basic.upgrade_sock or "/tmp/pingap_upgrade.sock"
             log.info("waiting for the running pingap to hand over its sockets on %s", path)
-            conn = handoff.listen_for_handoff(path, HANDOFF_READY_WAIT)
+            try:
+                conn = handoff.listen_for_handoff(path, HANDOFF_READY_WAIT,
+                                                  interrupted=self._stop_requested)
+            except handoff.HandoffError as exc:
+                raise HaltServer(f"upgrade: {exc}") from exc
+            if conn is None:
+                raise HaltServer("stopped while waiting for the hand-off", 0)
         if conn is not None:
-            socks, regions, old_pid = handoff.receive_listeners(conn)
+            try:
+                socks, regions, old_pid = handoff.receive_listeners(conn)
+            except (OSError, handoff.HandoffError) as exc:
+                raise HaltServer(f"upgrade: receiving the listeners failed: {exc}") from exc
             self.inherited_regions.update(regions)
             self.listeners.sockets.update(socks)
             self.upgrade_conn = conn
@@ -431,8 +458,12 @@ class Arbiter:
     # --- worker messages and life -----------------------------------------------------
 
     def drain_worker(self, worker: WorkerHandle) -> None:
+        """DRAIN over the control channel; a worker still booting reads it as soon as it
+        serves (it may already hold connections the master has not heard of)."""
         worker.draining = True
-        basic = (self.current or self.rollout.generation).config.basic  # type: ignore[union-attr]
+        rollout = self.rollout
+        basic = (rollout.generation.config if rollout is not None
+                 and worker.generation == rollout.generation.number else self.config).basic
         worker.deadline = time.monotonic() + basic.grace_period + basic.graceful_shutdown_timeout
         try:
             worker.control.sendall(encode(MessageType.DRAIN))
@@ -447,6 +478,9 @@ class Arbiter:
             if message.type == MessageType.READY:
                 worker.ready = True
                 worker.last_heartbeat = time.monotonic()
+                if worker.reopen_pending:  # its USR1 handler exists now
+                    worker.reopen_pending = False
+                    self._signal_worker(worker, signal.SIGUSR1)
                 self.write_status(force=True)
             elif message.type == MessageType.HEARTBEAT:
                 worker.last_heartbeat = time.monotonic()
@@ -571,7 +605,7 @@ class Arbiter:
                       "this master keeps serving", exc)
             conn.close()
             if child is not None:
-                child.kill()
+                self.stop_child(child)
             self.last_upgrade_failed = True
             self.write_status(force=True)
             return
@@ -603,13 +637,47 @@ class Arbiter:
                       "this master keeps serving",
                       "exited" if (messages is None or child_dead) else "timed out")
             state.conn.close()
-            if state.child is not None and state.child.poll() is None:
-                state.child.kill()
+            if state.child is not None:
+                self.stop_child(state.child)
             self.handoff = None
             self.last_upgrade_failed = True
             self.write_status(force=True)
 
     # --- stopping -----------------------------------------------------------------------
+
+    def stop_child(self, child: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        """Stop a new master we started (USR2) the way its workers stop too; the loop
+        reaps it, with SIGKILL after CHILD_STOP_WAIT."""
+        if child.poll() is None:
+            try:
+                child.send_signal(sig)
+            except ProcessLookupError:
+                pass
+        if all(c is not child for c, _ in self.children):
+            self.children.append((child, time.monotonic() + CHILD_STOP_WAIT))
+
+    def reap_children(self) -> None:
+        now = time.monotonic()
+        for child, deadline in list(self.children):
+            if child.poll() is not None:
+                self.children.remove((child, deadline))
+            elif now > deadline:
+                log.warning("new master pid %d did not stop in time; killing it", child.pid)
+                child.kill()
+
+    def _abandon_upgrade(self, sig: int) -> None:
+        """A stop while upgrading: nobody takes the listeners; a new master we started
+        ourselves stops with us (a ``pingap -u`` started by the operator goes on)."""
+        self.taker_wait = None
+        self.deferred.clear()
+        state = self.handoff
+        if state is None:
+            return
+        self.handoff = None
+        state.conn.close()
+        if state.child is not None:
+            log.info("stopping the new master pid %d too", state.child.pid)
+            self.stop_child(state.child, sig)
 
     def graceful_stop(self, close_listeners: bool = True, notify_systemd: bool = True) -> None:
         if self.stopping:
@@ -617,14 +685,18 @@ class Arbiter:
         self.stopping = True
         if notify_systemd:
             notify("STOPPING=1")
-        if self.rollout is not None:
-            for worker in self._generation_workers(self.rollout.generation.number):
-                worker.proc.kill()
-            self.rollout = None
+        self._abandon_upgrade(signal.SIGTERM)
+        # a rollout's workers drain like the rest: the ready ones may be serving already
+        self.rollout = None
         if close_listeners:
             self.listeners.close()
         for worker in list(self.workers.values()):
-            if not worker.draining:
+            if worker.standby and not worker.ready:
+                # a booting spare accepts nothing but holds the listeners until it has
+                # booted: end it now so the listening sockets close at once
+                worker.draining = True
+                worker.kill()
+            elif not worker.draining:
                 self.drain_worker(worker)
 
     # --- signal handlers ----------------------------------------------------------------
@@ -640,14 +712,24 @@ class Arbiter:
         log.info("SIGINT: fast stop")
         self.stopping = True
         notify("STOPPING=1")
+        self._abandon_upgrade(signal.SIGINT)
+        for child, _ in self.children:
+            self.stop_child(child, signal.SIGINT)
+        self.rollout = None
         self.listeners.close()
         for worker in self.workers.values():
             worker.draining = True
             worker.deadline = time.monotonic() + 2.0
-            try:
-                worker.proc.send_signal(signal.SIGINT)
-            except ProcessLookupError:
-                pass
+            if worker.ready:
+                self._signal_worker(worker, signal.SIGINT)
+            else:  # no handler yet, and nothing to finish
+                worker.kill()
+
+    def _signal_worker(self, worker: WorkerHandle, sig: int) -> None:
+        try:
+            worker.proc.send_signal(sig)
+        except ProcessLookupError:
+            pass
 
     def handle_quit(self) -> None:
         if self.handoff is not None or self.stopping or self.taker_wait is not None:
@@ -679,7 +761,12 @@ class Arbiter:
         argv = [a for a in self.options.argv if a not in ("-d", "--daemon", "-u", "--upgrade")]
         cmd = [sys.executable, "-m", "master", *argv, "--upgrade-fd", str(child.fileno())]
         log.info("SIGUSR2: starting a new master: %s", " ".join(cmd))
-        proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
+        # it starts with our signals held, so none can kill it before its handlers exist
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, self.SIGNALS)
+        try:
+            proc = subprocess.Popen(cmd, pass_fds=[child.fileno()], close_fds=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
         child.close()
         self.begin_handoff(parent, proc)
 
@@ -691,10 +778,10 @@ class Arbiter:
         log.info("SIGUSR1: reopening log files")
         logs.reopen()
         for worker in self.workers.values():
-            try:
-                worker.proc.send_signal(signal.SIGUSR1)
-            except ProcessLookupError:
-                pass
+            if worker.ready:
+                self._signal_worker(worker, signal.SIGUSR1)
+            else:  # USR1's default action would kill it before its handler exists
+                worker.reopen_pending = True
 
     def handle_winch(self) -> None:
         log.info("SIGWINCH: stopping workers gracefully (HUP starts them again)")
@@ -759,16 +846,19 @@ class Arbiter:
                 raise HaltServer(str(err)) from err
             while True:
                 self.turn()
-                if self.stopping and not self.workers:
+                if self.stopping and not self.workers and not self.children:
                     log.info("master exits")
                     return 0
         except HaltServer as halt:
-            log.error("%s", halt.reason)
+            (log.error if halt.exit_status else log.info)("%s", halt.reason)
             self.stopping = True
             for worker in self.workers.values():
                 worker.proc.kill()
             for worker in self.workers.values():
                 worker.proc.wait()
+            for child, _ in self.children:
+                child.kill()
+                child.wait()
             if self.ready_pipe is not None:
                 os.write(self.ready_pipe, f"pingap: {halt.reason}\n".encode())
             return halt.exit_status
@@ -808,22 +898,45 @@ class Arbiter:
             elif self.watcher is not None and item == self.watcher.fd:
                 if self.watcher.drain():
                     self.watch_due = time.monotonic() + getattr(self.watcher, "debounce", 0.5)
-        while self.signal_queue:
-            sig = self.signal_queue.pop(0)
-            handler = getattr(self, f"handle_{signal.Signals(sig).name[3:].lower()}", None)
-            if handler is not None:
-                handler()
+        self.dispatch_signals()
         if self.watch_due is not None and time.monotonic() >= self.watch_due:
             self.watch_due = None
             self.reload("config change")
         self.check_taker()
         self.check_handoff(self.handoff is not None and self.handoff.conn in ready)
         self.reap_workers()
+        self.reap_children()
         self.check_rollout()
         self.admin.poll()
         self.check_timeouts()
         self.manage_workers()
         self.write_status()
+
+
+    def _busy(self) -> bool:
+        """A rollout (start-up included) or a hand-off is under way."""
+        return self.rollout is not None or self.handoff is not None \
+            or self.taker_wait is not None
+
+    def dispatch_signals(self) -> None:
+        if self.deferred and not self._busy():
+            self.signal_queue[:0] = self.deferred
+            self.deferred = []
+        while self.signal_queue:
+            sig = self.signal_queue.pop(0)
+            name = signal.Signals(sig).name
+            if sig in DEFERRABLE and self.stopping:
+                log.info("%s ignored: the master is stopping", name)
+                continue
+            if sig in DEFERRABLE and self._busy():
+                if sig not in self.deferred:
+                    log.info("%s: acted on once the %s ends", name,
+                             "rollout" if self.rollout is not None else "hand-off")
+                    self.deferred.append(sig)
+                continue
+            handler = getattr(self, f"handle_{name[3:].lower()}", None)
+            if handler is not None:
+                handler()
 
 
 class _BindError(Exception):

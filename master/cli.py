@@ -1,20 +1,29 @@
-"""The ``pingap`` command: pingap's flags, a fully validated config, then the master."""
+"""The ``pingap`` command: pingap's flags, a fully validated config, then the master.
+
+The master's signals are blocked before anything slow happens (imports, config load), so a
+signal sent while the master starts up waits for the master's handlers instead of killing
+it with the default action; the heavy modules are therefore imported inside ``main``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
+import signal
 import sys
 import tempfile
+from typing import TYPE_CHECKING, Any
 
-from master import logs, quickstart
-from master.quickstart import TEMPLATE
-from master.storage import StorageError, open_storage, redact
 from pingap import __version__
-from pingap.config import PingapConfig, load_config, load_config_sources
-from pingap.errors import ConfigError, Problem
-from pingap.runtime import build_runtime
+
+if TYPE_CHECKING:
+    from pingap.config import PingapConfig
+
+#: The signals the master handles (master.arbiter.Arbiter.SIGNALS), held from the first
+#: line of ``main`` until the arbiter's handlers are installed.
+MASTER_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
+                  signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD)
 
 
 def _env_flag(name: str) -> bool:
@@ -77,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_config(path: str) -> tuple[object | None, list[str]]:
+def check_config(path: str) -> tuple[Any, list[str]]:
     """(config, messages): every problem when config is None, else the warnings."""
+    from pingap.errors import ConfigError
+    from pingap.runtime import build_runtime
     try:
         config = _load(path)
     except ConfigError as err:
@@ -91,6 +102,9 @@ def check_config(path: str) -> tuple[object | None, list[str]]:
 
 
 def _load(path: str) -> PingapConfig:
+    from master.storage import StorageError, open_storage
+    from pingap.config import load_config, load_config_sources
+    from pingap.errors import ConfigError, Problem
     if "://" not in path:
         return load_config(path)
     try:
@@ -114,6 +128,7 @@ def normalize_conf(conf: str) -> str:
 
 def sync_config(source: str, target: str) -> int:
     """``--sync``: copy every entry of ``source`` into ``target``."""
+    from master.storage import StorageError, open_storage
     try:
         source_storage, target_storage = open_storage(source), open_storage(normalize_conf(target))
         count = source_storage.copy_to(target_storage)
@@ -125,6 +140,7 @@ def sync_config(source: str, target: str) -> int:
 
 
 def print_problems(path: str, problems: list[str]) -> None:
+    from master.storage import redact
     print(f"pingap: configuration {redact(path)} is invalid "
           f"({len(problems)} problem{'s' if len(problems) != 1 else ''}):", file=sys.stderr)
     for problem in problems:
@@ -140,14 +156,23 @@ def load_plugins() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    finally:  # -t, a bad config: what arrived meanwhile now has its default effect
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
     try:
         load_plugins()
     except Exception as exc:
         print(f"pingap: cannot load a plugin package: {exc}", file=sys.stderr)
         return 1
+    from master import quickstart
     if args.template:
-        print(TEMPLATE)
+        print(quickstart.TEMPLATE)
         return 0
     args.admin = args.admin or admin_from_env()
     if args.admin:
@@ -216,11 +241,13 @@ def _run(args: argparse.Namespace) -> int:
     for warning in problems:
         print(f"pingap: warning: {warning}", file=sys.stderr)
     if args.test:
+        from master.storage import redact
         print(f"pingap: configuration {redact(args.conf)} is valid")
         return 0
     if args.sync:
         return sync_config(conf, args.sync)
 
+    from master import logs
     from master.arbiter import Arbiter, Options
     from master.files import daemonize
 
@@ -239,8 +266,8 @@ def _run(args: argparse.Namespace) -> int:
         child_argv += ["--admin", args.admin]
     ready_pipe = None
     if args.daemon:
-        ready_pipe = daemonize(config.basic.error_log)  # type: ignore[attr-defined]
-    logs.setup(log_path, config.basic.log_level)  # type: ignore[attr-defined]
+        ready_pipe = daemonize(config.basic.error_log)
+    logs.setup(log_path, config.basic.log_level)
     options = Options(config_path=conf, threads=args.threads, log_path=log_path,
                       autoreload=args.autoreload or args.autorestart, upgrade=args.upgrade,
                       upgrade_fd=args.upgrade_fd, heartbeat_timeout=args.heartbeat_timeout,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from pingap.control import Decoder, Message, MessageType, encode
 
@@ -77,24 +78,33 @@ def wait_for_taker(path: str, timeout: float) -> socket.socket | None:
         time.sleep(0.1)
 
 
-def listen_for_handoff(path: str, timeout: float) -> socket.socket:
-    """The new master's side of ``-u``: wait on ``path`` for the old master to connect."""
+def listen_for_handoff(path: str, timeout: float,
+                       interrupted: Callable[[], bool] = lambda: False) -> socket.socket | None:
+    """The new master's side of ``-u``: wait on ``path`` for the old master to connect.
+    None if ``interrupted()`` turns true meanwhile (a stop signal arrived)."""
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    deadline = time.monotonic() + timeout
     try:
         server.bind(path)
         server.listen(1)
-        server.settimeout(timeout)
-        try:
-            conn, _ = server.accept()
-        except TimeoutError as exc:
-            raise HandoffError(f"no running pingap handed over its sockets on {path} "
-                               f"within {timeout:.0f}s") from exc
-        conn.settimeout(None)
-        return conn
+        while True:
+            if interrupted():
+                return None
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HandoffError(f"no running pingap handed over its sockets on {path} "
+                                   f"within {timeout:.0f}s")
+            server.settimeout(min(left, 0.1))
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(None)
+            return conn
     finally:
         server.close()
         try:
