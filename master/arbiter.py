@@ -37,6 +37,7 @@ from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from master.snapshot import ConfigSnapshots
 from master.storage import PollingWatcher, StorageError, open_storage
+from master.webhook import WebhookSender
 from pingap.config import load_config
 from pingap.control import Decoder, MessageType, ProtocolError, encode
 from pingap.errors import ConfigError
@@ -169,6 +170,10 @@ class Arbiter:
         self.storage = open_storage(self.config_path)
         extra = [admin_document(options.admin)] if options.admin else []
         self.snapshots = ConfigSnapshots(self.storage, extra)
+        self.webhook = WebhookSender()
+        self.webhook.configure(config.basic)
+        self._notified_seq = 0
+        self._last_events: dict[str, str] = {}   # event key -> last message sent
         self.admin = AdminWriter(self.storage, extra, self.reload,
                                  lambda: (self.reload_seq, self.last_reload))
         self.pid_file = config.basic.pid_file or files.default_pid_file()
@@ -485,10 +490,42 @@ class Arbiter:
             elif message.type == MessageType.HEARTBEAT:
                 worker.last_heartbeat = time.monotonic()
                 worker.stats = message.payload or {}
+            elif message.type == MessageType.NOTIFY:
+                self.worker_event(message.payload or {})
             elif message.type == MessageType.ADMIN_REQUEST:
                 self.admin.handle(message.payload or {}, self._admin_reply(worker, message))
             elif message.type == MessageType.BOOT_ERROR:
                 worker.boot_error = str((message.payload or {}).get("error", "boot error"))
+
+    def worker_event(self, event: dict[str, Any]) -> None:
+        """A worker's event for the webhook; the same news from two workers (a prober of
+        the old and of the new generation) goes out once."""
+        key, message = str(event.get("key", "")), str(event.get("message", ""))
+        if key and self._last_events.get(key) == message:
+            return
+        if key:
+            self._last_events[key] = message
+        self.webhook.notify(str(event.get("category", "")), str(event.get("level", "info")),
+                            str(event.get("title", "")), message)
+
+    def notify_reload(self) -> None:
+        """pingap's reload_config / reload_config_fail, once per reload."""
+        last = self.last_reload
+        if not last or last["seq"] == self._notified_seq:
+            return
+        self._notified_seq = last["seq"]
+        if last.get("reason") == "start":
+            return  # starting is not a reload (pingap sends nothing either)
+        if last["ok"]:
+            if self.current is not None:
+                self.webhook.configure(self.current.config.basic)
+            self.webhook.notify("reload_config", "info", "Reload config success",
+                                f"{last.get('reason', '')}: generation "
+                                f"{self.current.number if self.current else 0} serving")
+        else:
+            self.webhook.notify("reload_config_fail", "error", "Reload config fail",
+                                f"{last.get('reason', '')}: "
+                                + "; ".join(last.get("problems") or []))
 
     @staticmethod
     def _admin_reply(worker: WorkerHandle, message: Any) -> Any:
@@ -867,6 +904,7 @@ class Arbiter:
             self.snapshots.remove()
             if self.watcher is not None:
                 self.watcher.stop()
+            self.webhook.stop()
             files.remove_pid_file(self.pid_file)
 
     def turn(self) -> None:
@@ -908,6 +946,7 @@ class Arbiter:
         self.reap_children()
         self.check_rollout()
         self.admin.poll()
+        self.notify_reload()
         self.check_timeouts()
         self.manage_workers()
         self.write_status()

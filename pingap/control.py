@@ -38,6 +38,8 @@ class MessageType(enum.IntEnum):
     ADMIN_REQUEST = 9   # worker -> master: an admin write/history/reload;
                         # {"id", "op", "category", "name", "values", "expected"}
     ADMIN_RESULT = 10   # master -> worker: its answer {"id", "status", "body"}
+    NOTIFY = 11     # worker -> master: an event for the webhook;
+                    # {"category", "level", "title", "message", "key"}
 
 
 class ProtocolError(Exception):

@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from typing import Any
 
 import gevent
@@ -134,8 +135,10 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
 class HealthProber:
     """Keeps one upstream's ``health`` map current."""
 
-    def __init__(self, upstream: UpstreamRuntime, shared: Any = None) -> None:
+    def __init__(self, upstream: UpstreamRuntime, shared: Any = None,
+                 on_flip: Callable[[str, str, bool], None] | None = None) -> None:
         self.upstream = upstream
+        self.on_flip = on_flip  # (upstream, backend addr, healthy): the webhook event
         self.shared = shared  # pingap.state.SharedState: publish for every worker
         self.spec = upstream.health_check
         self.trackers = {b.addr: self._tracker(b.addr) for b in upstream.backends}
@@ -165,6 +168,8 @@ class HealthProber:
                 self.upstream.health[backend.addr] = flipped
                 log.warning("upstream %s(%s) becomes %s", self.upstream.name, backend.addr,
                             "healthy" if flipped else "unhealthy")
+                if self.on_flip is not None:
+                    self.on_flip(self.upstream.name, backend.addr, flipped)
             if self.shared is not None:
                 # every check (not only flips), so workers of a new generation see it too
                 self.shared.set_health(self.upstream.name, backend.addr, tracker.healthy)

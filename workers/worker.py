@@ -277,7 +277,7 @@ class Worker:
                 self._accepters.append(gevent.spawn(self._accept_loop, server, sock))
         # one prober per host: worker 0 of each generation probes, everyone reads
         if self.worker_id == 0 or self.state is None:
-            self._probers = [HealthProber(u, self.state)
+            self._probers = [HealthProber(u, self.state, self._backend_flipped)
                              for u in self.runtime.upstreams.values()]
             for prober in self._probers:
                 prober.start()
@@ -510,6 +510,14 @@ class Worker:
                     self._send(MessageType.STATS, self.stats())
                 elif message.type == MessageType.ADMIN_RESULT and self.admin is not None:
                     self.admin.resolve(message.payload or {})
+
+    def _backend_flipped(self, upstream: str, addr: str, healthy: bool) -> None:
+        """pingap's backend_status event; the master sends it to the webhook."""
+        self._send(MessageType.NOTIFY, {
+            "category": "backend_status", "level": "info" if healthy else "error",
+            "title": "Upstream backend status changed", "key": f"{upstream}({addr})",
+            "message": f"upstream {upstream}({addr}) becomes "
+                       f"{'healthy' if healthy else 'unhealthy'}"})
 
     def _watch_parent(self) -> None:
         while True:

@@ -1,0 +1,121 @@
+"""Webhooks: a local HTTP receiver gets each subscribed event once per event and host
+(two workers, two generations of probers) with pingap's payload fields."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.proc import BackendProcess, free_port, wait_for
+
+
+class Receiver:
+    """A webhook endpoint on loopback that records every JSON body posted to it; the
+    first ``fail_first`` posts get a 503 (to exercise the sender's retry)."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.posts: list[dict[str, Any]] = []
+        self.refused = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if receiver.refused < fail_first:
+                    receiver.refused += 1
+                    self.send_response(503)
+                else:
+                    receiver.posts.append(json.loads(body))
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def categories(self) -> list[str]:
+        return [post["category"] for post in self.posts]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver(fail_first=1)
+    yield server
+    server.stop()
+
+
+def _config(port: int, backend: str, hook: str, tmp: Path, extra: str = "") -> str:
+    return f"""
+[basic]
+grace_period = "1s"
+threads = 2
+pid_file = "{tmp}/pingap.pid"
+webhook = "{hook}"
+webhook_notifications = ["backend_status", "reload_config", "reload_config_fail"]
+{extra}
+[upstreams.u]
+addrs = ["{backend}"]
+health_check = "http://check.local/health?check_frequency=200ms&failure=1&success=1&connection_timeout=200ms"
+
+[locations.all]
+upstream = "u"
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+"""
+
+
+def test_backend_down_up_and_reloads_each_notify_once(tmp_path: Path, receiver, backends,
+                                                      pingap) -> None:
+    backend = backends("app")
+    port = free_port()
+    proc = pingap(_config(port, backend.addr, receiver.url, tmp_path), port=port)
+    wait_for(lambda: any(r.get("target") == "/health" for r in backend.requests()),
+             what="the first probe")
+    backend_port = backend.port
+    backend.stop()
+    wait_for(lambda: "backend_status" in receiver.categories(), timeout=20,
+             what="the backend down event")
+    down = receiver.posts[0]
+    assert down == {"name": "pingap", "level": "error", "hostname": down["hostname"],
+                    "ip": down["ip"], "category": "backend_status",
+                    "message": f"upstream u(127.0.0.1:{backend_port}) becomes unhealthy"}
+    assert receiver.refused == 1  # the first attempt got a 503 and was retried
+    revived = BackendProcess(tmp_path, "app", backend_port)
+    try:
+        wait_for(lambda: receiver.categories().count("backend_status") == 2, timeout=20,
+                 what="the backend up event")
+        assert receiver.posts[1]["message"].endswith("becomes healthy")
+        assert receiver.posts[1]["level"] == "info"
+
+        config = Path(proc.config)
+        config.write_text(_config(port, revived.addr, receiver.url, tmp_path,
+                                  'log_level = "INFO"'))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reload_config" in receiver.categories(), timeout=20,
+                 what="the reload event")
+        config.write_text(_config(port, revived.addr, receiver.url, tmp_path, "threads = 2"))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reload_config_fail" in receiver.categories(), timeout=20,
+                 what="the failed reload event")
+        # the sender is one FIFO thread: every duplicate of an earlier event would be here
+        assert receiver.categories() == ["backend_status", "backend_status", "reload_config",
+                                         "reload_config_fail"]
+        assert "pingap.toml: line 8: invalid TOML" in receiver.posts[3]["message"]
+    finally:
+        revived.stop()
