@@ -13,11 +13,19 @@ right after every issuance.
 
 Storage layout (``basic.acme_storage``)::
 
-    account.key                 the ACME account key (PEM), made once and reused
-    certificates/<name>.pem     private key + issued chain of [certificates.<name>],
-                                replaced atomically (one file: key and chain never disagree)
-    http-01/<token>             the key authorization of a pending HTTP-01 challenge
-    .lock                       held while one process talks to the CA
+    <ca>/directory                the CA's directory URL (``basic.acme_directory_url``)
+    <ca>/account.key              the ACME account key (PEM), made once and reused
+    <ca>/certificates/<name>.pem  private key + issued chain of [certificates.<name>],
+                                  replaced atomically (key and chain never disagree)
+    http-01/<token>               the key authorization of a pending HTTP-01 challenge
+    .lock                         held while one process talks to a CA
+
+``<ca>`` is named after the directory URL (``ca_directory_name``): certificates and the
+account belong to the CA that issued them, so switching ``acme_directory_url`` (Let's
+Encrypt staging to production, another CA, a test CA on a new port) orders anew instead of
+serving the previous CA's certificate until its renewal, and switching back finds the
+earlier ones. Certificates stored by earlier versions directly under ``certificates/`` (no
+CA recorded) are not used: the first check orders anew from the configured CA.
 
 Workers read the certificate files (hot swap) and the token files (challenge answers);
 only the host's one renewal job writes them.
@@ -40,6 +48,7 @@ __all__ = [
     "LETS_ENCRYPT_DIRECTORY",
     "Backoff",
     "IssuedCertificate",
+    "ca_directory_name",
     "certificate_file",
     "challenge_answer",
     "challenge_token",
@@ -64,6 +73,7 @@ MAX_CHECK_INTERVAL = 600.0
 MIN_CHECK_INTERVAL = 1.0
 
 ACCOUNT_KEY_FILE = "account.key"
+DIRECTORY_FILE = "directory"
 CERTIFICATES_DIR = "certificates"
 TOKENS_DIR = "http-01"
 LOCK_FILE = ".lock"
@@ -104,6 +114,15 @@ def challenge_answer(key_authorization: bytes | None) -> Respond:
 
 
 # --- storage paths --------------------------------------------------------------------
+
+
+def ca_directory_name(directory_url: str) -> str:
+    """The storage sub-directory of the CA at ``directory_url``: its host, port and path
+    made a file name (for people), plus a hash of the exact URL (so two URLs never share
+    it)."""
+    readable = re.sub(r"[^A-Za-z0-9.-]+", "_", directory_url.split("://", 1)[-1]).strip("_.")
+    digest = hashlib.sha256(directory_url.encode()).hexdigest()[:12]
+    return f"{readable[:80]}-{digest}"
 
 
 def certificate_file(storage: str, name: str) -> str:

@@ -47,10 +47,13 @@ from pingap import __version__
 from pingap.acme import (
     ACCOUNT_KEY_FILE,
     CERTIFICATES_DIR,
+    DIRECTORY_FILE,
+    LETS_ENCRYPT_DIRECTORY,
     LOCK_FILE,
     TOKENS_DIR,
     Backoff,
     IssuedCertificate,
+    ca_directory_name,
     certificate_file,
     describe_certificate,
     is_valid_token,
@@ -100,22 +103,30 @@ def _write_atomic(path: str, data: bytes) -> None:
 
 
 class AcmeStorage:
-    """The ACME files of this host (see ``pingap.acme`` for the layout)."""
+    """The ACME files of this host for one CA (see ``pingap.acme`` for the layout):
+    certificates and the account under the CA's own directory, challenge tokens and the
+    lock shared by every CA."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, directory_url: str = LETS_ENCRYPT_DIRECTORY) -> None:
         self.root = os.path.abspath(os.path.expanduser(root))
+        self.directory_url = directory_url
+        self.ca_root = os.path.join(self.root, ca_directory_name(directory_url))
 
     @classmethod
     def for_config(cls, basic: Any) -> AcmeStorage:
-        return cls(basic.acme_storage or default_storage())
+        return cls(basic.acme_storage or default_storage(), basic.acme_directory_url)
 
     def ensure(self) -> None:
-        """Create the directories (private: they hold keys)."""
-        for sub in ("", CERTIFICATES_DIR, TOKENS_DIR):
-            os.makedirs(os.path.join(self.root, sub), mode=0o700, exist_ok=True)
+        """Create the directories (private: they hold keys) and name the CA."""
+        for path in (self.root, os.path.join(self.root, TOKENS_DIR), self.ca_root,
+                     os.path.join(self.ca_root, CERTIFICATES_DIR)):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        named = os.path.join(self.ca_root, DIRECTORY_FILE)
+        if not os.path.exists(named):
+            _write_atomic(named, self.directory_url.encode() + b"\n")
 
     def certificate_path(self, name: str) -> str:
-        return certificate_file(self.root, name)
+        return certificate_file(self.ca_root, name)
 
     def read_certificate(self, name: str) -> bytes | None:
         try:
@@ -131,7 +142,7 @@ class AcmeStorage:
     def account_key(self) -> bytes:
         """The account key PEM, made on first use (ECDSA P-256: instant to generate, where
         an RSA key can stall the worker's event loop for seconds on a busy host)."""
-        path = os.path.join(self.root, ACCOUNT_KEY_FILE)
+        path = os.path.join(self.ca_root, ACCOUNT_KEY_FILE)
         try:
             with open(path, "rb") as f:
                 return f.read()

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pingap.acme import ca_directory_name
 from tests.support.client import request
 from tests.support.pebble import PebbleServer
 from tests.support.proc import free_port, wait_for
@@ -105,11 +106,12 @@ def try_serial(port: int, name: str, root: str) -> int | None:
         return None
 
 
-def stored(tmp: Path) -> Path:
-    return tmp / "acme" / "certificates" / "site.pem"
+def stored(tmp: Path, directory_url: str) -> Path:
+    """Where the certificate ``site`` issued by the CA at ``directory_url`` is kept."""
+    return tmp / "acme" / ca_directory_name(directory_url) / "certificates" / "site.pem"
 
 
-def test_two_name_certificate_is_issued_served_and_kept_across_a_restart(
+def test_two_name_certificate_is_issued_served_kept_and_ordered_anew_from_a_new_ca(
         tmp_path: Path, pebble, pingap) -> None:
     http, https = free_port(), free_port()
     ca = pebble(http)
@@ -127,10 +129,10 @@ def test_two_name_certificate_is_issued_served_and_kept_across_a_restart(
         assert san(cert) == set(NAMES)
     assert ca.orders() == 1
     assert os.listdir(tmp_path / "acme" / "http-01") == []  # used tokens are removed
-    assert (stored(tmp_path).stat().st_mode & 0o777) == 0o600
+    assert (stored(tmp_path, ca.directory_url).stat().st_mode & 0o777) == 0o600
 
     # restart: the stored certificate is served again, and nothing is ordered
-    mtime = stored(tmp_path).stat().st_mtime_ns
+    mtime = stored(tmp_path, ca.directory_url).stat().st_mtime_ns
     before = len(first.log())
     first.stop()
     second = pingap(config, port=http)
@@ -138,8 +140,25 @@ def test_two_name_certificate_is_issued_served_and_kept_across_a_restart(
              what="the renewer to find the stored certificate current")
     assert served_certificate(https, NAMES[1], root).serial_number == serial
     assert ca.orders() == 1
-    assert stored(tmp_path).stat().st_mtime_ns == mtime
+    assert stored(tmp_path, ca.directory_url).stat().st_mtime_ns == mtime
     assert "ordering" not in second.log()[before:]
+
+    # the same storage, another CA (issue 13.14): a certificate of the new CA is ordered
+    # and served, instead of the old CA's until its renewal
+    second.stop()
+    (tmp_path / "other-ca").mkdir()
+    other = PebbleServer(tmp_path / "other-ca", http)
+    try:
+        other_root = other.root_pem()
+        third = pingap(acme_config(tmp_path, http, https, other.directory_url,
+                                   ca_bundle=other.ca_bundle), port=http)
+        new_serial = wait_for(lambda: try_serial(https, NAMES[0], other_root), timeout=15,
+                              interval=0.05, what="a certificate of the new CA")
+        assert new_serial != serial and other.orders() == 1
+    finally:
+        other.stop()
+    assert stored(tmp_path, ca.directory_url).stat().st_mtime_ns == mtime  # kept for later
+    assert "no certificate is stored" in third.log()
 
 
 class HandshakeClient(threading.Thread):
@@ -230,9 +249,9 @@ def test_unreachable_ca_keeps_the_old_certificate_and_backs_off(tmp_path: Path,
                                                                 pingap) -> None:
     http, https = free_port(), free_port()
     bundle, serial = self_signed_bundle(NAMES, days_left=1)  # inside the renewal window
-    stored(tmp_path).parent.mkdir(parents=True)
-    stored(tmp_path).write_bytes(bundle)
     nothing_there = f"https://127.0.0.1:{free_port()}/directory"
+    stored(tmp_path, nothing_there).parent.mkdir(parents=True)
+    stored(tmp_path, nothing_there).write_bytes(bundle)
     proc = pingap(acme_config(tmp_path, http, https, nothing_there), port=http)
     assert served_certificate(https, NAMES[0]).serial_number == serial
     wait_for(lambda: "retry in 5s (failure 1)" in proc.log(), what="the first failure")
@@ -242,7 +261,7 @@ def test_unreachable_ca_keeps_the_old_certificate_and_backs_off(tmp_path: Path,
     assert proc.proc.poll() is None
     for name in NAMES:
         assert served_certificate(https, name).serial_number == serial
-    assert stored(tmp_path).read_bytes() == bundle
+    assert stored(tmp_path, nothing_there).read_bytes() == bundle
 
 
 def test_challenge_answers_and_a_server_with_only_a_pending_certificate(

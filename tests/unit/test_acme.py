@@ -16,10 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pingap.acme import (
+    LETS_ENCRYPT_DIRECTORY,
+    LETS_ENCRYPT_STAGING_DIRECTORY,
     MAX_CHECK_INTERVAL,
     MIN_CHECK_INTERVAL,
     Backoff,
     IssuedCertificate,
+    ca_directory_name,
     certificate_file,
     challenge_answer,
     challenge_token,
@@ -274,6 +277,41 @@ def test_storage_writes_private_files_and_sweeps_old_tokens(tmp_path: Path) -> N
             if p.startswith(".tmp")] == []
 
 
+def test_certificates_and_account_belong_to_their_ca(tmp_path: Path) -> None:
+    staging = ca_directory_name(LETS_ENCRYPT_STAGING_DIRECTORY)
+    assert staging.startswith("acme-staging-v02.api.letsencrypt.org_directory-")
+    assert staging != ca_directory_name(LETS_ENCRYPT_DIRECTORY)
+    assert ca_directory_name("https://127.0.0.1:14000/dir") != \
+        ca_directory_name("https://127.0.0.1:14001/dir")
+    first = AcmeStorage(str(tmp_path), LETS_ENCRYPT_STAGING_DIRECTORY)
+    first.write_certificate("site", b"staging bundle")
+    account = first.account_key()
+    assert (tmp_path / staging / "directory").read_text() == \
+        LETS_ENCRYPT_STAGING_DIRECTORY + "\n"
+    assert os.stat(first.ca_root).st_mode & 0o777 == 0o700
+    other = AcmeStorage(str(tmp_path), LETS_ENCRYPT_DIRECTORY)
+    assert other.read_certificate("site") is None
+    assert other.account_key() != account
+    again = AcmeStorage(str(tmp_path), LETS_ENCRYPT_STAGING_DIRECTORY)
+    assert (again.read_certificate("site"), again.account_key()) == (b"staging bundle", account)
+
+
+def test_renewer_orders_anew_when_the_directory_changes(tmp_path: Path) -> None:
+    """A certificate stored for one CA is not served for another (issue 13.14)."""
+    signer = LocalSigner()
+    job, storage = renewer(tmp_path, signer)
+    job.check("c")
+    assert len(signer.orders) == 1
+    config = load_config_text(acme_config('domains = "b.test,a.test"\nacme = "lets_encrypt"'))
+    moved = AcmeStorage(str(tmp_path), "https://other-ca.invalid/directory")
+    other = CertificateRenewer(config.certificates, moved, signer)  # type: ignore[arg-type]
+    assert other.current("c") is None
+    other.check("c")
+    assert len(signer.orders) == 2
+    assert moved.read_certificate("c") != storage.read_certificate("c")
+    assert job.check("c") == MAX_CHECK_INTERVAL and len(signer.orders) == 2
+
+
 def test_storage_lock_is_exclusive(tmp_path: Path) -> None:
     storage = AcmeStorage(str(tmp_path))
     with storage.lock() as first:
@@ -301,7 +339,7 @@ class LocalSigner:
 
 def renewer(tmp_path: Path, signer: LocalSigner) -> tuple[CertificateRenewer, AcmeStorage]:
     config = load_config_text(acme_config('domains = "b.test,a.test"\nacme = "lets_encrypt"'))
-    storage = AcmeStorage(str(tmp_path))
+    storage = AcmeStorage(str(tmp_path), signer.directory_url)
     return CertificateRenewer(config.certificates, storage, signer), storage  # type: ignore[arg-type]
 
 
