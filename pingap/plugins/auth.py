@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.warnings import InsecureKeyLengthWarning
 
 from pingap.actions import CONTINUE, Continue, Respond
-from pingap.context import RequestContext, header_value
+from pingap.context import BodyFilter, RequestContext, header_value
 from pingap.plugins import (
     FetchedResponse,
     HttpFetcher,
@@ -259,6 +259,8 @@ class JwtAuth(Plugin):
 
     category = "jwt"
     steps = ("request", "response")
+    #: after the cache (which keeps the upstream's claims), before every body rewrite
+    filter_rank = 8
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         # verification runs at request, minting at the response: one instance does both
@@ -357,14 +359,15 @@ class JwtAuth(Plugin):
             return self._fail("is invalid")
         return CONTINUE
 
-    def handle_response(self, ctx: RequestContext, status: int, headers: Headers) -> None:
+    def body_filter(self, ctx: RequestContext, status: int,
+                    headers: Headers) -> BodyFilter | None:
         if not self.auth_path or ctx.path != self.auth_path or not 200 <= status < 300 \
                 or status == 204 or ctx.method == "HEAD":
-            return
+            return None  # an error answer is passed through, never signed
         headers[:] = [(n, v) for n, v in headers
                       if n.lower() not in (b"content-length", b"content-type", b"etag")]
         headers.append((b"Content-Type", b"application/json; charset=utf-8"))
-        ctx.add_body_filter(ClaimsSigner(self.secret, self.sign_algorithm))
+        return ClaimsSigner(self.secret, self.sign_algorithm)
 
 
 def _load_public_key(algorithm: str, pem: str, problems: OptionProblems) -> Any:

@@ -282,16 +282,17 @@ def test_jwt_auth_path_is_open_and_signs_the_claims() -> None:
     ctx = ctx_of("/login", method="POST")
     assert run(p, ctx) is CONTINUE
     headers = [(b"Content-Length", b"25"), (b"Content-Type", b"text/plain")]
-    p.handle_response(ctx, 200, headers)
+    signer = p.body_filter(ctx, 200, headers)
+    assert signer is not None
+    ctx.add_body_filter(signer)
     assert headers == [(b"Content-Type", b"application/json; charset=utf-8")]
     claims = b'{"id":"u-1","exp":1893456000}'
     body = ctx.filter_body(claims[:10]) + ctx.filter_body(claims[10:]) + ctx.end_body()
     token = json.loads(body)["token"]
     assert jwt.decode(token, "123123", algorithms=["HS512"]) == {"id": "u-1", "exp": 1893456000}
     assert run(p, bearer(token)) is CONTINUE
-    failed = ctx_of("/login", method="POST")
-    p.handle_response(failed, 401, [])
-    assert failed.body_filters is None  # an error body is never signed
+    assert p.body_filter(ctx_of("/login", method="POST"), 401, []) is None  # never signed
+    assert p.body_filter(ctx_of("/other", method="POST"), 200, []) is None
 
 
 def test_claims_signer_is_bounded() -> None:
