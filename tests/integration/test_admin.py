@@ -159,3 +159,29 @@ def test_new_route_bad_regex_and_referenced_delete(setup) -> None:
     status, _, body = admin.call("POST", "/api/configs/upstream/x", {"addrs": ["a"]},
                                  headers={"Content-Type": "text/plain"})
     assert status == 415  # a cross-site form cannot post JSON
+
+
+def test_history_of_a_per_entry_directory(tmp_path: Path, backends) -> None:
+    a, b = backends("a"), backends("b")
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "conf"
+    (conf / "upstreams").mkdir(parents=True)
+    (conf / "basic.toml").write_text(f'[basic]\ngrace_period = "1s"\n'
+                                     f'pid_file = "{tmp_path}/pingap.pid"\n')
+    (conf / "upstreams" / "u.toml").write_text(f'[upstreams.u]\naddrs = ["{a.addr}"]\n')
+    (conf / "all.toml").write_text(f'[locations.all]\nupstream = "u"\n[servers.s]\n'
+                                   f'addr = "127.0.0.1:{port}"\nlocations = ["all"]\n')
+    proc = PingapProcess(f"{conf}?separation=true&enable_history=true", port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
+    try:
+        wait_for(lambda: port_open(admin_port), what="the admin port")
+        admin = Admin(admin_port)
+        assert admin.call("POST", "/api/configs/upstream/u", {"addrs": [b.addr]})[0] == 200
+        assert admin.call("POST", "/api/configs/upstream/v", {"addrs": [a.addr]})[0] == 200
+        assert (conf / "upstreams" / "v.toml").is_file()  # a new entry gets its own file
+        status, _, history = admin.call("GET", "/api/config-history/upstream/u")
+        assert status == 200
+        assert [item["data"] for item in history] == [{"addrs": [a.addr]}]
+        assert _served_by(port) == "b"
+    finally:
+        proc.stop()

@@ -152,3 +152,34 @@ def test_sync_from_etcd_back_to_files(tmp_path: Path, etcd, backends) -> None:
     check = subprocess.run(["pingap", "-t", "-c", str(out)], capture_output=True, text=True,
                            timeout=30)
     assert check.returncode == 0, check.stderr
+
+
+def test_admin_writes_to_etcd_and_a_second_host_follows(tmp_path: Path, etcd, backends
+                                                        ) -> None:
+    from tests.integration.test_admin import Admin
+
+    a, b = backends("a"), backends("b")
+    port, admin_port = free_port(), free_port()
+    _seed(etcd, tmp_path, proxy_config(port, a.addr, server="reuse_port = true",
+                                       basic=f'pid_file = "{tmp_path}/pingap.pid"'))
+    proxies = [PingapProcess(etcd.url(), port, tmp_path,
+                             args=["-a", "--admin", f"admin:pw@127.0.0.1:{admin_port}"]),
+               PingapProcess(etcd.url(), port, tmp_path, args=["-a"])]
+    try:
+        wait_for(lambda: all(p.worker_pids() for p in proxies), what="workers")
+        admin = Admin(admin_port, "admin", "pw")
+        wait_for(lambda: admin.call("GET", "/api/configs")[0] == 200, what="the admin")
+        _, headers, _ = admin.call("GET", "/api/configs/upstream/u")
+        status, _, body = admin.call("POST", "/api/configs/upstream/u", {"addrs": [b.addr]},
+                                     headers={"If-Match": headers["etag"]})
+        assert status == 200, body
+        assert body["file"] == f"etcd://{etcd.endpoint}/pingap/upstreams/u.toml"
+        wait_for(lambda: _all_serve(port, proxies, "b"), timeout=15,
+                 what="both hosts to serve the admin's edit")
+        # a second edit from the same stale version is refused by the etcd transaction
+        status, _, _ = admin.call("POST", "/api/configs/upstream/u", {"addrs": [a.addr]},
+                                  headers={"If-Match": headers["etag"]})
+        assert status == 409
+    finally:
+        for proxy in proxies:
+            proxy.stop()
