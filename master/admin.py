@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +23,13 @@ from urllib.parse import parse_qs, urlsplit
 import tomlkit
 
 from master.storage import ConfigStorage, ConflictError, StorageError
-from master.storage.documents import Document, check_name, entry_values, place_entry
+from master.storage.documents import (
+    CATEGORIES,
+    Document,
+    check_name,
+    entry_values,
+    place_entry,
+)
 from pingap.admin.api import entry_digest, mask, unmask
 from pingap.config import load_config_sources
 from pingap.config.sources import Source
@@ -82,8 +89,10 @@ class AdminWriter:
         op = str(payload.get("op", ""))
         try:
             if op == "history":
-                reply(200, self.history(str(payload.get("category", "")),
-                                        str(payload.get("name", ""))))
+                reply(200, {"history": self.history(str(payload.get("category", "")),
+                                                    str(payload.get("name", "")))})
+            elif op == "import":
+                self.import_config(str((payload.get("values") or {}).get("toml", "")), reply)
             elif op == "reload":
                 self._reload_then(reply, "admin restart", {"message": "reloaded"})
             elif op in ("save", "delete"):
@@ -145,6 +154,49 @@ class AdminWriter:
         self._reload_then(reply, f"admin: {action} {category}.{name}",
                           {"message": f"{category}.{name} {action}",
                            "file": self.storage.location(placement.key)})
+
+    def import_config(self, text: str, reply: Callable[[int, Any], None]) -> None:
+        """pingap's import: every entry of a TOML config is saved (entries it does not
+        name are kept), after the result as a whole passed validation."""
+        try:
+            imported = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            reply(400, {"message": f"invalid TOML: {exc}"})
+            return
+        entries: list[tuple[str, str, dict[str, Any]]] = []
+        for category, table in imported.items():
+            if category == "basic" and isinstance(table, dict):
+                entries.append(("basic", "", table))
+            elif category in CATEGORIES and isinstance(table, dict):
+                entries += [(category, n, v) for n, v in table.items() if isinstance(v, dict)]
+            else:
+                reply(400, {"message": f"unknown section '{category}'"})
+                return
+        documents = self.storage.documents()
+        placements = []
+        for category, name, values in entries:
+            problem = check_name(category, name)
+            if problem:
+                reply(400, {"message": f"{category}.{name}: {problem}"})
+                return
+            placement = place_entry(documents, self.storage.layout, self.storage.single_key,
+                                    category, name, values)
+            placements.append(placement)
+            documents = sorted([d for d in documents if d.key != placement.key] +
+                               [Document(placement.key, placement.data or b"")],
+                               key=lambda d: d.key)
+        problems = self.validate(documents)
+        if problems:
+            reply(400, {"message": "invalid config: nothing was changed",
+                        "problems": problems})
+            return
+        final = {d.key: d for d in documents}
+        originals = {d.key: d for d in self.storage.documents()}
+        for key in dict.fromkeys(p.key for p in placements):
+            self.storage.write(key, final[key].data, originals.get(key))
+        log.info("admin: imported %d entries", len(entries))
+        self._reload_then(reply, "admin: import", {"message": f"{len(entries)} entries "
+                                                              f"imported"})
 
     def validate(self, documents: list[Document]) -> list[str]:
         """Every problem ``pingap -t`` would report for these documents."""

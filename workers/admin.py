@@ -45,8 +45,10 @@ def raw_config(path: str) -> dict[str, Any]:
 
 class AdminService:
     def __init__(self, config_path: str, send: Callable[[MessageType, object], None],
-                 info: Callable[[], dict[str, Any]]) -> None:
+                 info: Callable[[], dict[str, Any]],
+                 certificates: Callable[[], list[Any]] = list) -> None:
         self.config_path = config_path
+        self._certificate_entries = certificates
         self._send = send
         self._info = info
         self._config: dict[str, Any] | None = None
@@ -88,9 +90,18 @@ class AdminService:
             return json_response(200, self._info())
         result = route(AdminRequest(method=ctx.method, path=path, headers=headers, body=body),
                        self.config())
+        if isinstance(result, MasterCall) and result.op == "certificates":
+            return json_response(200, self._certificates())
         if isinstance(result, MasterCall):
             return self.ask_master(result)
         return result
+
+    def _certificates(self) -> dict[str, Any]:
+        """``GET /api/certificates``: what each served certificate covers, and until when
+        (never its key)."""
+        return {entry.name: {"domains": list(entry.names), "is_default": entry.is_default,
+                             "not_after": int(entry.not_after.timestamp())}
+                for entry in self._certificate_entries()}
 
     def ask_master(self, call: MasterCall) -> Respond:
         call_id = next(self._ids)

@@ -655,7 +655,8 @@ def main(argv: list[str]) -> int:
         if any(p.category == "admin" for loc in runtime.locations.values()
                for p in loc.plugins):
             worker.admin = AdminService(args.config, worker._send,
-                                        lambda: basic_info(worker))
+                                        lambda: basic_info(worker),
+                                        lambda: list(worker.runtime.certificates.entries))
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")

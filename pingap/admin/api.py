@@ -111,6 +111,8 @@ def route(request: AdminRequest, config: Mapping[str, Any],
                           name=args[1] if len(args) > 1 else "")
     if resource == "restart" and method == "POST":
         return MasterCall(op="reload")
+    if resource == "certificates" and method == "GET":
+        return MasterCall(op="certificates")  # answered by the worker, from its runtime
     return error(404, "not found")
 
 
@@ -120,6 +122,14 @@ def _configs(request: AdminRequest, method: str, args: list[str], config: Mappin
         if method != "GET":
             return error(405, "method not allowed")
         return json_response(200, mask(config))
+    if args[0] == "import":
+        if method != "POST":
+            return error(405, "method not allowed")
+        try:
+            text = request.body.decode("utf-8")
+        except UnicodeDecodeError:
+            return error(400, "the body must be UTF-8 TOML")
+        return MasterCall(op="import", values={"toml": text})
     section = section_of(args[0])
     if section is None:
         return error(400, f"unknown category '{args[0]}'; expected one of: "

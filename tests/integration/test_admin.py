@@ -181,7 +181,36 @@ def test_history_of_a_per_entry_directory(tmp_path: Path, backends) -> None:
         assert (conf / "upstreams" / "v.toml").is_file()  # a new entry gets its own file
         status, _, history = admin.call("GET", "/api/config-history/upstream/u")
         assert status == 200
-        assert [item["data"] for item in history] == [{"addrs": [a.addr]}]
+        assert [item["data"] for item in history["history"]] == [{"addrs": [a.addr]}]
         assert _served_by(port) == "b"
     finally:
         proc.stop()
+
+
+def test_import_and_certificates(setup) -> None:
+    conf, port, admin, a, b, _ = setup
+    status, _, certs = admin.call("GET", "/api/certificates")
+    assert status == 200 and "localhost" in certs["c"]["domains"]
+    assert certs["c"]["not_after"] > time.time() and "key" not in json.dumps(certs).lower()
+    before = conf.read_text()
+    bad = f'[upstreams.w]\naddrs = ["{b.addr}"]\n[locations.w]\nupstream = "nope"\n'
+    conn = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=60)
+    token = make_token("admin", "s3cret", int(time.time()))
+    conn.request("POST", "/api/configs/import", body=bad,
+                 headers={"Authorization": token, "Content-Type": "application/json"})
+    reply = conn.getresponse()
+    body = json.loads(reply.read())
+    conn.close()
+    assert reply.status == 400 and any("locations.w.upstream" in p for p in body["problems"])
+    assert conf.read_text() == before
+    good = (f'[upstreams.u]\naddrs = ["{b.addr}"]\n'
+            f'[upstreams.w]\naddrs = ["{a.addr}"]\n')
+    conn = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=60)
+    conn.request("POST", "/api/configs/import", body=good,
+                 headers={"Authorization": token, "Content-Type": "application/json"})
+    reply = conn.getresponse()
+    body = json.loads(reply.read())
+    conn.close()
+    assert reply.status == 200, body
+    assert _served_by(port) == "b"
+    assert "# where the app runs" in conf.read_text() and "[upstreams.w]" in conf.read_text()
