@@ -96,6 +96,8 @@ class RequestContext:
     cache_keys: list[str] | None = None
     #: per-request state a plugin keeps between its hooks, by plugin name
     plugin_data: dict[str, Any] | None = None
+    #: the Host (or :authority) as sent, port included (``host`` has no port)
+    authority: str = ""
 
     def on_finish(self, callback: Callable[[], None]) -> None:
         if self.cleanups is None:

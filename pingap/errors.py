@@ -51,6 +51,13 @@ class UpstreamTimeout(UpstreamError):
     status = 504
 
 
+class ProxyLoopError(UpstreamError):
+    """A transparent upstream's target is this proxy itself: 508 Loop Detected."""
+
+    status = 508
+    retryable = False
+
+
 class NoBackendError(UpstreamError):
     """The upstream has no healthy backend to offer."""
 

@@ -27,7 +27,14 @@ from pingap.plugins import (
     build_plugin,
 )
 from pingap.routing import LocationMatcher, Route, compile_route
-from pingap.upstream import Backend, Selector, make_selector, parse_addr, parse_algo
+from pingap.upstream import (
+    Backend,
+    Selector,
+    TransparentSelector,
+    make_selector,
+    parse_addr,
+    parse_algo,
+)
 from pingap.variables import REVERSE_PROXY_HEADERS, HeaderRule, parse_header_rule
 
 DEFAULT_ERROR_TEMPLATE = """<!DOCTYPE html>
@@ -123,6 +130,10 @@ class UpstreamRuntime:
     health: dict[str, bool] = field(default_factory=dict)
     #: host-wide health written by the host's one prober (``pingap.state.SharedState``)
     shared: Any = None
+    #: ``discovery = "transparent"``: the request's host is the backend
+    transparent: bool = False
+    #: this proxy's own listen addresses, which a transparent upstream must not target
+    listeners: tuple[tuple[str, int], ...] = ()
 
     def is_available(self, backend: Backend) -> bool:
         shared = self.shared
@@ -219,8 +230,10 @@ class _Collector:
 
 def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | None:
     tls = bool(getattr(cfg, "sni", None))
+    # pingap ignores the addresses of a transparent upstream: the request's host is the backend
+    transparent = (cfg.discovery or "").lower() == "transparent"
     backends: list[Backend] = []
-    for i, addr in enumerate(cfg.addrs):
+    for i, addr in enumerate(() if transparent else cfg.addrs):
         try:
             backends.append(parse_addr(addr, tls=tls))
         except ValueError as exc:
@@ -235,14 +248,15 @@ def _build_upstream(name: str, cfg: Any, out: _Collector) -> UpstreamRuntime | N
     except ValueError as exc:
         out.add("upstreams", name, "health_check", str(exc))
         return None
-    if not backends:
+    if not backends and not transparent:
         if not cfg.addrs:
             out.add("upstreams", name, "addrs", "at least one address is required")
         return None
     return UpstreamRuntime(
         name=name,
         backends=tuple(backends),
-        selector=make_selector(algo, backends),
+        selector=TransparentSelector(tls) if transparent else make_selector(algo, backends),
+        transparent=transparent,
         health_check=health,
         connection_timeout=cfg.connection_timeout,
         total_connection_timeout=cfg.total_connection_timeout,
@@ -440,6 +454,10 @@ def build_runtime(config: Any) -> Runtime:
         if metrics and "://" not in metrics and not metrics.startswith("/"):
             out.add("servers", name, "prometheus_metrics",
                     "expected a path like '/metrics' or a push gateway URL")
+    own = tuple(addr for server in servers.values() for addr in server.addrs)
+    for upstream in upstreams.values():
+        if upstream.transparent:
+            upstream.listeners = own
     trusted = _trusted(config, out)
     basic = config.basic
     if basic.redis_url and not basic.redis_url.startswith(("redis://", "rediss://", "unix://")):

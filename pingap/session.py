@@ -150,7 +150,8 @@ class ProxySession:
         self.server = server
         self.request = request
         headers = request.headers
-        host = split_host(request.host.decode("latin-1"))
+        authority = request.host.decode("latin-1")
+        host = split_host(authority)
         self.ctx = RequestContext(
             conn=conn,
             method=request.method.decode("latin-1"),
@@ -163,6 +164,7 @@ class ProxySession:
             start=now,
             start_wall=wall,
             connection_reused=conn.requests > 1,
+            authority=authority,
             connection_time=now - conn.accepted_at,
             processing=server.processing,
         )

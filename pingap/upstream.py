@@ -308,6 +308,53 @@ class HashSelector:
         return self._ring.pick(hash_key(self._algo, ctx), is_available)
 
 
+class TransparentSelector:
+    """``discovery = "transparent"`` (pingap): the backend is the request's host, ``addrs``
+    are ignored. The port is the one in the Host header when it names one (ours: pingap
+    always uses the scheme's), else 443 with TLS (``sni`` set) and 80 without."""
+
+    backends: tuple[Backend, ...] = ()
+
+    def __init__(self, tls: bool) -> None:
+        self.tls = tls
+
+    def select(self, ctx: RequestContext, is_available: IsAvailable) -> Backend | None:
+        host = ctx.authority or ctx.host
+        if not host or any(c.isspace() for c in host):
+            return None
+        try:
+            backend = parse_addr(host, tls=self.tls)
+        except ValueError:
+            return None
+        return backend if is_available(backend) else None
+
+
+def is_own_listener(ip: str, port: int, listeners: Iterable[tuple[str, int]],
+                    local_ips: Callable[[], frozenset[str]]) -> bool:
+    """Whether a connection to ``ip``:``port`` would reach one of ``listeners`` (this
+    proxy's own ``(host, port)`` listen addresses): the same address, or any local one
+    for a wildcard listener. ``local_ips`` is asked only for a wildcard listener."""
+    try:
+        addr = ipaddress.ip_address(ip.strip("[]").split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    for host, listen_port in listeners:
+        if listen_port != port:
+            continue
+        try:
+            listen = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            continue
+        if listen.is_unspecified:
+            if addr.is_loopback or addr.is_unspecified or str(addr) in local_ips():
+                return True
+        elif listen == addr or (addr.is_unspecified and listen.is_loopback):
+            return True
+    return False
+
+
 def make_selector(algo: Algo, backends: Sequence[Backend]) -> Selector:
     """The selector for ``algo`` over ``backends``; build a new one when the backends change."""
     if algo.kind == "hash":

@@ -22,6 +22,7 @@ opening their own.
 
 from __future__ import annotations
 
+import functools
 import select
 import socket
 import ssl
@@ -29,12 +30,13 @@ import time
 from collections import deque
 from typing import Any
 
+import psutil
 from gevent.event import AsyncResult
 from gevent.monkey import get_original
 
-from pingap.errors import UpstreamConnectError
+from pingap.errors import ProxyLoopError, UpstreamConnectError
 from pingap.runtime import UpstreamRuntime
-from pingap.upstream import Backend
+from pingap.upstream import Backend, is_own_listener
 from workers.h2upstream import H2StreamError, H2UpstreamConnection
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -142,6 +144,8 @@ def connect(upstream: UpstreamRuntime, backend: Backend,
     timeout = (upstream.connection_timeout or upstream.total_connection_timeout
                or DEFAULT_CONNECT_TIMEOUT)
     start = time.monotonic()
+    if upstream.transparent:
+        _refuse_loop(upstream, backend)
     try:
         sock = socket.create_connection((_host(backend), backend.port), timeout=timeout)
     except TimeoutError as exc:
@@ -164,6 +168,27 @@ def connect(upstream: UpstreamRuntime, backend: Backend,
     conn.tcp_connect_time = tcp_time
     conn.tls_handshake_time = tls_time
     return conn, now - start
+
+
+@functools.cache
+def _local_ips() -> frozenset[str]:
+    """This host's interface addresses (for wildcard listeners), looked up once."""
+    return frozenset(entry.address.split("%", 1)[0]
+                     for entries in psutil.net_if_addrs().values() for entry in entries
+                     if entry.family in (socket.AF_INET, socket.AF_INET6))
+
+
+def _refuse_loop(upstream: UpstreamRuntime, backend: Backend) -> None:
+    """A transparent upstream whose request names this proxy would proxy to itself, again
+    and again: ProxyLoopError (508) instead, before anything is sent."""
+    try:
+        infos = socket.getaddrinfo(_host(backend), backend.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UpstreamConnectError(f"cannot resolve {backend.host}: {exc}") from exc
+    for info in infos:
+        if is_own_listener(str(info[4][0]), backend.port, upstream.listeners, _local_ips):
+            raise ProxyLoopError(f"transparent upstream {upstream.name}: {backend.addr} is "
+                                 f"this proxy's own listener (a loop)")
 
 
 def _handshake(upstream: UpstreamRuntime, backend: Backend, host: str | None,

@@ -99,7 +99,7 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
 # Values of not-yet-supported fields that mean "feature off" besides the default
 # (compared lower-cased): no warning for them.
 INERT_VALUES: Mapping[str, frozenset[str]] = {
-    "upstreams.discovery": frozenset({"static", ""}),
+    "upstreams.discovery": frozenset({"static", "", "transparent"}),
 }
 
 

@@ -16,8 +16,10 @@ from pingap.upstream import (
     Backend,
     ConsistentHash,
     HashSelector,
+    TransparentSelector,
     WeightedRoundRobin,
     hash_key,
+    is_own_listener,
     make_selector,
     parse_addr,
     parse_algo,
@@ -349,3 +351,41 @@ def test_make_selector_hash_uses_the_algo_key() -> None:
     chosen = selector.select(sticky, always)
     assert chosen is not None
     assert selector.select(sticky, lambda b: b != chosen) not in (None, chosen)
+
+
+# --- discovery = "transparent" ---------------------------------------------------------------
+
+
+def test_transparent_backend_is_the_request_host() -> None:
+    def pick(host: str, tls: bool = False) -> Backend | None:
+        ctx = make_ctx()
+        ctx.authority = ctx.host = host
+        return TransparentSelector(tls).select(ctx, always)
+
+    assert pick("example.com") == Backend("example.com", 80)
+    assert pick("example.com", tls=True) == Backend("example.com", 443)  # port by scheme
+    assert pick("127.0.0.1:8081") == Backend("127.0.0.1", 8081)  # a port in Host wins
+    assert pick("[::1]:8443", tls=True) == Backend("::1", 8443)
+    for bad in ("", "a b", "host:port", "[::1", "a:99999"):
+        assert pick(bad) is None, bad
+    ctx = make_ctx()
+    ctx.host = "example.com"
+    assert TransparentSelector(False).select(ctx, lambda b: False) is None  # tried already
+    assert TransparentSelector(False).backends == ()
+
+
+def test_own_listener_detection() -> None:
+    def local() -> frozenset[str]:
+        return frozenset({"192.0.2.7"})
+
+    listeners = [("127.0.0.1", 6188), ("0.0.0.0", 8080), ("::1", 9000)]
+    assert is_own_listener("127.0.0.1", 6188, listeners, local)
+    assert not is_own_listener("127.0.0.2", 6188, listeners, local)
+    assert not is_own_listener("127.0.0.1", 6189, listeners, local)
+    assert is_own_listener("0.0.0.0", 6188, listeners, local)  # connecting to 0.0.0.0 is local
+    assert is_own_listener("127.0.0.5", 8080, listeners, local)  # wildcard: any local address
+    assert is_own_listener("192.0.2.7", 8080, listeners, local)
+    assert not is_own_listener("198.51.100.1", 8080, listeners, local)
+    assert is_own_listener("::1", 9000, listeners, local)
+    assert is_own_listener("::ffff:127.0.0.1", 6188, listeners, local)
+    assert not is_own_listener("not-an-ip", 6188, listeners, local)
