@@ -25,6 +25,7 @@ from pingap.plugins import (
     Plugin,
     PluginOptionError,
     build_plugin,
+    plugins_by_step,
 )
 from pingap.routing import LocationMatcher, Route, compile_route
 from pingap.upstream import (
@@ -163,6 +164,11 @@ class LocationRuntime:
     #: translate gRPC-Web requests to gRPC (needs the server's ``grpc-web`` module)
     grpc_web: bool = False
     processing: int = 0
+    #: ``plugins`` by step, as the session runs them (``plugins_by_step``)
+    plugin_steps: dict[str, tuple[Plugin, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.plugin_steps = plugins_by_step(self.plugins)
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo, RequestContext, header_value
 from pingap.errors import DownstreamError, NoBackendError, PingapError
 from pingap.events import Headers, RequestReceived
-from pingap.plugins import set_header
+from pingap.plugins import Plugin, set_header
 from pingap.runtime import LocationRuntime, Runtime, ServerRuntime, UpstreamRuntime
 from pingap.upstream import Backend
 
@@ -57,10 +57,12 @@ def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
     headers count, and X-Forwarded-For is read from the right, skipping trusted proxies,
     so an address the client wrote itself in front of the chain is never taken (pingap
     takes the first entry). An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d``) is its IPv4."""
-    addr = _address(peer)
-    if addr is not None and addr.version == 4 and ":" in peer:
-        peer = str(addr)
+    if peer[:7].lower() == "::ffff:":
+        mapped = _address(peer)
+        if mapped is not None and mapped.version == 4:
+            peer = str(mapped)
     if trusted:
+        addr = _address(peer)
         if addr is None or not _trusted_addr(addr, trusted):
             return peer
     xff = header_value(headers, b"x-forwarded-for")
@@ -228,7 +230,7 @@ class ProxySession:
     def _run_plugins(self, step: str) -> Respond | None:
         location = self.location
         assert location is not None
-        for plugin in location.plugins:
+        for plugin in location.plugin_steps[step]:
             result = plugin.handle_request(step, self.ctx)
             if isinstance(result, Respond):
                 self.ctx.status = result.status
@@ -312,17 +314,17 @@ class ProxySession:
         ctx.status = status
         out = strip_hop_by_hop(headers)
         # pingap's order: upstream_response plugins, the request id, response plugins
-        plugins = self.location.plugins if self.location is not None else ()
-        for plugin in plugins:
+        steps = self.location.plugin_steps if self.location is not None else _NO_STEPS
+        for plugin in steps["upstream_response"]:
             plugin.handle_upstream_response(ctx, status, out)
         if ctx.request_id is not None:
             set_header(out, b"X-Request-Id", ctx.request_id.encode("latin-1", "replace"))
-        for plugin in plugins:
+        for plugin in steps["response"]:
             replacement = plugin.handle_response(ctx, status, out)
             if replacement is not None:
                 self.replacement = replacement
                 return out
-        if plugins:
+        if self.location is not None and self.location.plugins:
             self._add_filters(status, out)
         ctx.response_headers = out
         return out
@@ -390,6 +392,7 @@ class ProxySession:
         return ctx
 
 
+_NO_STEPS: dict[str, tuple[Plugin, ...]] = {"upstream_response": (), "response": ()}
 _PLACEHOLDER = re.compile(r"\{\{(version|content|error_type)\}\}")
 
 

@@ -106,6 +106,8 @@ class Plugin:
         self.name = name
         self.options = options
         self.step = step or self.steps[0]
+        #: the request steps ``handle_request`` acts in; None: it is called at every one
+        self.acts_in: frozenset[str] | None = None
 
     def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
         """Called for every request step; act only in ``self.step``."""
@@ -185,23 +187,23 @@ def str_list(options: Mapping[str, Any], key: str) -> list[str]:
 def remove_header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """Remove every ``name`` header in place; the first removed value, or None."""
     low = name.lower()
-    found = None
-    kept = []
+    size = len(low)
     for item in headers:
-        if item[0].lower() == low:
-            if found is None:
-                found = item[1]
-        else:
-            kept.append(item)
-    if found is not None:
-        headers[:] = kept
-    return found
+        if len(item[0]) == size and item[0].lower() == low:
+            headers[:] = [i for i in headers if len(i[0]) != size or i[0].lower() != low]
+            return item[1]
+    return None
 
 
 def set_header(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
-    """Replace every ``name`` header in place by one ``name: value`` (pingora's
+    """Replace every ``name`` header in place by one ``name: value`` at the end (pingora's
     insert_header)."""
-    remove_header(headers, name)
+    low = name.lower()
+    size = len(low)
+    for item in headers:
+        if len(item[0]) == size and item[0].lower() == low:
+            headers[:] = [i for i in headers if len(i[0]) != size or i[0].lower() != low]
+            break
     headers.append((name, value))
 
 
@@ -216,6 +218,25 @@ def set_request_headers(ctx: RequestContext, edits: Iterable[tuple[bytes, bytes 
         else:
             set_header(headers, name, value)
     ctx.request_headers = headers
+
+
+REQUEST_STEPS = ("early_request", "request", "proxy_upstream")
+
+
+def plugins_by_step(plugins: tuple[Plugin, ...]) -> dict[str, tuple[Plugin, ...]]:
+    """For each step, in order, the plugins with something to do there: the request steps
+    a plugin ``acts_in`` (all when unset), and ``upstream_response``/``response`` for the
+    plugins that override those hooks. Built once per location, so a request does not
+    call hooks that would do nothing."""
+    table: dict[str, tuple[Plugin, ...]] = {}
+    for step in REQUEST_STEPS:
+        table[step] = tuple(p for p in plugins if p.acts_in is None or step in p.acts_in)
+    table["upstream_response"] = tuple(
+        p for p in plugins
+        if type(p).handle_upstream_response is not Plugin.handle_upstream_response)
+    table["response"] = tuple(
+        p for p in plugins if type(p).handle_response is not Plugin.handle_response)
+    return table
 
 
 def plugin_response(status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",

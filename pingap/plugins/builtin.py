@@ -27,6 +27,7 @@ class Ping(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         self.path = str(options.get("path", ""))
         self.response = plugin_response(200, b"pong")
 
@@ -45,6 +46,7 @@ class Mock(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         self.path = str(options.get("path", ""))
         status = options.get("status", 200)
         if not isinstance(status, int) or not 200 <= status <= 999:
@@ -85,6 +87,7 @@ class Limit(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         self.inflight = str(options.get("type", "rate")).lower() == "inflight"
         self.tag = str(options.get("tag", "ip")).lower()
         self.key = str(options.get("key", ""))
@@ -146,6 +149,7 @@ class Stats(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         self.path = str(options.get("path", ""))
         self.stats: Any = None
 

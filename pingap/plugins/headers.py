@@ -10,11 +10,11 @@ variable resolves to nothing drops that header (pingap writes the literal text).
 
 from __future__ import annotations
 
+import os
 import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
-
-import uuid6
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import RequestContext
@@ -38,6 +38,17 @@ Headers = list[tuple[bytes, bytes]]
 NANOID_ALPHABET = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+def uuid7() -> str:
+    """A UUID version 7 (RFC 9562 §5.7) as text: 48 bits of Unix milliseconds, the version,
+    74 random bits (``os.urandom``) and the variant. Built as an integer and formatted
+    once: twice as fast as making a ``uuid.UUID`` and printing it, on every request."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
+             | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF)
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _header_name(value: str, key: str, problems: OptionProblems) -> bytes:
     if not TOKEN.match(value):
         problems.add(key, f"invalid header name {value!r}")
@@ -56,6 +67,7 @@ class RequestId(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.header = _header_name(str(options.get("header_name") or "X-Request-Id"),
                                    "header_name", problems)
@@ -70,7 +82,7 @@ class RequestId(Plugin):
     def new_id(self) -> str:
         if self.nanoid:
             return "".join(secrets.choice(NANOID_ALPHABET) for _ in range(self.size))
-        return str(uuid6.uuid7())
+        return uuid7()
 
     def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
         if step != self.step:
@@ -104,6 +116,7 @@ class ResponseHeaders(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset()
         problems = OptionProblems()
         self.upstream_mode = str(options.get("mode") or "").lower() == "upstream"
         self.add = _rules(options, "add_headers", problems)
@@ -165,6 +178,7 @@ class Cors(Plugin):
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
         self.step = "request"  # the preflight; the response part runs at the response step
+        self.acts_in = frozenset({"request"})
         problems = OptionProblems()
         self.path: PingapRegex | None = None
         if options.get("path"):
@@ -295,6 +309,7 @@ class AcceptEncoding(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         self.encodings = str_list(options, "encodings")
         self.only_one = options.get("only_one_encoding") is True
 

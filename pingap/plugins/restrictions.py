@@ -69,6 +69,7 @@ class _Restriction(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         self.problems = OptionProblems()
         self.allow = _allow_mode(options, self.problems)
         self.forbidden = _forbidden(options)
@@ -199,6 +200,7 @@ class GeoRestriction(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.mode = str(options.get("type") or "").lower()
         if self.mode not in ("allow", "deny", "reporting"):

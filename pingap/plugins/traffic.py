@@ -28,6 +28,7 @@ class Redirect(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         prefix = str(options.get("prefix") or "")
         if len(prefix) <= 1:
             prefix = ""
@@ -62,6 +63,7 @@ class TrafficSplitting(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.upstream = str(options.get("upstream") or "")
         if not self.upstream:

@@ -78,3 +78,33 @@ def test_doc_block_passes_pingap_t(path: Path, tmp_path: Path) -> None:
     assert result.returncode == 0, output
     assert "warning" not in output.lower(), output
     assert "not implemented" not in output, output
+
+
+def test_pingap_t_reports_every_bad_plugin_option_with_name_and_key(tmp_path: Path) -> None:
+    target = tmp_path / "bad.toml"
+    target.write_text("""
+[upstreams.u]
+addrs = ["127.0.0.1:9"]
+[locations.l]
+upstream = "u"
+plugins = ["internal", "bots", "corsApi"]
+[servers.s]
+addr = "127.0.0.1:9"
+locations = ["l"]
+[plugins.internal]
+category = "ip_restriction"
+ip_list = ["10.0.0.0/8", "10.0.0.0/40", "not-an-ip"]
+[plugins.bots]
+category = "ua_restriction"
+ua_list = ["curl/", "(?<=x)y", "[unclosed"]
+[plugins.corsApi]
+category = "cors"
+path = "(api"
+""")
+    result = subprocess.run(["pingap", "-t", "-c", str(target)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode != 0
+    for key in ("plugins.internal.ip_list[1]", "plugins.internal.ip_list[2]",
+                "plugins.bots.ua_list[1]", "plugins.bots.ua_list[2]", "plugins.corsApi.path"):
+        assert f"{key}:" in result.stderr, result.stderr
+    assert "plugins.internal.ip_list[0]" not in result.stderr

@@ -274,3 +274,22 @@ def test_accept_encoding_builtin_and_absent_header() -> None:
 def test_accepts_weights() -> None:
     assert accepts("gzip;q=0.5", "gzip") and not accepts("gzip; q=0", "gzip")
     assert not accepts("gzip;q=0.0", "GZIP") and accepts("GZip", "gzip")
+
+
+def test_plugins_by_step_skips_hooks_that_would_do_nothing() -> None:
+    from pingap.plugins import Plugin, plugins_by_step
+
+    class Everywhere(Plugin):  # acts_in unset: asked at every request step
+        pass
+
+    rt = runtime_of(RESP + '[plugins.rid]\ncategory = "request_id"\nstep = "proxy_upstream"\n'
+                    + CORS, ["rid", "resp", "cors"])
+    rid, resp, cors = rt.locations["lo"].plugins
+    anywhere = Everywhere("e", {})
+    table = plugins_by_step((rid, resp, cors, anywhere))
+    assert table["early_request"] == (anywhere,)
+    assert table["request"] == (cors, anywhere)
+    assert table["proxy_upstream"] == (rid, anywhere)
+    assert table["upstream_response"] == (resp,)
+    assert table["response"] == (resp, cors)
+    assert rt.locations["lo"].plugin_steps == plugins_by_step((rid, resp, cors))
