@@ -5,11 +5,18 @@ Directive: ``"<format>"`` (lines go to the application logger) or
 ``"<file path>[?rolling=…&channel_buffer=…&flush_timeout=…] <format>"``, split at the first
 space and only read as path + format when the format is a predefined name
 (``combined|common|short|tiny``) or starts with ``{``. Writing the lines is someone else's
-job; this module does no I/O.
+job (``workers/accesslog.py``); this module does no I/O, but it names the files: with
+``?rolling=daily|hourly|minutely`` the lines of each period go to ``<path>.<UTC date>``
+(``access.log.2025-01-31``, ``.2025-01-31-13``, ``.2025-01-31-13-05``: pingap's names,
+from tracing-appender), ``never`` writes ``<path>`` itself.
 
 Deliberate differences from pingap:
 
 * ``common`` has no stray trailing ``"`` (pingap's template ends in ``{size_human}"``, §14.16).
+* Without ``rolling`` the file is ``<path>`` itself (``never``), so logrotate and USR1
+  keep working; pingap rolls daily by default. ``flush_timeout`` defaults to 1 s (pingap:
+  10 s) and ``channel_buffer`` is how many lines may wait before a flush (pingap: the
+  capacity of its queue, 1000).
 * :func:`check_access_log` rejects what pingap silently accepts: unknown placeholders and
   ``{:key}`` names (pingap prints nothing for them; we report them with a did-you-mean
   hint), unknown ``rolling`` values (pingap falls back to daily), unknown query keys, a
@@ -56,6 +63,8 @@ PREDEFINED_FORMATS: Mapping[str, str] = {
 #: Values of the ``rolling`` query parameter of a file access log (default ``daily``).
 ROLLING_VALUES = ("daily", "hourly", "minutely", "never")
 _QUERY_KEYS = ("rolling", "channel_buffer", "flush_timeout")
+#: The file-name suffix of each rolling period (UTC), as tracing-appender writes it.
+_ROLLING_SUFFIX = {"daily": "%Y-%m-%d", "hourly": "%Y-%m-%d-%H", "minutely": "%Y-%m-%d-%H-%M"}
 
 _NAME_CHARS = r"A-Za-z0-9_<>\-~:$"
 _TOKEN = re.compile(rf"\{{([{_NAME_CHARS}]+)\}}")
@@ -89,6 +98,35 @@ def parse_access_log(value: str) -> AccessLogSpec:
         path, _, raw_query = path.partition("?")
         query = dict(parse_qsl(raw_query, keep_blank_values=True))
     return AccessLogSpec(path, query, PREDEFINED_FORMATS.get(template, template))
+
+
+@dataclass(frozen=True, slots=True)
+class FileSinkSettings:
+    """How a file access log is written: its query parameters, checked and defaulted."""
+
+    rolling: str = "never"
+    #: lines that may wait in memory before a flush is started (None: no count limit)
+    channel_buffer: int | None = None
+    #: seconds between flushes (None: the sink's default)
+    flush_timeout: float | None = None
+
+
+def file_sink_settings(spec: AccessLogSpec) -> FileSinkSettings:
+    """The settings of a checked directive's file (``check_access_log`` passed)."""
+    query = spec.query
+    buffer = query.get("channel_buffer")
+    timeout = query.get("flush_timeout")
+    return FileSinkSettings(rolling=query.get("rolling", "never"),
+                            channel_buffer=int(buffer) if buffer else None,
+                            flush_timeout=parse_duration(timeout) if timeout else None)
+
+
+def rolled_path(path: str, rolling: str, now: float) -> str:
+    """The file that lines written at ``now`` (seconds since the epoch) go to."""
+    suffix = _ROLLING_SUFFIX.get(rolling)
+    if suffix is None:
+        return path
+    return f"{path}.{time.strftime(suffix, time.gmtime(now))}"
 
 
 def check_access_log(value: str) -> str | None:

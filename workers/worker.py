@@ -36,6 +36,7 @@ from gevent.event import Event
 from master import logs
 from master.shm import open_scoreboard, open_state
 from pingap import __version__
+from pingap.accesslog import file_sink_settings
 from pingap.acme import challenge_answer, challenge_token
 from pingap.actions import Respond
 from pingap.config import load_config
@@ -115,8 +116,9 @@ class Worker:
             if server.access_log is not None:
                 path = server.access_log.spec.path
                 if (path or "") not in self._access_logs:
-                    self._access_logs[path or ""] = (FileAccessLog(path) if path
-                                                     else LoggerAccessLog())
+                    self._access_logs[path or ""] = (
+                        FileAccessLog(path, file_sink_settings(server.access_log.spec))
+                        if path else LoggerAccessLog())
 
     def _setup_acme(self, runtime: Runtime) -> None:
         """With ``acme`` certificates: load what is stored (so it serves from the first

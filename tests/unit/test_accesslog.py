@@ -6,15 +6,19 @@ import dataclasses
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from pingap.accesslog import (
     PREDEFINED_FORMATS,
     AccessLogSpec,
+    FileSinkSettings,
     check_access_log,
     compile_template,
+    file_sink_settings,
     parse_access_log,
+    rolled_path,
 )
 from pingap.context import ConnectionInfo, RequestContext
 
@@ -545,3 +549,84 @@ def test_check_accepts(value: str) -> None:
 )
 def test_check_rejects(value: str, message: str) -> None:
     assert check_access_log(value) == message
+
+
+# --- file sinks: rolling, buffering, reopen --------------------------------------------------
+
+# 2025-01-31 13:05:59 UTC
+ROLL_AT = 1738328759.0
+
+
+@pytest.mark.parametrize(
+    ("rolling", "now", "expected"),
+    [
+        ("never", ROLL_AT, "/l/access.log"),
+        ("daily", ROLL_AT, "/l/access.log.2025-01-31"),
+        ("hourly", ROLL_AT, "/l/access.log.2025-01-31-13"),
+        ("minutely", ROLL_AT, "/l/access.log.2025-01-31-13-05"),
+        ("minutely", ROLL_AT + 1, "/l/access.log.2025-01-31-13-06"),
+        ("hourly", ROLL_AT + 3241, "/l/access.log.2025-01-31-14"),
+        ("daily", ROLL_AT + 39841, "/l/access.log.2025-02-01"),
+    ],
+)
+def test_rolled_file_names_are_pingaps(rolling: str, now: float, expected: str) -> None:
+    assert rolled_path("/l/access.log", rolling, now) == expected
+
+
+def test_file_sink_settings_from_the_query() -> None:
+    spec = parse_access_log("/l/a.log?rolling=hourly&channel_buffer=5&flush_timeout=2s tiny")
+    assert file_sink_settings(spec) == FileSinkSettings("hourly", 5, 2.0)
+    assert file_sink_settings(parse_access_log("/l/a.log tiny")) == FileSinkSettings()
+
+
+def test_minutely_sink_moves_to_the_next_file_as_the_clock_passes_the_minute(
+        tmp_path: Path) -> None:
+    from workers.accesslog import FileAccessLog
+
+    now = [ROLL_AT]
+    base = tmp_path / "logs" / "access.log"
+    sink = FileAccessLog(str(base), FileSinkSettings(rolling="minutely"), clock=lambda: now[0])
+    try:
+        sink.write("first")
+        sink.flush()
+        now[0] += 1  # 13:06:00
+        sink.write("second")
+        sink.write("third")
+        sink.flush()
+        first = tmp_path / "logs" / "access.log.2025-01-31-13-05"
+        second = tmp_path / "logs" / "access.log.2025-01-31-13-06"
+        assert first.read_text() == "first\n"
+        assert second.read_text() == "second\nthird\n"
+        assert sink.current == str(second)
+        # logrotate moves the file away, USR1 reopens: the period's name again, fresh
+        second.rename(tmp_path / "logs" / "rotated")
+        sink.write("fourth")
+        sink.reopen()
+        sink.write("fifth")
+        sink.flush()
+        assert (tmp_path / "logs" / "rotated").read_text() == "second\nthird\nfourth\n"
+        assert second.read_text() == "fifth\n"
+    finally:
+        sink.close()
+    assert not base.exists()  # rolling never writes the bare name
+
+
+def test_channel_buffer_starts_a_flush_after_that_many_lines(tmp_path: Path) -> None:
+    import gevent
+
+    from workers.accesslog import FileAccessLog
+
+    path = tmp_path / "a.log"
+    sink = FileAccessLog(str(path), FileSinkSettings(channel_buffer=3, flush_timeout=3600.0))
+    try:
+        sink.write("1")
+        sink.write("2")
+        gevent.sleep(0.05)
+        assert path.read_text() == ""  # below the buffer, and the timeout is an hour away
+        sink.write("3")
+        deadline = time.monotonic() + 5
+        while path.read_text() != "1\n2\n3\n" and time.monotonic() < deadline:
+            gevent.sleep(0.01)
+        assert path.read_text() == "1\n2\n3\n"
+    finally:
+        sink.close()
