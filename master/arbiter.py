@@ -743,6 +743,7 @@ class Arbiter:
             self.handle_int()
             return
         log.info("SIGTERM: graceful stop")
+        self.listeners.refuse_new_connections()  # the workers serve what is queued
         self.graceful_stop()
 
     def handle_int(self) -> None:
@@ -788,6 +789,7 @@ class Arbiter:
         elif time.monotonic() > deadline:
             self.taker_wait = None
             log.info("nobody took the listeners; graceful stop")
+            self.listeners.refuse_new_connections()
             self.graceful_stop()
 
     def handle_usr2(self) -> None:

@@ -4,13 +4,25 @@ Listeners are keyed by their normalised bind address (``"127.0.0.1:6188"``,
 ``"[::]:443"``), so a socket handed over by systemd or by a previous master is matched
 to the server that names the same address, and a reload keeps the very same socket
 object (and its accept queue) for every address that did not change.
+
+On a stop no connection already in an accept queue may be reset: closing the last copy
+of a listener resets whatever is still queued. So before the workers drain, the master
+makes each listener drop new handshakes (``refuse_new_connections``: a classic BPF
+socket filter that drops pure SYNs and lets everything else through); the workers then
+serve what is queued and close their copies (``workers.worker.Worker._take_queue``). A
+client that connects after that gets no answer to its SYN, then - once the last copy
+is closed - a refusal, never a reset of a connection it thought established.
 """
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
 import socket
 from dataclasses import dataclass, field
+
+log = logging.getLogger("pingap.master")
 
 BACKLOG = 2048
 SD_LISTEN_FDS_START = 3
@@ -57,6 +69,41 @@ def bind(key: str, *, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+_SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
+# A socket filter on a TCP socket sees the TCP header at offset 0: flags are byte 13.
+# Drop a segment whose SYN is set and ACK is not (a new handshake); pass the rest.
+_DROP_SYN = (
+    (0x30, 0, 0, 13),          # ldb [13]
+    (0x54, 0, 0, 0x12),        # and #(SYN|ACK)
+    (0x15, 0, 1, 0x02),        # jeq #SYN: next, else skip one
+    (0x06, 0, 0, 0),           # ret #0: drop
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1: pass whole
+)
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Make a listener drop new handshakes; its accept queue stays as it is. False where
+    the system has no socket filters (the queue is then reset as before)."""
+    program = (_SockFilter * len(_DROP_SYN))(*(_SockFilter(*op) for op in _DROP_SYN))
+    fprog = _SockFprog(len(_DROP_SYN), ctypes.cast(program, ctypes.POINTER(_SockFilter)))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER,
+                        ctypes.string_at(ctypes.addressof(fprog), ctypes.sizeof(fprog)))
+    except OSError as exc:
+        log.warning("cannot make %s refuse new connections: %s", socket_key(sock), exc)
+        return False
+    return True
+
+
 def systemd_sockets(environ: dict[str, str] | None = None) -> list[socket.socket]:
     """Sockets passed by systemd socket activation (``LISTEN_PID``/``LISTEN_FDS``)."""
     env = os.environ if environ is None else environ
@@ -96,6 +143,11 @@ class ListenerSet:
                 self.sockets.pop(key).close()
             raise
         return bound
+
+    def refuse_new_connections(self) -> None:
+        """Stopping: every listener drops new handshakes, keeping what it queued."""
+        for sock in self.sockets.values():
+            refuse_new_connections(sock)
 
     def close(self, keys: list[str] | None = None) -> None:
         for key in list(self.sockets) if keys is None else keys:

@@ -3,9 +3,17 @@
 Written against ``pingap.http1.ServerCodec``; the request itself is served by
 ``workers.exchange.Exchange`` through the hooks implemented here. All I/O is
 blocking-style on gevent sockets. Bodies stream in 64 KiB pieces in each
-direction and are never held whole. A reused upstream connection that fails before a
-response byte arrives is retried once on a fresh connection when the request had no
-body (nothing that could not be sent again).
+direction and are never held whole.
+
+Hostile clients: ``downstream_read_timeout`` bounds each read of a body, and the whole
+request head from its first byte (nginx's ``client_header_timeout``: a head trickled a
+line at a time is answered 408 once that total has passed). Pipelined requests are read
+only as earlier ones are answered (the socket is read only when the codec needs bytes),
+and the connection yields to the hub every few requests (``workers.turns``).
+
+A reused upstream connection that fails before a response byte arrives is retried once
+on a fresh connection when the request had no body (nothing that could not be sent
+again).
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from pingap.http1 import H11ServerCodec, ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import ClientGone, Exchange, send_all
+from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime
@@ -60,6 +69,9 @@ class H1Connection(Exchange):
         self.busy = False
         self.body_done = False
         self._out: list[bytes] = []
+        self._turn = Turn(REQUESTS_PER_TURN)  # pipelined requests: yield to the hub every few
+        self._reading_head = True  # no request head parsed yet in this cycle
+        self._head_since = 0.0     # when its first byte came (monotonic; 0 = not yet)
 
     def drain(self) -> None:
         """The worker is draining: nothing to announce, the next response closes."""
@@ -82,8 +94,15 @@ class H1Connection(Exchange):
         while True:
             event = codec.next_event()
             if event is not NEED_DATA:
+                if self._reading_head and isinstance(event, RequestReceived):
+                    self._reading_head = False
                 return event
-            self.deadline = time.monotonic() + self.idle_timeout
+            now = time.monotonic()
+            self.deadline = now + self.idle_timeout
+            if self._reading_head and codec.request_in_progress:
+                # the head as a whole has the read timeout, not each of its reads
+                self._head_since = self._head_since or now
+                self.deadline = self._head_since + self.idle_timeout
             try:
                 data = self.sock.recv(READ_SIZE)
             except TimeoutError as exc:
@@ -120,6 +139,9 @@ class H1Connection(Exchange):
                 # request on this connection is answered (with Connection: close)
                 if not self.codec.reusable():
                     return
+                self._turn.spend()
+                self._reading_head = True
+                self._head_since = 0.0
                 self.codec.start_next_cycle()
         except ClientGone:
             return

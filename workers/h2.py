@@ -17,6 +17,12 @@ Defences and limits:
 - Rapid reset (CVE-2023-44487): more than ``RESET_LIMIT`` client resets within
   ``RESET_WINDOW`` seconds ends the connection with GOAWAY ENHANCE_YOUR_CALM. A stream
   reset before its greenlet ran costs no upstream work at all.
+- Control-frame floods: more than ``CONTROL_LIMIT`` PING, SETTINGS, PRIORITY, empty DATA
+  or crumb-sized WINDOW_UPDATE (< ``CONTROL_CRUMB`` bytes) frames within
+  ``CONTROL_WINDOW`` seconds end the connection with GOAWAY ENHANCE_YOUR_CALM, as rapid
+  reset does. Whatever arrives, the reader feeds the state machine ``FEED_SIZE`` bytes at
+  a time and yields to the hub every ``workers.turns.FRAMES_PER_TURN`` frames, so a client
+  that keeps the socket full never starves the worker.
 - CONTINUATION floods are cut off by the h2 library (64 frames per header block).
 - A malformed request (RFC 9113 §8.1.1: a bad character, an uppercase or
   connection-specific field, ``te`` other than ``trailers``, a pseudo-header problem, a
@@ -66,6 +72,7 @@ from pingap.h2request import request_from_h2
 from pingap.http1 import check_field_values
 from pingap.session import HOP_BY_HOP
 from workers.exchange import ClientGone, Exchange
+from workers.turns import FRAMES_PER_TURN, Turn
 
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime
@@ -83,6 +90,10 @@ STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 16 << 20
 RESET_LIMIT = 100
 RESET_WINDOW = 1.0
+CONTROL_LIMIT = 1000              # control frames per CONTROL_WINDOW before ENHANCE_YOUR_CALM
+CONTROL_WINDOW = 1.0
+CONTROL_CRUMB = 1024              # a WINDOW_UPDATE opening less than this counts as control
+FEED_SIZE = 4096                  # bytes handed to the state machine between two checks
 GOAWAY_ROUND_TRIP = 5.0           # how long to wait for the drain PING's answer at most
 CLOSE_LINGER = 2.0                # after the final GOAWAY, wait this long for the client's close
 LAST_STREAM_ID = (1 << 31) - 1
@@ -157,6 +168,21 @@ _REQUEST_FLAGS = h2.utilities.HeaderValidationFlags(
 _TRAILER_FLAGS = _REQUEST_FLAGS._replace(is_trailer=True)
 
 
+_CONTROL_EVENTS = (h2.events.PingReceived, h2.events.RemoteSettingsChanged,
+                   h2.events.SettingsAcknowledged, h2.events.PriorityUpdated,
+                   h2.events.WindowUpdated, h2.events.DataReceived)
+
+
+def _is_control(event: h2.events.Event) -> bool:
+    """Whether an event of ``_CONTROL_EVENTS`` counts against the control-frame budget:
+    DATA only when empty and not ending its stream, WINDOW_UPDATE only in crumbs."""
+    if isinstance(event, h2.events.DataReceived):
+        return not event.data and event.stream_ended is None
+    if isinstance(event, h2.events.WindowUpdated):
+        return (event.delta or 0) < CONTROL_CRUMB
+    return True
+
+
 class _StreamErrorsH2(h2.connection.H2Connection):
     """The h2 state machine with malformed requests as stream errors (RFC 9113 §8.1.1).
 
@@ -225,6 +251,9 @@ class H2Connection:
         self.deadline = 0.0
         self._write_lock = Semaphore()
         self._resets: deque[float] = deque()
+        self._control_count = 0
+        self._control_since = 0.0
+        self._turn = Turn(FRAMES_PER_TURN)
         self._draining = False            # first GOAWAY sent
         self._last_stream: int | None = None  # final GOAWAY sent with this id
         self._drain_acked = Event()
@@ -273,14 +302,8 @@ class H2Connection:
             while True:
                 if data:
                     data, goaways = self._splitter.feed(data)
-                    try:
-                        events = self.h2.receive_data(data) if data else []
-                    except h2.exceptions.ProtocolError as exc:
-                        log.info("h2 protocol error from %s: %s", self.conn.remote_addr, exc)
-                        self.flush()  # the library queued its GOAWAY
-                        return
-                    for event in events:
-                        if not self._handle(event):
+                    for offset in range(0, len(data), FEED_SIZE):
+                        if not self._receive(data[offset:offset + FEED_SIZE]):
                             return
                     for goaway in goaways:  # after the frames that came with it
                         if not self._client_goaway(goaway):
@@ -321,6 +344,36 @@ class H2Connection:
                 self.sock.close()
             except OSError:
                 pass
+
+    def _receive(self, data: bytes) -> bool:
+        """Feed the state machine and act on its events; False to end the connection."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.info("h2 protocol error from %s: %s", self.conn.remote_addr, exc)
+            self.flush()  # the library queued its GOAWAY
+            return False
+        for event in events:
+            if not self._handle(event):
+                return False
+            if isinstance(event, _CONTROL_EVENTS) and _is_control(event) \
+                    and not self._count_control():
+                log.warning("h2 control frame flood from %s: closing the connection",
+                            self.conn.remote_addr)
+                self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+                self.flush()
+                return False
+        self._turn.spend(len(events))
+        return True
+
+    def _count_control(self) -> bool:
+        """Record a control frame; False once the client sends too many."""
+        now = time.monotonic()
+        if now - self._control_since > CONTROL_WINDOW:
+            self._control_since = now
+            self._control_count = 0
+        self._control_count += 1
+        return self._control_count <= CONTROL_LIMIT
 
     def _handle(self, event: object) -> bool:
         """Act on one h2 event; False to end the connection."""

@@ -62,6 +62,10 @@ log = logging.getLogger("pingap.worker")
 
 EXIT_BOOT_ERROR = 3
 IDLE_CLOSE_GRACE = 2.0
+#: Draining: at most this many queued connections taken per listener and pass, and the
+#: wait before the second pass (a handshake half way through when the first ended).
+BACKLOG_TAKE = 4096
+QUEUE_SETTLE = 0.05
 HEARTBEAT_INTERVAL = 1.0
 DEADLINE_TICK = 0.1
 #: Stop accepting while this many connections above the serving workers' average.
@@ -544,16 +548,40 @@ class Worker:
             self._renewer.stop()
         for conn in list(self._connections):
             conn.drain()
-        for socks in self.listeners.values():
-            for sock in socks:
-                sock.close()
-        gevent.spawn(self._drain)
+        takers = [gevent.spawn(self._take_queue, self.runtime.servers[name], sock)
+                  for name, socks in self.listeners.items() for sock in socks]
+        gevent.spawn(self._drain, takers)
 
-    def _drain(self) -> None:
+    def _take_queue(self, server: ServerRuntime, sock: socket.socket) -> None:
+        """Draining: serve the connections the kernel already queued on ``sock`` (their
+        clients completed the handshake and wait for an answer), then close our copy of
+        it. The last copy closed with connections queued would reset them; on a stop the
+        master first makes the listener drop new handshakes
+        (``master.listeners.ListenerSet.refuse_new_connections``), so the queue only
+        empties. A second pass after ``QUEUE_SETTLE`` takes handshakes that were half way
+        through."""
+        sock.settimeout(0.0)
+        try:
+            for settle in (False, True):
+                if settle:
+                    gevent.sleep(QUEUE_SETTLE)
+                for _ in range(BACKLOG_TAKE):
+                    try:
+                        client, peer = sock.accept()
+                    except OSError:  # BlockingIOError: the queue is empty
+                        break
+                    self.accepted += 1
+                    self._unregistered += 1
+                    gevent.spawn(self._serve_connection, server, client, peer)
+        finally:
+            sock.close()
+
+    def _drain(self, takers: list[gevent.Greenlet]) -> None:
+        gevent.joinall(takers)
         grace = self.runtime.config.basic.grace_period
         deadline = time.monotonic() + grace
         idle_close = time.monotonic() + min(IDLE_CLOSE_GRACE, grace)
-        while self._connections and time.monotonic() < deadline:
+        while (self._connections or self._unregistered) and time.monotonic() < deadline:
             if time.monotonic() >= idle_close:
                 for conn, greenlet in list(self._connections.items()):
                     if not conn.busy:
