@@ -743,7 +743,8 @@ class Arbiter:
             self.handle_int()
             return
         log.info("SIGTERM: graceful stop")
-        self.listeners.refuse_new_connections()  # the workers serve what is queued
+        if self.handoff is None:  # (handed over, the listeners serve a new master)
+            self.listeners.refuse_new_connections()  # the workers serve what is queued
         self.graceful_stop()
 
     def handle_int(self) -> None:

@@ -163,6 +163,9 @@ class LocationRuntime:
     set_names: frozenset[bytes] = frozenset()
     #: translate gRPC-Web requests to gRPC (needs the server's ``grpc-web`` module)
     grpc_web: bool = False
+    #: buffer request bodies before connecting upstream: bytes kept in memory (the rest
+    #: goes to a temp file); None streams them
+    client_body_buffer_size: int | None = None
     processing: int = 0
     #: ``plugins`` by step, as the session runs them (``plugins_by_step``)
     plugin_steps: dict[str, tuple[Plugin, ...]] = field(default_factory=dict)
@@ -352,6 +355,7 @@ def _build_location(name: str, cfg: Any, upstreams: dict[str, Any],
         plugins=_location_plugins(name, cfg, plugins, out),
         set_names=frozenset(rule.name.lower() for rule in header_set),
         grpc_web=bool(cfg.grpc_web),
+        client_body_buffer_size=cfg.client_body_buffer_size,
     )
     try:
         route = compile_route(

@@ -6,7 +6,9 @@ exchange with retries, streaming both ways — and talks to the client only thro
 few hooks that the HTTP/1 connection (``workers.h1``) and the HTTP/2 stream
 (``workers.h2``) implement:
 
-- ``next_event()``: the next request body event (BodyReceived / MessageEnded);
+- ``next_event()``: the next request body event (BodyReceived / MessageEnded); the
+  exchange reads bodies through ``body_event``, which replays a body spooled first
+  (``workers.spool``) when the location buffers request bodies;
 - ``write_head`` / ``write_body`` / ``write_end``: the response, possibly buffered
   until ``flush()`` (HTTP/1 sends the head with the first body piece in one write);
 - ``send_informational(status)``: a 1xx (100-continue);
@@ -23,7 +25,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import gevent
@@ -59,6 +62,7 @@ from pingap.session import ProxySession
 from workers import splice
 from workers.admin import body_reader
 from workers.h2upstream import H2StreamError, H2UpstreamConnection, H2UpstreamStream
+from workers.spool import spool_body
 
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime, UpstreamRuntime
@@ -96,6 +100,8 @@ class Exchange:
     deadline: float
     busy: bool
     body_done: bool
+    #: the current request's body, read whole first (``spool``), or None: from the client
+    _body_replay: Iterator[object] | None = None
 
     # --- downstream hooks -------------------------------------------------------
 
@@ -156,6 +162,7 @@ class Exchange:
 
     def serve(self, request: RequestReceived) -> bool:
         """Handle one request; True if the connection may carry another."""
+        self._body_replay = None
         server = self.server
         worker = self.worker
         now = time.monotonic()
@@ -227,6 +234,25 @@ class Exchange:
         self.flush()
         return len(answer.body), not close
 
+    def body_event(self) -> object:
+        """The next request body event: from the spooled body, or from the client."""
+        replay = self._body_replay
+        if replay is not None:
+            return next(replay)
+        return self.next_event()
+
+    def spool(self, session: ProxySession, request: RequestReceived,
+              memory_limit: int) -> RequestReceived:
+        """Read the whole body before any upstream is contacted; the request as it is
+        forwarded (its 100-continue answered here)."""
+        if request.expect_continue:
+            self.send_informational(100)
+        body = spool_body(self.next_event, session, memory_limit)
+        if body is None:
+            raise ClientGone("client closed during the request body")
+        self._body_replay = body.events()
+        return replace(request, expect_continue=False)
+
     def finish_request_body(self) -> None:
         """Consume the end of a body-less request so the codec can start a new cycle."""
         event = self.next_event()
@@ -250,6 +276,13 @@ class Exchange:
               upstream: UpstreamRuntime) -> tuple[int, bool]:
         ctx = session.ctx
         pool = self.worker.pool
+        location = session.location
+        if location is not None and location.client_body_buffer_size is not None \
+                and request.has_body and not self.body_done:
+            try:
+                request = self.spool(session, request, location.client_body_buffer_size)
+            except DownstreamError as err:
+                return self.fail(session, request, err, False)
         replayable = not request.has_body
         fresh_only = False
         h2_retried = False
@@ -430,7 +463,7 @@ class Exchange:
                      request: RequestReceived, bridge: GrpcWebBridge | None) -> None:
         received = 0
         while True:
-            event = self.next_event()
+            event = self.body_event()
             if isinstance(event, BodyReceived):
                 received += len(event.data)
                 session.check_body_size(received)
@@ -491,7 +524,7 @@ class Exchange:
         chunked = request.chunked
         received = 0
         while True:
-            event = self.next_event()
+            event = self.body_event()
             if isinstance(event, BodyReceived):
                 received += len(event.data)
                 session.check_body_size(received)

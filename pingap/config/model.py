@@ -344,6 +344,12 @@ class LocationConfig:
     client_max_body_size: int | None = setting(
         Kind.BYTESIZE, "Request body limit (413 above); unset = none."
     )
+    client_body_buffer_size: int | None = setting(
+        Kind.BYTESIZE,
+        "Not in pingap: read the whole request body before connecting upstream (nginx's "
+        "proxy_request_buffering), this much in memory, the rest in a temp file; unset = "
+        "stream it as it arrives (pingap's behaviour).",
+    )
     max_processing: int = setting(
         Kind.INT, "Max in-flight requests (429 above); 0 = unlimited.", 0, bounds=(0, 2**31 - 1)
     )

@@ -11,7 +11,11 @@ worker, and every phase of a request has a deadline.
   is answered 408 once the head as a whole has taken the read timeout;
 - a stop (SIGTERM, and QUIT with nobody to take the listeners) under a burst of six
   connecting threads resets no connection: what the kernel had queued is served, later
-  clients are refused.
+  clients are refused;
+- with ``client_body_buffer_size``, twenty slow uploads (Content-Length and chunked)
+  hold no upstream connection while they arrive, then reach the backend intact (memory
+  and temp file), trailers included; past ``client_max_body_size`` such an upload gets
+  413 with nothing forwarded.
 
 (Content-Length and chunk sizes over 2^63-1 and control characters: the corpus,
 ``tests/corpus/http1_requests.toml``, run by ``test_corpus.py`` against both codecs and
@@ -21,6 +25,7 @@ that gets 200: ``test_h2_frames.py``.)
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -30,6 +35,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from hyperframe.frame import Frame, GoAwayFrame, PingFrame, SettingsFrame
 
@@ -266,3 +272,85 @@ def _frames(data: bytes) -> list[Frame]:
         frames.append(frame)
         offset += 9 + length
     return frames
+
+
+def upstream_connections(proc: PingapProcess, backend_port: int) -> int:
+    """The worker's TCP connections to the backend (its upstream connections)."""
+    total = 0
+    for pid in proc.worker_pids():
+        total += sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                     if c.raddr and c.raddr.port == backend_port
+                     and c.status == psutil.CONN_ESTABLISHED)
+    return total
+
+
+def _slow_upload(port: int, target: str, body: bytes, *, chunked: bool = False
+                 ) -> tuple[socket.socket, bytes]:
+    """Send the head and all but the last byte of ``body``; (socket, the rest)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    if chunked:
+        framing = b"Transfer-Encoding: chunked\r\n"
+        wire = f"{len(body) - 1:x}\r\n".encode() + body[:-1] + b"\r\n"
+        rest = b"1\r\n" + body[-1:] + b"\r\n0\r\nX-Sum: done\r\n\r\n"
+    else:
+        framing = f"Content-Length: {len(body)}\r\n".encode()
+        wire, rest = body[:-1], body[-1:]
+    sock.sendall(f"POST {target} HTTP/1.1\r\nHost: x\r\n".encode() + framing + b"\r\n" + wire)
+    return sock, rest
+
+
+def _answer(sock: socket.socket) -> dict[str, object]:
+    data = bytearray()
+    with sock:
+        while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+            piece = sock.recv(65536)
+            if not piece:
+                break
+            data += piece
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    return json.loads(body)
+
+
+def test_buffered_uploads_hold_no_upstream_connection(pingap, backends) -> None:
+    backend = backends()
+    backend_port = int(backend.addr.rsplit(":", 1)[1])
+    port = free_port()
+    # 16 KiB in memory, the rest of each 100 KB body in a temp file
+    proc = _serving(pingap(proxy_config(
+        port, backend.addr, basic="threads = 1",
+        location='client_body_buffer_size = "16KB"\nclient_max_body_size = "1MB"'),
+        port=port))
+    before = len(backend.requests())
+    bodies = [os.urandom(100_000) for _ in range(20)]
+    uploads = [_slow_upload(port, f"/upload?i={i}", body, chunked=i % 2 == 1)
+               for i, body in enumerate(bodies)]
+    # every body is still arriving: nothing was forwarded, no upstream connection is busy
+    time.sleep(0.5)  # a negative observation: give a wrong proxy the time to connect
+    assert len(backend.requests()) == before
+    busy = upstream_connections(proc, backend_port)
+    assert busy <= 1, busy  # (at most the idle pooled connection of the warm-up)
+    for sock, rest in uploads:
+        sock.sendall(rest)
+    answers = [_answer(sock) for sock, _ in uploads]
+    for body, answer in zip(bodies, answers, strict=True):
+        assert answer["length"] == len(body)
+        assert answer["sha256"] == hashlib.sha256(body).hexdigest()
+    chunked = [r for r in backend.requests() if r["target"] == "/upload?i=1"]
+    assert chunked and chunked[0]["trailers"] == [["X-Sum", "done"]]
+
+
+def test_buffered_upload_over_the_body_limit_is_refused_before_any_upstream(
+        pingap, backends) -> None:
+    backend = backends()
+    port = free_port()
+    _serving(pingap(proxy_config(
+        port, backend.addr,
+        location='client_body_buffer_size = "4KB"\nclient_max_body_size = "64KB"'),
+        port=port))
+    sock, rest = _slow_upload(port, "/upload?too-big", b"x" * 100_000)
+    with sock:
+        sock.sendall(rest)
+        head = sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 413 "), head
+    assert [r for r in backend.requests() if "too-big" in r["target"]] == []
