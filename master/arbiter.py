@@ -38,10 +38,9 @@ from master.notify import monotonic_usec, notify
 from master.snapshot import ConfigSnapshots
 from master.storage import PollingWatcher, StorageError, open_storage
 from master.webhook import WebhookSender
-from pingap.config import load_config
 from pingap.control import Decoder, MessageType, ProtocolError, encode
 from pingap.errors import ConfigError
-from pingap.runtime import build_runtime
+from pingap.runtime import load_runtime
 from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
 from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SIZE as STATE_SIZE
@@ -153,9 +152,7 @@ def generation_servers(config: Any) -> dict[str, list[str]]:
 
 def load_checked(path: str) -> Any:
     """Load and fully compile the config; ConfigError lists every problem."""
-    config = load_config(path)
-    build_runtime(config)
-    return config
+    return load_runtime(path).config
 
 
 class Arbiter:

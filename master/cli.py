@@ -13,12 +13,13 @@ import shutil
 import signal
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pingap import __version__
 
 if TYPE_CHECKING:
     from pingap.config import PingapConfig
+    from pingap.runtime import Runtime
 
 #: The signals the master handles (master.arbiter.Arbiter.SIGNALS), held from the first
 #: line of ``main`` until the arbiter's handlers are installed.
@@ -86,27 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_config(path: str) -> tuple[Any, list[str]]:
-    """(config, messages): every problem when config is None, else the warnings."""
+def check_config(path: str) -> tuple[PingapConfig | None, list[str], list[str]]:
+    """(config, problems, warnings) of both check phases; config is None on problems."""
     from pingap.errors import ConfigError
-    from pingap.runtime import build_runtime
     try:
-        config = _load(path)
+        runtime = _load_runtime(path)
     except ConfigError as err:
-        return None, [str(p) for p in err.problems]
-    try:
-        runtime = build_runtime(config)
-    except ConfigError as err:
-        return None, [str(p) for p in err.problems]
-    return config, [str(w) for w in (*config.warnings, *runtime.warnings)]
+        return None, [str(p) for p in err.problems], [str(w) for w in err.warnings]
+    return runtime.config, [], [str(w) for w in (*runtime.config.warnings, *runtime.warnings)]
 
 
-def _load(path: str) -> PingapConfig:
+def _load_runtime(path: str) -> Runtime:
     from master.storage import StorageError, open_storage
-    from pingap.config import load_config, load_config_sources
     from pingap.errors import ConfigError, Problem
+    from pingap.runtime import load_runtime
     if "://" not in path:
-        return load_config(path)
+        return load_runtime(path)
     try:
         storage = open_storage(path)
         try:
@@ -115,15 +111,18 @@ def _load(path: str) -> PingapConfig:
             storage.close()
     except StorageError as exc:
         raise ConfigError([Problem(path.split("?")[0], "storage", str(exc))]) from None
-    return load_config_sources(sources)
+    return load_runtime(sources)
 
 
 def normalize_conf(conf: str) -> str:
-    """A file path made absolute (the master may chdir); a URL kept as given."""
+    """A file path made absolute (the master may chdir), ``~`` expanded, pingap's
+    ``?query`` kept; a URL kept as given. ``-c=path`` (pingap's docs write it so; clap
+    strips the '=') works too."""
+    conf = conf.removeprefix("=")
     if "://" in conf:
         return conf
     path, sep, query = conf.partition("?")
-    return os.path.abspath(path) + sep + query
+    return os.path.abspath(os.path.expanduser(path)) + sep + query
 
 
 def sync_config(source: str, target: str) -> int:
@@ -234,12 +233,12 @@ def _quick_argv(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     conf = normalize_conf(args.conf)
-    config, problems = check_config(conf)
+    config, problems, warnings = check_config(conf)
+    for warning in warnings:
+        print(f"pingap: warning: {warning}", file=sys.stderr)
     if config is None:
         print_problems(args.conf, problems)
         return 1
-    for warning in problems:
-        print(f"pingap: warning: {warning}", file=sys.stderr)
     if args.test:
         from master.storage import redact
         print(f"pingap: configuration {redact(args.conf)} is valid")

@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from master import files
-from master.cli import check_config, load_plugins, print_problems
+from master.cli import check_config, load_plugins, normalize_conf, print_problems
 
 
 def pid_alive(pid: int) -> bool:
@@ -41,7 +41,7 @@ def find_pid_file(args: argparse.Namespace) -> str:
         return str(args.pid_file)
     if args.conf:
         from pingap.config import load_config
-        config = load_config(args.conf)
+        config = load_config(normalize_conf(args.conf))
         return config.basic.pid_file or files.default_pid_file()
     return files.default_pid_file()
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.conf:
             print("pingapctl: test needs -c CONF", file=sys.stderr)
             return 1
-        config, problems = check_config(args.conf)
+        config, problems, _ = check_config(normalize_conf(args.conf))
         if config is None:
             print_problems(args.conf, problems)
             return 1
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "reload":
         before = (status.get("last_reload") or {}).get("seq", 0)
         if args.conf:
-            config, problems = check_config(args.conf)
+            config, problems, _ = check_config(normalize_conf(args.conf))
             if config is None:
                 print_problems(args.conf, problems)
                 print("pingapctl: not reloaded; the running config keeps serving",

@@ -86,6 +86,8 @@ class ConfigError(PingapError):
 
     error_type = "config"
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], warnings: list[Problem] | None = None) -> None:
         self.problems = list(problems)
+        #: what was found besides (ignored keys...), for a complete ``pingap -t`` report
+        self.warnings = list(warnings or ())
         super().__init__("\n".join(str(p) for p in self.problems))

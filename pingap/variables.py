@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pingap.accesslog import millis
 from pingap.context import RequestContext
+from pingap.units import format_duration_human
 
 Resolver = Callable[[RequestContext], "str | None"]
 
@@ -33,6 +34,14 @@ CONTEXT_KEYS = frozenset({
     "upstream_processing_time", "upstream_response_time", "compression_time",
     "compression_ratio", "cache_lookup_time", "cache_lock_time", "service_time",
 })
+#: Timing keys that also have a ``<key>_human`` form ("1.5s", "320ms"), as in the access log.
+_TIMING_KEYS = frozenset({
+    "connection_time", "tls_handshake_time", "upstream_connect_time",
+    "upstream_tcp_connect_time", "upstream_tls_handshake_time", "upstream_connection_time",
+    "upstream_processing_time", "upstream_response_time", "compression_time",
+    "cache_lookup_time", "cache_lock_time", "service_time",
+})
+CONTEXT_KEYS = CONTEXT_KEYS | {f"{key}_human" for key in _TIMING_KEYS}
 
 
 def _forwarded_for(ctx: RequestContext) -> str:
@@ -56,6 +65,9 @@ _BUILTINS: dict[str, Resolver] = {
 
 
 def _context_resolver(key: str) -> Resolver:
+    if key.endswith("_human"):
+        return _human_resolver(key.removesuffix("_human"))
+
     def resolve(ctx: RequestContext) -> str | None:
         if key == "service_time":
             return str(millis((ctx.end or ctx.start) - ctx.start))
@@ -74,6 +86,16 @@ def _context_resolver(key: str) -> Resolver:
         if isinstance(value, float):
             return str(millis(value))
         return str(value)
+    return resolve
+
+
+def _human_resolver(key: str) -> Resolver:
+    def resolve(ctx: RequestContext) -> str | None:
+        if key == "service_time":
+            return format_duration_human((ctx.end or ctx.start) - ctx.start)
+        holder = ctx.conn if key == "tls_handshake_time" else ctx
+        value = getattr(holder, key, None)
+        return None if value is None else format_duration_human(value)
     return resolve
 
 

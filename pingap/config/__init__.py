@@ -33,9 +33,10 @@ import dataclasses
 
 from pingap.config.addresses import parse_host_port, split_listen_addrs
 from pingap.config.build import build_config
-from pingap.config.checks import BUILTIN_PLUGINS, check_config
+from pingap.config.checks import check_config
 from pingap.config.model import (
     NOT_YET_SUPPORTED,
+    OBSOLETE_KEYS,
     BasicConfig,
     CertificateConfig,
     LocationConfig,
@@ -51,8 +52,8 @@ from pingap.config.sources import Report, Source, merge_sources, read_sources
 from pingap.errors import ConfigError, Problem
 
 __all__ = [
-    "BUILTIN_PLUGINS",
     "NOT_YET_SUPPORTED",
+    "OBSOLETE_KEYS",
     "PLUGIN_SCHEMAS",
     "BasicConfig",
     "CertificateConfig",
@@ -62,13 +63,17 @@ __all__ = [
     "PluginConfig",
     "PluginSchema",
     "Problem",
+    "Report",
     "ServerConfig",
     "StorageConfig",
     "UpstreamConfig",
+    "collect_config",
+    "collect_config_sources",
     "field_docs",
     "load_config",
     "load_config_sources",
     "load_config_text",
+    "sorted_problems",
     "parse_host_port",
     "split_listen_addrs",
 ]
@@ -78,28 +83,52 @@ def load_config(path: str) -> PingapConfig:
     """Load and validate the config at ``path`` (a file or a directory).
 
     Raises ``ConfigError`` with every problem found; warnings (fields accepted but not
-    acted on) are returned in ``PingapConfig.warnings``.
+    acted on) are returned in ``PingapConfig.warnings``. ``pingap.runtime.load_runtime``
+    also compiles it (the second half of the checks) in the same pass.
     """
     report = Report()
-    sources = read_sources(path, report)
-    return _load(sources, report)
+    return _raise_errors(collect_config(path, report), report)
 
 
 def load_config_sources(sources: list[Source]) -> PingapConfig:
     """Load and validate a config given as documents (e.g. read from etcd)."""
-    return _load(sources, Report())
+    report = Report()
+    return _raise_errors(_collect(sources, report), report)
+
+
+def collect_config_sources(sources: list[Source], report: Report) -> PingapConfig:
+    """``collect_config`` of documents (e.g. read from etcd): never raises."""
+    return _collect(sources, report)
 
 
 def load_config_text(text: str, file: str = "<string>") -> PingapConfig:
     """Load and validate a whole config given as TOML text; ``file`` names it in problems."""
-    return _load([Source(file, text.encode("utf-8"))], Report())
+    report = Report()
+    return _raise_errors(_collect([Source(file, text.encode("utf-8"))], report), report)
 
 
-def _load(sources: list[Source], report: Report) -> PingapConfig:
+def collect_config(path: str, report: Report) -> PingapConfig:
+    """The config at ``path`` with every problem added to ``report`` (never raises).
+
+    Entries with problems are still there (a bad value keeps its field's default), so a
+    later phase can check them too: one run reports everything.
+    """
+    return _collect(read_sources(path, report), report)
+
+
+def _collect(sources: list[Source], report: Report) -> PingapConfig:
     raw = merge_sources(sources, report)
     config = build_config(raw, report)
-    check_config(config, raw, report)
-    if report.errors:
-        # Grouped by file (stable: discovery order within a file).
-        raise ConfigError(sorted(report.errors, key=lambda problem: problem.file))
+    check_config(config, report)
     return dataclasses.replace(config, warnings=tuple(report.warnings))
+
+
+def _raise_errors(config: PingapConfig, report: Report) -> PingapConfig:
+    if report.errors:
+        raise ConfigError(sorted_problems(report.errors))
+    return config
+
+
+def sorted_problems(problems: list[Problem]) -> list[Problem]:
+    """Grouped by file (stable: discovery order within a file)."""
+    return sorted(problems, key=lambda problem: problem.file)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from dataclasses import MISSING
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from pingap.config.model import (
     INERT_VALUES,
     NOT_YET_SUPPORTED,
+    OBSOLETE_KEYS,
+    OBSOLETE_TLS_KEYS,
     BasicConfig,
     CertificateConfig,
     Kind,
@@ -29,12 +32,14 @@ from pingap.config.model import (
 )
 from pingap.config.plugin_schema import (
     PLUGIN_SCHEMAS,
+    Opt,
     check_plugin,
+    check_value,
     describe,
     did_you_mean,
 )
 from pingap.config.sources import RawConfig, RawEntry, Report
-from pingap.plugins import REGISTRY
+from pingap.plugins import GUARD_CATEGORIES, REGISTRY
 from pingap.units import parse_bytesize, parse_duration
 
 __all__ = ["build_config"]
@@ -112,20 +117,32 @@ def _build(cls: type[T], entry: RawEntry, report: Report, extra: Mapping[str, An
     kwargs: dict[str, Any] = dict(extra)
     for key, value in entry.values.items():
         spec = fields.get(key)
+        dotted = f"{entry.section}.{key}"
         if spec is None:
-            report.errors.append(entry.problem(key, f"unknown key{did_you_mean(key, fields)}"))
+            if dotted in OBSOLETE_KEYS:
+                report.warnings.append(entry.problem(
+                    key, f"obsolete pingap key, ignored (as pingap does): {OBSOLETE_KEYS[dotted]}"))
+            elif dotted in OBSOLETE_TLS_KEYS:
+                report.errors.append(entry.problem(
+                    key, "obsolete pingap key: pingap ignores it and would serve plain HTTP; "
+                    f"{OBSOLETE_TLS_KEYS[dotted]}"))
+            else:
+                report.errors.append(entry.problem(key, f"unknown key{did_you_mean(key, fields)}"))
             continue
+        if value == "" and spec.metadata["kind"] is Kind.STR:
+            if spec.default is MISSING:
+                report.errors.append(entry.problem(key, "must not be empty"))
+            continue  # pingap (and its web admin) write "" for an unset optional string
         try:
             kwargs[key] = _convert(spec.metadata["kind"], spec.metadata["bounds"], value)
         except _BadValue as exc:
             report.errors.append(entry.problem(key, str(exc)))
             continue
-        dotted = f"{entry.section}.{key}"
         if dotted in NOT_YET_SUPPORTED and not _is_inert(dotted, kwargs[key], spec.default):
             report.warnings.append(entry.problem(key, "accepted but not supported yet; ignored"))
     for key, spec in fields.items():
-        if spec.default is dataclasses.MISSING and key not in kwargs:
-            if key not in entry.values:  # else present but mistyped: already reported
+        if spec.default is MISSING and key not in kwargs:
+            if key not in entry.values:  # else present but mistyped or empty: reported
                 report.errors.append(entry.problem(key, "required key is missing"))
             kwargs[key] = ""  # a placeholder, so the entry still exists for cross-checks
     return cls(**kwargs)
@@ -154,9 +171,7 @@ def _build_plugin(entry: RawEntry, report: Report) -> PluginConfig:
                 entry.problem("category", f"unknown plugin category '{category}'{hint}")
             )
     else:
-        check_plugin(
-            category, step, values, lambda key, msg: report.errors.append(entry.problem(key, msg))
-        )
+        _check_plugin_options(entry, category, step, values, report)
     return PluginConfig(
         name=entry.name,
         category=category if isinstance(category, str) else "",
@@ -166,18 +181,58 @@ def _build_plugin(entry: RawEntry, report: Report) -> PluginConfig:
     )
 
 
+def _wrong_type(kind: Opt, value: Any) -> bool:
+    """The TOML type does not fit (a value pingap's plugins replace by the default), as
+    opposed to a string that does not parse (which fails the plugin there too)."""
+    if kind in (Opt.STR, Opt.DURATION, Opt.BYTESIZE):
+        return not isinstance(value, str)
+    if kind in (Opt.BOOL, Opt.INT, Opt.STR_LIST):
+        return check_value(kind, value) is not None
+    return False
+
+
+def _check_plugin_options(
+    entry: RawEntry, category: str, step: Any, values: dict[str, Any], report: Report
+) -> None:
+    """Check a known category's options; outside the access guards, an unknown or
+    mistyped option is a warning and is dropped (pingap ignores it, or uses the default:
+    its own conf/ samples carry such stale keys). In a guard a typo must not open a
+    location, so there it stays an error."""
+    schema = PLUGIN_SCHEMAS[category]
+    strict = category in GUARD_CATEGORIES
+    ignored: list[str] = []
+
+    def problem(key: str, message: str) -> None:
+        top = key.partition("[")[0]
+        kind = schema.options.get(top)
+        lenient = not strict and top in values and top == key and (
+            kind is None or _wrong_type(kind, values[top]))
+        if lenient:
+            ignored.append(key)
+            report.warnings.append(entry.problem(key, f"{message}; ignored, as pingap does"))
+        else:
+            report.errors.append(entry.problem(key, message))
+
+    check_plugin(category, step, values, problem)
+    for key in ignored:
+        values.pop(key, None)
+
+
 def build_config(raw: RawConfig, report: Report) -> PingapConfig:
     """The typed config of ``raw``; every problem goes to ``report`` (never raises)."""
     sources: dict[str, str] = {}
+    origins: dict[str, tuple[str, str]] = {}
     basic = BasicConfig()
     if raw.basic is not None:
         basic = _build(BasicConfig, raw.basic, report, {})
         sources["basic"] = raw.basic.file
+        origins.update((f"basic.{key}", where) for key, where in raw.basic.origins.items())
     built: dict[str, dict[str, Any]] = {}
     for section, entries in raw.sections.items():
         built[section] = {}
         for name, entry in entries.items():
-            sources[f"{section}.{name}"] = entry.file
+            sources[entry.path] = entry.file
+            origins.update((f"{entry.path}.{key}", where) for key, where in entry.origins.items())
             if section == "plugins":
                 built[section][name] = _build_plugin(entry, report)
             else:
@@ -193,6 +248,7 @@ def build_config(raw: RawConfig, report: Report) -> PingapConfig:
         certificates=built["certificates"],
         storages=built["storages"],
         sources=sources,
+        origins=origins,
         digest=raw.digest,
         warnings=tuple(report.warnings),
     )

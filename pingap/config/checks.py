@@ -2,16 +2,21 @@
 
 One job: given a typed ``PingapConfig`` (every field already of the right type),
 report what pingap's validation reports (spec §2.3) and what pingap lets through
-silently, each with the file and dotted key it came from:
+silently, each with the file and dotted key it came from. This is the one place each of
+these rules is checked; ``pingap.runtime`` compiles what passes and reports only what
+needs compiling to find (a plugin's own option checks, whether this build can run a
+plugin a location uses, certificate files):
 
-* references: a location's ``upstream`` and ``plugins``, a server's ``locations``,
-  a storage named in ``includes`` (checked while merging), a ``traffic_splitting``
-  plugin's ``upstream``. pingap silently skips unknown plugin names; we report them.
-* values: listen addresses (and the same address on two servers), upstream
-  addresses, ``algo``, ``alpn``, ``discovery``, ``health_check``, keepalive limits,
-  location ``path``/``host``/``rewrite``/header rules (via ``pingap.routing`` and
-  ``pingap.variables``), ``access_log`` (via ``pingap.accesslog``),
-  ``trusted_proxies``, certificate ``dns_provider``, storage ``category``.
+* references: a location's ``upstream`` and ``plugins``, a server's ``locations``, a
+  storage named in ``includes`` (checked while merging), a ``traffic_splitting``
+  plugin's ``upstream``, the capture group a ``$name`` upstream names.
+  pingap silently skips unknown plugin names; we report them.
+* values: listen addresses (and the same address on two servers), TLS versions, the
+  HTTP/1 codec, server modules, metrics paths, upstream addresses, ``algo``, ``alpn``,
+  ``discovery``, ``health_check``, keepalive limits, location ``path``/``host``/
+  ``rewrite``/header rules (via ``pingap.routing`` and ``pingap.variables``),
+  ``access_log`` (via ``pingap.accesslog``), ``trusted_proxies``, the Redis and ACME
+  settings, certificate ``dns_provider``, storage ``category``.
 
 Host names are never resolved here (no I/O): that happens when the upstream is built.
 """
@@ -30,26 +35,14 @@ from pingap.config.model import (
     UpstreamConfig,
 )
 from pingap.config.plugin_schema import did_you_mean
-from pingap.config.sources import RawConfig, Report
+from pingap.config.sources import Report
 from pingap.health import parse_health_check
-from pingap.routing import check_host, check_path, check_rewrite
+from pingap.plugins import BUILTIN_PLUGINS
+from pingap.routing import HostMatcher, PathMatcher, Rewrite
 from pingap.upstream import parse_addr, parse_algo
 from pingap.variables import check_header_rule
 
-__all__ = ["BUILTIN_PLUGINS", "check_config"]
-
-BUILTIN_PLUGINS = frozenset(
-    {
-        "pingap:compression",
-        "pingap:compressionUpstream",
-        "pingap:ping",
-        "pingap:stats",
-        "pingap:requestId",
-        "pingap:acceptEncodingAdjustment",
-        "pingap:admin",
-    }
-)
-"""Plugin names always available to locations (spec §2.12)."""
+__all__ = ["HTTP1_CODECS", "TLS_VERSIONS", "check_config"]
 
 DISCOVERY_MODES = ("static", "dns", "docker", "transparent")
 ALPN_VALUES = ("h1", "h2", "h2h1")
@@ -57,25 +50,34 @@ HASH_TYPES = ("url", "ip", "path", "header", "cookie", "query")
 DNS_PROVIDERS = frozenset({"ali", "aliyun", "cf", "cloudflare", "tencent", "huawei", "manual", ""})
 STORAGE_CATEGORIES = ("config", "secret")
 MAX_TCP_PROBE_COUNT = 16
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_FAILURE_MODES = ("open", "closed")
+
+#: ``servers.<name>.http1_codec`` values: the HTTP/1 request parsers a worker can run
+HTTP1_CODECS = ("fast", "h11")
+
+#: pingap's spellings plus the ones its docs use (which pingap silently maps to 1.2),
+#: mapped to ``ssl.TLSVersion`` member names
+TLS_VERSIONS = {"tlsv1.1": "TLSv1_1", "tlsv1.2": "TLSv1_2", "tlsv1.3": "TLSv1_3",
+                "tls1.1": "TLSv1_1", "tls1.2": "TLSv1_2", "tls1.3": "TLSv1_3"}
+SERVER_MODULES = ("grpc-web",)
 
 Reporter = Callable[[str, str], None]
 """``problem(key, message)``: record an error about a key of the entry being checked."""
 
 
-def check_config(config: PingapConfig, raw: RawConfig, report: Report) -> None:
-    """Report every value and reference problem of ``config`` (built from ``raw``)."""
+def check_config(config: PingapConfig, report: Report) -> None:
+    """Report every value and reference problem of ``config`` to ``report``."""
 
     def problem_for(section: str, name: str) -> Reporter:
-        entry = raw.basic if section == "basic" else raw.sections[section][name]
-        assert entry is not None  # only called for entries that were loaded
+        entry = section if section == "basic" else f"{section}.{name}"
 
         def problem(key: str, message: str) -> None:
-            report.errors.append(entry.problem(key, message))
+            report.errors.append(config.problem(entry, key, message))
 
         return problem
 
-    if raw.basic is not None:
-        _check_networks("trusted_proxies", config.basic.trusted_proxies, problem_for("basic", ""))
+    _check_basic(config, problem_for("basic", ""))
     _check_servers(config, problem_for)
     for name, location in config.locations.items():
         _check_location(location, config, problem_for("locations", name))
@@ -103,6 +105,17 @@ def check_config(config: PingapConfig, raw: RawConfig, report: Report) -> None:
             )
 
 
+def _check_basic(config: PingapConfig, problem: Reporter) -> None:
+    basic = config.basic
+    _check_networks("trusted_proxies", basic.trusted_proxies, problem)
+    if basic.redis_url and not basic.redis_url.startswith(REDIS_SCHEMES):
+        problem("redis_url", "expected a redis://, rediss:// or unix:// URL")
+    if basic.redis_failure_mode not in REDIS_FAILURE_MODES:
+        problem("redis_failure_mode", "expected 'open' or 'closed'")
+    if not basic.acme_directory_url.startswith(("https://", "http://")):
+        problem("acme_directory_url", "expected an https:// URL of an ACME directory")
+
+
 def _check_networks(key: str, items: Iterable[str], problem: Reporter) -> None:
     for index, item in enumerate(items):
         try:
@@ -125,6 +138,21 @@ def _check_servers(config: PingapConfig, problem_for: Callable[[str, str], Repor
             message = check_access_log(server.access_log)
             if message:
                 problem("access_log", message)
+        for key in ("tls_min_version", "tls_max_version"):
+            version = getattr(server, key)
+            if version and version.strip().lower() not in TLS_VERSIONS:
+                # pingap silently falls back to TLS 1.2
+                problem(key, f"unknown TLS version {version!r}; expected one of "
+                        "tlsv1.1, tlsv1.2, tlsv1.3")
+        if server.http1_codec.strip().lower() not in HTTP1_CODECS:
+            problem("http1_codec", f"unknown HTTP/1 codec {server.http1_codec!r}; expected "
+                    f"one of {', '.join(HTTP1_CODECS)}")
+        for module in server.modules:
+            if module not in SERVER_MODULES:
+                problem("modules", f"unknown module {module!r}; the only one is 'grpc-web'")
+        metrics = server.prometheus_metrics
+        if metrics and "://" not in metrics and not metrics.startswith("/"):
+            problem("prometheus_metrics", "expected a path like '/metrics' or a push gateway URL")
 
 
 def _check_listen(
@@ -160,15 +188,26 @@ def _check_location(location: LocationConfig, config: PingapConfig, problem: Rep
         if plugin not in config.plugins and plugin not in BUILTIN_PLUGINS:
             hint = did_you_mean(plugin, [*config.plugins, *BUILTIN_PLUGINS])
             problem(f"plugins[{index}]", f"unknown plugin '{plugin}'{hint}")
-    for key, value, check in (
-        ("path", location.path, check_path),
-        ("host", location.host, check_host),
-        ("rewrite", location.rewrite, check_rewrite),
+    captures: set[str] | None = set()
+    for key, value, parse in (
+        ("path", location.path, PathMatcher.parse),
+        ("host", location.host, HostMatcher.parse),
+        ("rewrite", location.rewrite, Rewrite.parse),
     ):
-        if value is not None:
-            message = check(value)
-            if message:
-                problem(key, message)
+        if value is None:
+            continue
+        try:
+            names = parse(value).group_names  # type: ignore[operator]
+        except ValueError as exc:
+            problem(key, str(exc))
+            captures = None
+            continue
+        if captures is not None:
+            captures |= names
+    if upstream and upstream.startswith("$") and captures is not None:
+        if upstream[1:] not in captures:
+            problem("upstream", f"{upstream} names no capture group of this location's host, "
+                    "path or rewrite regex")
     for key, rules in (
         ("proxy_set_headers", location.proxy_set_headers),
         ("proxy_add_headers", location.proxy_add_headers),

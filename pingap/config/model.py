@@ -13,6 +13,7 @@ loader warns once per (field, entry) where one is set to a non-default value.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -22,6 +23,8 @@ from pingap.errors import Problem
 
 __all__ = [
     "NOT_YET_SUPPORTED",
+    "OBSOLETE_KEYS",
+    "OBSOLETE_TLS_KEYS",
     "BasicConfig",
     "CertificateConfig",
     "Kind",
@@ -95,6 +98,29 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "upstreams.tcp_recv_buf",
     }
 )
+
+# Keys older pingap releases had and pingap 0.13 no longer reads (seen in real configs, in
+# pingap's web UI types and its conf/ comments), with what replaced them. Setting one is a
+# warning naming it obsolete; the value is ignored, as pingap ignores it.
+OBSOLETE_KEYS: Mapping[str, str] = {
+    "basic.cache_directory": "the file cache is configured on the cache plugin "
+    "(its 'directory' option) since pingap 0.12",
+    "basic.cache_max_size": "the cache size is configured on the cache plugin since pingap 0.12",
+    "certificates.certificate_file": "use tls_cert and tls_key (a PEM, a file path or base64)",
+}
+
+# Obsolete keys whose silent removal would change what a listener is: pingap ignores them
+# and serves plain HTTP, so these stay errors here, with the way to the current form.
+OBSOLETE_TLS_KEYS: Mapping[str, str] = {
+    "servers.tls_cert": "move it to a [certificates.<name>] entry and set "
+    "global_certificates = true on the server",
+    "servers.tls_key": "move it to a [certificates.<name>] entry and set "
+    "global_certificates = true on the server",
+    "servers.certificate_file": "move it to a [certificates.<name>] entry (tls_cert, "
+    "tls_key) and set global_certificates = true on the server",
+    "servers.lets_encrypt": "use a [certificates.<name>] entry with acme = \"lets_encrypt\" "
+    "and domains, and set global_certificates = true on the server",
+}
 
 # Values of not-yet-supported fields that mean "feature off" besides the default
 # (compared lower-cased): no warning for them.
@@ -501,3 +527,14 @@ class PingapConfig:
     sources: dict[str, str] = field(default_factory=dict)
     digest: str = ""
     warnings: tuple[Problem, ...] = ()
+    #: ``"<entry>.<key>"`` -> (file, note) for keys that came from another file than their
+    #: entry (a storage merged by ``includes``, a ``[basic]`` key in a second file)
+    origins: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    def problem(self, entry: str, key: str, message: str) -> Problem:
+        """A Problem about ``key`` (``"algo"``, ``"plugins[1]"``, ``""`` for the entry
+        itself) of ``entry`` (``"basic"`` or ``"<section>.<name>"``), located in the file
+        that key came from."""
+        top = re.split(r"[.\[]", key, maxsplit=1)[0]
+        file, note = self.origins.get(f"{entry}.{top}", (self.sources.get(entry, ""), ""))
+        return Problem(file, f"{entry}.{key}" if key else entry, message + note)

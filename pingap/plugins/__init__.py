@@ -71,13 +71,16 @@ class Services:
     cache_store: Callable[[str, str], Any] | None = None
 
 
-#: Categories whose absence would open a location up: never silently skipped.
+#: Categories whose absence would open a location up: never silently skipped, and their
+#: options are checked strictly (a typo is an error, not an ignored key). ``admin`` holds
+#: the admin credentials.
 GUARD_CATEGORIES = frozenset({
     "basic_auth", "key_auth", "jwt", "combined_auth", "forward_auth", "csrf",
     "ip_restriction", "ua_restriction", "referer_restriction", "geo_restriction", "limit",
+    "admin",
 })
 
-BUILTIN_PLUGINS: dict[str, tuple[str, dict[str, Any]]] = {
+BUILTIN_PLUGINS: dict[str, tuple[str, dict[str, Any] | None]] = {
     "pingap:ping": ("ping", {"path": "/ping"}),
     "pingap:stats": ("stats", {"path": "/stats"}),
     "pingap:compression": ("compression",
@@ -87,7 +90,11 @@ BUILTIN_PLUGINS: dict[str, tuple[str, dict[str, Any]]] = {
     "pingap:requestId": ("request_id", {}),
     "pingap:acceptEncodingAdjustment": ("accept_encoding", {
         "encodings": "zstd, br, gzip", "only_one_encoding": True}),
+    # no options: defined only by ``--admin`` (master.admin adds it as a configured
+    # plugin, which shadows this entry); without the flag a location naming it is refused
+    "pingap:admin": ("admin", None),
 }
+"""The one list of built-in plugin names (spec §2.12), their category and options."""
 
 
 def register(cls: type[Plugin]) -> type[Plugin]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -56,3 +57,43 @@ def test_unknown_header_variable_is_an_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "locations.l.proxy_set_headers[0]" in result.stderr
     assert "no_such_variable_here" in result.stderr
+
+
+def test_both_check_phases_report_in_one_run(tmp_path: Path) -> None:
+    """A loader problem (unknown key) does not hide what only compiling finds (a plugin's
+    own check, a certificate file, the built-in pingap:admin without --admin): one run
+    lists all."""
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(
+        '[upstreams.u]\naddrs = ["127.0.0.1:5000"]\nalgo = "least_conn"\n'
+        '[locations.l]\nupstream = "u"\nupstrem = "x"\nplugins = ["m", "pingap:admin"]\n'
+        '[plugins.m]\ncategory = "mock"\nstatus = 100\n'
+        f'[certificates.c]\ntls_cert = "{tmp_path}/missing.pem"\n'
+        f'tls_key = "{tmp_path}/missing.key"\n'
+        '[servers.s]\naddr = "127.0.0.1:16004"\nlocations = ["l"]\n')
+    result = run_test(conf)
+    assert result.returncode == 1
+    lines = [line.strip() for line in result.stderr.splitlines() if line.startswith("  ")]
+    keys = {line.split(": ")[1] for line in lines}
+    assert {"locations.l.upstrem", "upstreams.u.algo", "plugins.m",
+            "locations.l.plugins[1]"} <= keys, result.stderr
+    assert any(key.startswith("certificates.c") for key in keys), result.stderr
+    assert len(lines) == len(keys), result.stderr  # each problem once
+    admin = next(line for line in lines if "locations.l.plugins[1]" in line)
+    assert "'pingap:admin' exists only with --admin" in admin
+    assert "not defined" not in result.stderr
+
+
+def test_config_path_expands_home(tmp_path: Path) -> None:
+    """``-c ~/…``, ``-c=~/…`` (pingap's docs) and ``PINGAP_CONF=~/…``."""
+    (tmp_path / "pingap.toml").write_text(
+        '[upstreams.u]\naddrs = ["127.0.0.1:5000"]\n[locations.l]\nupstream = "u"\n'
+        '[servers.s]\naddr = "127.0.0.1:16005"\nlocations = ["l"]\n')
+    env = {**os.environ, "HOME": str(tmp_path)}
+    env.pop("PINGAP_CONF", None)
+    for args, extra in ((["-c", "~/pingap.toml"], {}), (["-c=~/pingap.toml"], {}),
+                        ([], {"PINGAP_CONF": "~/pingap.toml"})):
+        result = subprocess.run(["pingap", "-t", *args], capture_output=True, text=True,
+                                timeout=60, env={**env, **extra})
+        assert result.returncode == 0, (args, extra, result.stderr)
+        assert "is valid" in result.stdout

@@ -621,10 +621,25 @@ eviction = "yes"
         "plugins.lim.max": 'expected an integer, got "100"',
         "plugins.lim.interval": 'expected a duration string like "10s", got 10 (pingap ignores non-string values here)',
         "plugins.lim.weight": "150 is out of range 0-100",
-        "plugins.enc.encodings": 'expected a string, got an array; write one comma-separated string: "zstd, br, gzip"',
         "plugins.cache.max_file_size": "invalid byte size '1xx': unknown unit 'xx' (use b, kb, mb, gb, tb, kib, mib, gib, tib)",
-        "plugins.cache.eviction": 'expected a boolean, got "yes"',
     }  # lock = "1 sec" is valid humantime
+
+
+def test_mistyped_options_outside_guards_are_warnings_and_dropped() -> None:
+    """pingap replaces a mistyped option by its default; its own conf/ has
+    ``encodings = [..]``. Outside the access guards that is a warning (the option
+    dropped); in a guard (limit, above) it stays an error."""
+    config = load_config_text(
+        '[plugins.enc]\ncategory = "accept_encoding"\nencodings = ["zstd", "br"]\n'
+        'only_one_encoding = true\n'
+        '[plugins.cache]\ncategory = "cache"\neviction = "yes"\n', "w.toml")
+    assert {str(w) for w in config.warnings} == {
+        'w.toml: plugins.enc.encodings: expected a string, got an array; write one '
+        'comma-separated string: "zstd, br"; ignored, as pingap does',
+        'w.toml: plugins.cache.eviction: expected a boolean, got "yes"; ignored, as pingap does',
+    }
+    assert dict(config.plugins["enc"].options) == {"only_one_encoding": True}
+    assert dict(config.plugins["cache"].options) == {}
 
 
 def test_plugin_unknown_option_step_and_enumerations() -> None:
@@ -633,6 +648,11 @@ def test_plugin_unknown_option_step_and_enumerations() -> None:
 [plugins.stats]
 category = "stats"
 value = "/stats"
+
+[plugins.admin]
+category = "admin"
+path = "/admin"
+autorizations = ["a:b"]
 
 [plugins.deny]
 category = "ip_restriction"
@@ -657,14 +677,23 @@ step = "proxy_upstream"
 """
     )
     assert found == {
-        "plugins.stats.value": "unknown option of a stats plugin; did you mean 'path'?",
+        "plugins.admin.autorizations": "unknown option of a admin plugin; did you mean 'authorizations'?",
         "plugins.deny.type": 'invalid value "block"; expected one of: allow, deny',
         "plugins.deny.ip_lst": "unknown option of a ip_restriction plugin; did you mean 'ip_list'?",
         "plugins.lim.type": 'invalid value "burst"; expected one of: rate, inflight',
         "plugins.lim.tag": 'invalid value "user"; expected one of: ip, header, cookie, query',
         "plugins.lim.step": "limit cannot run at step 'respone'; expected one of: request, proxy_upstream; did you mean 'response'?",
         "plugins.keys.step": "key_auth cannot run at step 'proxy_upstream'; expected one of: request",
-    }
+    }  # stats.value (a stale key of pingap's conf/): a warning, see the next test
+
+
+def test_unknown_option_outside_guards_is_a_warning_naming_it() -> None:
+    config = load_config_text('[plugins.stats]\ncategory = "stats"\nvalue = "/stats"\n',
+                              "w.toml")
+    assert [str(w) for w in config.warnings] == [
+        "w.toml: plugins.stats.value: unknown option of a stats plugin; did you mean 'path'?; "
+        "ignored, as pingap does"]
+    assert dict(config.plugins["stats"].options) == {}
 
 
 def test_plugin_category_is_required_and_known() -> None:
@@ -915,3 +944,89 @@ def test_loaded_config_is_a_pingap_config_with_problem_warnings() -> None:
     assert config.warnings == (
         Problem("m.toml", "basic.sentry", "accepted but not supported yet; ignored"),
     )
+
+
+# --- pingap's own habits: "" for unset, obsolete keys, one pass ----------------------------
+
+
+def test_empty_strings_mean_unset() -> None:
+    """pingap's conf/*.toml and web admin write "" for an unset optional string."""
+    config = load_config_text(
+        '[basic]\nerror_template = ""\nlog_level = ""\n'
+        '[upstreams.u]\naddrs = ["127.0.0.1:5000"]\nalgo = ""\nalpn = ""\nhealth_check = ""\n'
+        'sni = ""\ndiscovery = ""\n'
+        '[locations.l]\nupstream = "u"\nrewrite = ""\npath = ""\nhost = ""\n'
+        '[servers.s]\naddr = "127.0.0.1:8080"\nlocations = ["l"]\naccess_log = ""\n'
+        'tls_min_version = ""\nhttp1_codec = ""\nprometheus_metrics = ""\n', "e.toml")
+    upstream, location, server = (config.upstreams["u"], config.locations["l"],
+                                  config.servers["s"])
+    assert (upstream.algo, upstream.alpn, upstream.health_check, upstream.sni) == (
+        "round_robin", "H1", None, None)
+    assert (location.rewrite, location.path, location.host) == (None, None, None)
+    assert (server.access_log, server.tls_min_version, server.http1_codec) == (
+        None, None, "fast")
+    assert config.basic.error_template is None
+    assert config.warnings == ()
+
+
+def test_required_string_keys_stay_required_when_empty() -> None:
+    assert messages('[servers.s]\naddr = ""\n') == {"servers.s.addr": "must not be empty"}
+
+
+def test_obsolete_keys_warn_as_obsolete_not_did_you_mean() -> None:
+    config = load_config_text(
+        MINIMAL + '[basic]\ncache_directory = "/tmp/cache"\ncache_max_size = "100MB"\n'
+        '[certificates.c]\ncertificate_file = "/etc/c.pem"\n', "o.toml")
+    found = {w.key: w.message for w in config.warnings}
+    assert set(found) == {"basic.cache_directory", "basic.cache_max_size",
+                          "certificates.c.certificate_file"}
+    for message in found.values():
+        assert message.startswith("obsolete pingap key, ignored")
+        assert "did you mean" not in message
+    assert "cache plugin" in found["basic.cache_directory"]
+
+
+def test_obsolete_server_tls_keys_are_errors_pointing_to_certificates() -> None:
+    found = messages('[servers.s]\naddr = "127.0.0.1:8443"\ntls_cert = "/c.pem"\n'
+                     'lets_encrypt = "a.test"\n')
+    assert set(found) == {"servers.s.tls_cert", "servers.s.lets_encrypt"}
+    assert "plain HTTP" in found["servers.s.tls_cert"]
+    assert "[certificates.<name>]" in found["servers.s.tls_cert"]
+    assert 'acme = "lets_encrypt"' in found["servers.s.lets_encrypt"]
+
+
+def test_load_runtime_reports_both_phases_once(tmp_path: Path) -> None:
+    from pingap.runtime import load_runtime
+
+    conf = tmp_path / "p.toml"
+    conf.write_text(
+        '[upstreams.u]\naddrs = ["127.0.0.1:5000 x"]\nread_timeout = "10x"\n'
+        '[locations.l]\nupstream = "u"\npath = "~(a"\nplugins = ["m", "nope"]\n'
+        'proxy_set_headers = ["bad name:1"]\n'
+        '[plugins.m]\ncategory = "mock"\nstatus = 100\n'
+        '[servers.s]\naddr = "127.0.0.1:8080"\nlocations = ["l"]\naccess_log = "{methd}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(str(conf))
+    keys = [p.key for p in caught.value.problems]
+    assert sorted(keys) == sorted([
+        "upstreams.u.addrs[0]", "upstreams.u.read_timeout", "locations.l.path",
+        "locations.l.plugins[1]", "locations.l.proxy_set_headers[0]", "plugins.m",
+        "servers.s.access_log"])
+    assert all(p.file == str(conf) for p in caught.value.problems)
+
+
+def test_problems_of_included_keys_name_the_storage_file(tmp_path: Path) -> None:
+    from pingap.runtime import load_runtime
+
+    write_files(tmp_path, {
+        "storages.toml": '[storages.plug]\ncategory = "config"\n'
+                         'value = \'plugins = ["nope"]\'\n',
+        "main.toml": '[upstreams.u]\naddrs = ["127.0.0.1:5000"]\n'
+                     '[locations.l]\nupstream = "u"\nincludes = ["plug"]\n'
+                     '[servers.s]\naddr = "127.0.0.1:8080"\nlocations = ["l"]\n'})
+    with pytest.raises(ConfigError) as caught:
+        load_runtime(str(tmp_path))
+    [problem] = caught.value.problems
+    assert (problem.file, problem.key) == (str(tmp_path / "storages.toml"),
+                                           "locations.l.plugins[0]")
+    assert "included from storage 'plug'" in problem.message

@@ -341,3 +341,15 @@ addrs = ["127.0.0.1:9000"]
     assert (b"X-Trace", b"t1") in out
     assert (b"X-Static", b"yes") in out
     assert not any(b"$" in v for _, v in out)
+
+
+def test_human_context_keys_are_header_values() -> None:
+    """``:service_time_human`` and the other ``*_human`` timings work in header rules
+    (pingap accepts them there, with the access log's values)."""
+    assert check_header_rule("X-Took::service_time_human") is None
+    assert check_header_rule("X-Up::upstream_response_time_human") is None
+    ctx = full_ctx()
+    rule = parse_header_rule("X-Took::service_time_human")
+    assert rule.value(ctx) == compile_template("{:service_time_human}")(ctx).encode()
+    assert rule.value(ctx) == b"500ms"
+    assert resolve(":cache_lock_time_human", make_ctx()) is None
