@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--admin", default=None, metavar="[USER:PASS@]HOST:PORT[/PATH]",
                         help="serve the admin API on its own address (env PINGAP_ADMIN_ADDR "
                              "with PINGAP_ADMIN_USER and PINGAP_ADMIN_PASSWORD)")
+    parser.add_argument("--to-toml", action="store_true",
+                        help="print the config (TOML, HCL or KDL) as one TOML document")
     parser.add_argument("--template", action="store_true",
                         help="print pingap's template config and exit")
     parser.add_argument("--sync", default=None, metavar="STORAGE",
@@ -135,6 +137,21 @@ def sync_config(source: str, target: str) -> int:
         print(f"pingap: sync failed: {exc}", file=sys.stderr)
         return 1
     print(f"pingap: copied {count} entries to {target_storage.url}")
+    return 0
+
+
+def print_as_toml(given: str, conf: str) -> int:
+    """``--to-toml``: the config files (TOML, HCL or KDL) as one TOML document."""
+    from pingap.config import config_as_toml
+    from pingap.errors import ConfigError
+    if "://" in conf:
+        print("pingap: --to-toml reads config files, not a storage URL", file=sys.stderr)
+        return 1
+    try:
+        sys.stdout.write(config_as_toml(conf))
+    except ConfigError as err:
+        print_problems(given, [str(p) for p in err.problems])
+        return 1
     return 0
 
 
@@ -233,6 +250,8 @@ def _quick_argv(args: argparse.Namespace) -> list[str]:
 
 def _run(args: argparse.Namespace) -> int:
     conf = normalize_conf(args.conf)
+    if args.to_toml:
+        return print_as_toml(args.conf, conf)
     config, problems, warnings = check_config(conf)
     for warning in warnings:
         print(f"pingap: warning: {warning}", file=sys.stderr)

@@ -48,7 +48,7 @@ from pingap.config.model import (
     field_docs,
 )
 from pingap.config.plugin_schema import PLUGIN_SCHEMAS, PluginSchema
-from pingap.config.sources import Report, Source, merge_sources, read_sources
+from pingap.config.sources import Report, Source, merge_sources, merged_document, read_sources
 from pingap.errors import ConfigError, Problem
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "UpstreamConfig",
     "collect_config",
     "collect_config_sources",
+    "config_as_toml",
     "field_docs",
     "load_config",
     "load_config_sources",
@@ -114,6 +115,19 @@ def collect_config(path: str, report: Report) -> PingapConfig:
     later phase can check them too: one run reports everything.
     """
     return _collect(read_sources(path, report), report)
+
+
+def config_as_toml(path: str) -> str:
+    """The config at ``path`` (TOML, HCL or KDL, a file or a directory) as one TOML
+    document, ``includes`` kept; raises ConfigError when a file cannot be read or parsed.
+    Values are not checked (``pingap -t`` does that)."""
+    import tomlkit  # only this conversion writes TOML
+
+    report = Report()
+    document = merged_document(read_sources(path, report), report)
+    if report.errors:
+        raise ConfigError(sorted_problems(report.errors))
+    return tomlkit.dumps(document)
 
 
 def _collect(sources: list[Source], report: Report) -> PingapConfig:

@@ -4,8 +4,11 @@ One job: turn ``-c <path>`` into ``RawConfig`` — the ``[basic]`` keys and ever
 ``[<section>.<name>]`` table, each remembering the file (and storage) each of its keys
 came from, with ``includes`` already expanded. Nothing here knows field types.
 
-* a file (existing, or a path ending in ``.toml``) is the whole config;
-* a directory contributes every ``**/*.toml`` under it, in lexical order of the
+* a file (existing, or a path ending in ``.toml``, ``.hcl`` or ``.kdl``) is the whole
+  config; HCL and KDL files are read by ``pingap.config.formats`` into the tables their
+  TOML would have;
+* a directory contributes every ``**/*.toml`` under it (without any: every ``.hcl``,
+  else every ``.kdl``, as pingap), in lexical order of the
   relative path (pingap's ``conf/`` layout and its ``?separation=true`` layout
   ``servers/web.toml`` … both load), except hidden files and directories (pingap
   reads those too); a ``?…`` suffix on the path is ignored;
@@ -26,14 +29,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pingap.config.formats import FormatError, hcl_document, kdl_document
 from pingap.errors import Problem
 
-__all__ = ["SECTIONS", "RawConfig", "RawEntry", "Report", "Source", "merge_sources", "read_sources"]
+__all__ = ["SECTIONS", "RawConfig", "RawEntry", "Report", "Source", "merge_sources",
+           "merged_document", "read_sources"]
 
 SECTIONS = ("servers", "locations", "upstreams", "plugins", "certificates", "storages")
 """The named-entry sections, in the order they are built and checked."""
 
 INCLUDING_SECTIONS = ("servers", "locations", "upstreams")
+
+FORMATS = (".toml", ".hcl", ".kdl")
+"""Config file extensions, in the order a directory is searched (pingap's)."""
 """Sections whose entries may pull storage fragments in with ``includes``."""
 
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -102,38 +110,32 @@ def read_sources(path: str, report: Report) -> list[Source]:
     root = Path(base)
     if root.is_dir():
         return _read_directory(base, root, report)
-    if root.is_file() or base.endswith(".toml"):
+    if root.is_file() or base.endswith(FORMATS):
         return [source for source in (_read_file(base, report),) if source is not None]
-    if base.endswith((".hcl", ".kdl")):
-        report.errors.append(
-            Problem(base, "path", "HCL and KDL configs are not supported; use TOML")
-        )
-        return []
     report.errors.append(Problem(base, "path", "no such file or directory"))
     return []
 
 
 def _read_directory(base: str, root: Path, report: Report) -> list[Source]:
-    found = sorted(
-        relative
-        for relative in (item.relative_to(root).as_posix() for item in root.rglob("*.toml"))
-        # Hidden entries are skipped: Kubernetes mounts a ConfigMap as symlinks into a
-        # "..data" directory, which would otherwise define every entry twice.
-        if not any(part.startswith(".") for part in relative.split("/"))
-        and (root / relative).is_file()
+    """Every ``.toml`` file; without any, every ``.hcl``; without any, every ``.kdl``
+    (pingap's order: one format per directory)."""
+    for extension in FORMATS:
+        found = sorted(
+            relative
+            for relative in (item.relative_to(root).as_posix()
+                             for item in root.rglob(f"*{extension}"))
+            # Hidden entries are skipped: Kubernetes mounts a ConfigMap as symlinks into
+            # a "..data" directory, which would otherwise define every entry twice.
+            if not any(part.startswith(".") for part in relative.split("/"))
+            and (root / relative).is_file()
+        )
+        if found:
+            sources = (_read_file(os.path.join(base, relative), report) for relative in found)
+            return [source for source in sources if source is not None]
+    report.warnings.append(
+        Problem(base, "path", "no .toml, .hcl or .kdl files found; the config is empty")
     )
-    if not found:
-        if any(root.rglob("*.hcl")) or any(root.rglob("*.kdl")):
-            report.errors.append(
-                Problem(base, "path", "HCL and KDL configs are not supported; use TOML")
-            )
-        else:
-            report.warnings.append(
-                Problem(base, "path", "no .toml files found; the config is empty")
-            )
-        return []
-    sources = (_read_file(os.path.join(base, relative), report) for relative in found)
-    return [source for source in sources if source is not None]
+    return []
 
 
 def _read_file(file: str, report: Report) -> Source | None:
@@ -152,6 +154,13 @@ def _parse(source: Source, report: Report) -> dict[str, Any] | None:
     except UnicodeDecodeError as exc:
         report.errors.append(Problem(source.file, "file", f"not valid UTF-8 (byte {exc.start})"))
         return None
+    if source.file.endswith((".hcl", ".kdl")):
+        reader = hcl_document if source.file.endswith(".hcl") else kdl_document
+        try:
+            return reader(text)
+        except FormatError as exc:
+            report.errors.append(Problem(source.file, "file", str(exc)))
+            return None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -170,6 +179,25 @@ def _parse(source: Source, report: Report) -> dict[str, Any] | None:
 
 def merge_sources(sources: list[Source], report: Report) -> RawConfig:
     """Parse every source and merge the tables; then expand ``includes``."""
+    raw = _merge(sources, report)
+    _expand_includes(raw, report)
+    return raw
+
+
+def merged_document(sources: list[Source], report: Report) -> dict[str, Any]:
+    """Every source as one TOML document: entries merged by section, ``includes`` kept
+    as written (what ``pingap --to-toml`` prints)."""
+    raw = _merge(sources, report)
+    document: dict[str, Any] = {}
+    if raw.basic is not None:
+        document["basic"] = raw.basic.values
+    for section, entries in raw.sections.items():
+        if entries:
+            document[section] = {name: entry.values for name, entry in entries.items()}
+    return document
+
+
+def _merge(sources: list[Source], report: Report) -> RawConfig:
     raw = RawConfig()
     digest = hashlib.sha256()
     for source in sources:
@@ -179,7 +207,6 @@ def merge_sources(sources: list[Source], report: Report) -> RawConfig:
         if document is not None:
             _merge_document(raw, source.file, document, report)
     raw.digest = digest.hexdigest()
-    _expand_includes(raw, report)
     return raw
 
 

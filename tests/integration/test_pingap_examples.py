@@ -126,3 +126,21 @@ def test_stale_sample_keys_are_named_in_warnings(geoip_db: Path) -> None:
                for line in warnings), output
     assert any("plugins.commonAcceptEncoding.encodings: expected a string, got an array"
                in line for line in warnings), output
+
+
+@pytest.mark.parametrize("name", ["test.hcl", "test.kdl"])
+def test_pingap_hcl_and_kdl_samples_pass_and_convert(name: str, tmp_path: Path,
+                                                     geoip_db: Path) -> None:
+    sample = DATA / "formats" / name
+    code, errors, output = check(sample, geoip_db)
+    assert (code, errors) == (0, []), output
+    converted = subprocess.run(["pingap", "--to-toml", "-c", str(sample)],
+                               capture_output=True, text=True, timeout=60)
+    assert converted.returncode == 0, converted.stderr
+    document = tomllib.loads(converted.stdout)
+    assert document["servers"]["test"]["locations"] == ["github-api", "static"]
+    assert document["locations"]["github-api"]["upstream"] == "api"
+    target = tmp_path / "converted.toml"
+    target.write_text(converted.stdout)
+    code, errors, output = check(target, geoip_db)
+    assert (code, errors) == (0, []), output
