@@ -232,7 +232,7 @@ def test_empty_or_missing_path_is_a_problem(tmp_path: Path) -> None:
 def test_empty_directory_loads_empty_with_a_warning(tmp_path: Path) -> None:
     config = load_config(str(tmp_path))
     assert config.servers == {}
-    assert [w.message for w in config.warnings] == ["no .toml files found; the config is empty"]
+    assert [w.message for w in config.warnings] == ["no .toml, .hcl or .kdl files found; the config is empty"]
 
 
 def test_relative_paths_stay_relative_in_problems(
