@@ -62,6 +62,7 @@ from pingap.session import ProxySession
 from workers import splice
 from workers.admin import body_reader
 from workers.h2upstream import H2StreamError, H2UpstreamConnection, H2UpstreamStream
+from workers.local_body import ClientWriteFailed, write_local_body
 from workers.spool import spool_body
 
 if TYPE_CHECKING:
@@ -171,6 +172,7 @@ class Exchange:
         server.processing += 1
         server.accepted += 1
         self.body_done = False
+        self._pending_head = None
         size = 0
         keep = False
         metrics = worker.metrics
@@ -200,7 +202,8 @@ class Exchange:
             else:
                 if isinstance(decision, AdminCall) and worker.admin is not None:
                     decision = worker.admin.answer(decision, session.ctx, body_reader(self))
-                size, keep = self.respond(request, decision)
+                size, keep = self.respond(request, session.local_response(decision),
+                                          session.ctx)
         except ClientGone:
             keep = False
         finally:
@@ -215,24 +218,56 @@ class Exchange:
 
     # --- local answers ----------------------------------------------------------
 
-    def respond(self, request: RequestReceived, answer: Respond) -> tuple[int, bool]:
+    def respond(self, request: RequestReceived, answer: Respond,
+                ctx: RequestContext | None = None) -> tuple[int, bool]:
         close = answer.close or self.worker.draining
         if not self.body_done:
             if request.has_body:
                 close = True  # the unread body makes the connection unusable
             else:
                 self.finish_request_body()
-        headers = list(answer.headers)
-        if close:
-            self.mark_close(headers)
+
+        def write_head() -> None:
+            # read at write time: a whole-body filter may have edited the head
+            headers = list(answer.headers)
+            if close:
+                self.mark_close(headers)
+            self.write_head(answer.status, headers)
+
         if answer.delay:
             gevent.sleep(answer.delay)
-        self.write_head(answer.status, headers)
-        if request.method != b"HEAD" and answer.body:
-            self.write_body(answer.body)
+        size = len(answer.body)
+        if request.method == b"HEAD":
+            write_head()
+        elif ctx is not None and (answer.stream or ctx.body_filters):
+            try:
+                size = write_local_body(self, answer, ctx, write_head=write_head)
+            except ClientWriteFailed as exc:
+                raise ClientGone(str(exc)) from exc
+        else:
+            write_head()
+            if answer.body:
+                self.write_body(answer.body)
         self.write_end(None)
         self.flush()
-        return len(answer.body), not close
+        return size, not close
+
+    #: a response head held back until the first body bytes (a whole-body filter)
+    _pending_head: tuple[int, Headers, bytes] | None = None
+
+    def _filtered_head(self, ctx: RequestContext, status: int, headers: Headers, reason: bytes) -> None:
+        """Write the response head now, or, when a body filter must see the whole body
+        first (its result decides the head), just before the first body bytes."""
+        if ctx.body_filters and any(getattr(f, "whole_body", False) for f in ctx.body_filters):
+            self._pending_head = (status, headers, reason)
+        else:
+            self.write_head(status, headers, reason)
+
+    def _write_pending_head(self) -> None:
+        if self._pending_head is not None:
+            status, headers, reason = self._pending_head
+            self._pending_head = None
+            self.write_head(status, headers, reason)
 
     def body_event(self) -> object:
         """The next request body event: from the spooled body, or from the client."""
@@ -407,30 +442,43 @@ class Exchange:
                         raise _Retry(err) from err
                     raise _UpstreamFailed(err, head_sent) from err
                 for event in events:
+                    if session.replacement is not None and \
+                            not isinstance(event, ResponseEnded):
+                        continue  # a plugin answers instead (the cache's revalidated entry)
                     if isinstance(event, ResponseData):
                         data = bridge.response_body(event.data) if bridge else event.data
                         if ctx.body_filters:
                             data = _filtered(ctx, data)
                         size += len(data)
                         if data:
+                            self._write_pending_head()
                             self.write_body(data)
                     elif isinstance(event, ResponseStarted):
                         now = time.monotonic()
                         ctx.upstream_processing_time = now - sent_at
                         body_start = now
                         out = session.response_headers(event.status, event.headers)
+                        if session.replacement is not None:
+                            continue
                         if bridge is not None:
                             out = bridge.response_headers(out)
                         if self.worker.draining or not request.keep_alive:
                             self.mark_close(out)
-                        self.write_head(event.status, out, event.reason)
+                        self._filtered_head(ctx, event.status, out, event.reason)
                     else:
                         assert isinstance(event, ResponseEnded)
                         ctx.upstream_response_time = time.monotonic() - body_start
+                        if session.replacement is not None:
+                            stream = None
+                            pool.release(up, reusable=True)
+                            return self.respond(request,
+                                                session.local_response(session.replacement),
+                                                ctx)
                         trailers = event.trailers
                         if ctx.body_filters:
                             tail = _filtered_end(ctx)
                             size += len(tail)
+                            self._write_pending_head()
                             if tail:
                                 self.write_body(tail)
                         if bridge is not None:
@@ -575,27 +623,37 @@ class Exchange:
                 return self.switch_protocols(up, session, events, reader.leftover)
             wrote = False
             for event in events:
+                if session.replacement is not None and not isinstance(event, ResponseEnded):
+                    continue  # a plugin answers instead (the cache's revalidated entry)
                 wrote = True
                 if isinstance(event, ResponseData):
                     data = _filtered(ctx, event.data) if ctx.body_filters else event.data
                     size += len(data)
                     if data:
+                        self._write_pending_head()
                         self.write_body(data)
                 elif isinstance(event, ResponseStarted):
                     now = time.monotonic()
                     ctx.upstream_processing_time = now - sent_at
                     body_start = now
                     headers = session.response_headers(event.status, event.headers)
+                    if session.replacement is not None:
+                        continue
                     close = self.worker.draining or not request.keep_alive
                     if close:
                         self.mark_close(headers)
-                    self.write_head(event.status, headers, event.reason)
+                    self._filtered_head(ctx, event.status, headers, event.reason)
                 else:
                     assert isinstance(event, ResponseEnded)
                     ctx.upstream_response_time = time.monotonic() - body_start
+                    if session.replacement is not None:
+                        self.worker.pool.release(up, reusable=event.keep_alive)
+                        return self.respond(request,
+                                            session.local_response(session.replacement), ctx)
                     if ctx.body_filters:
                         tail = _filtered_end(ctx)
                         size += len(tail)
+                        self._write_pending_head()
                         if tail:
                             self.write_body(tail)
                     self.write_end(event.trailers)
@@ -607,7 +665,7 @@ class Exchange:
                 self.flush()
                 head_sent = True
             if reader.started and not reader.done and reader.content_length >= 0 \
-                    and not ctx.body_filters:
+                    and not ctx.body_filters and session.replacement is None:
                 owed = reader.content_length - reader.body_seen
                 sink = self.raw_sink(owed) if owed >= splice.MIN_BYTES else None
                 if sink is not None and splice.usable(sock, sink):

@@ -52,6 +52,8 @@ from pingap.state import SharedState, ShmCounters
 from pingap.units import format_duration_spans, format_size_human
 from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.admin import AdminService, basic_info
+from workers.cache_store import CacheStores
+from workers.files import LocalFiles
 from workers.h1 import H1Connection
 from workers.h2 import PREFACE, H2Connection, H2Stream, is_preface
 from workers.health import HealthProber
@@ -80,6 +82,8 @@ class Worker:
                  scoreboard: Scoreboard | None = None, slot: int = 0,
                  state: SharedState | None = None, standby: bool = False) -> None:
         self.runtime = runtime
+        #: this worker's cache stores, kept across reloads (entries outlive a config)
+        self.cache_stores = CacheStores()
         self.standby = standby
         self.state = state
         self.metrics = MetricsRecorder(state, slot) if state is not None else None
@@ -174,6 +178,8 @@ class Worker:
             services.counters = ShmCounters(state, slot, time.time)
         services.stats = self.plugin_stats
         services.http = PluginHttpClient()
+        services.files = LocalFiles()
+        services.cache_store = self.cache_stores
         seen: set[int] = set()
         for location in runtime.locations.values():
             for plugin in location.plugins:

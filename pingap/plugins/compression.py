@@ -27,7 +27,7 @@ import zstandard
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
-from pingap.plugins import Plugin, remove_header, set_header
+from pingap.plugins import Plugin, register, remove_header, set_header
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -220,6 +220,7 @@ def _level(options: Mapping[str, Any], key: str, coding: str) -> int:
     return min(value, MAX_LEVEL[coding])
 
 
+@register
 class Compression(Plugin):
     """Streams compressed response bodies (see the module docstring)."""
 

@@ -21,7 +21,7 @@ from PIL import Image
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
-from pingap.plugins import Plugin, remove_header, set_header
+from pingap.plugins import Plugin, register, remove_header, set_header
 from pingap.plugins.compression import add_vary, media_type
 
 Headers = list[tuple[bytes, bytes]]
@@ -80,6 +80,7 @@ class ImageConverter:
         return body
 
 
+@register
 class ImageOptim(Plugin):
     """Re-encodes PNG/JPEG bodies (see the module docstring)."""
 

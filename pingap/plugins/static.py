@@ -27,7 +27,7 @@ from urllib.parse import quote, unquote_to_bytes
 from pingap import conditional
 from pingap.actions import CONTINUE, Continue, FilePart, Respond
 from pingap.context import RequestContext
-from pingap.plugins import Plugin, plugin_response
+from pingap.plugins import Plugin, plugin_response, register
 from pingap.plugins.compression import parse_accept_encoding, weight_of
 from pingap.units import parse_bytesize, parse_duration
 from pingap.variables import parse_header_rule
@@ -135,6 +135,7 @@ def _flag(options: Mapping[str, Any], key: str, default: bool = False) -> bool:
     return bool(options.get(key, default))
 
 
+@register
 class Directory(Plugin):
     """Serves files under ``path`` (see the module docstring)."""
 

@@ -21,7 +21,7 @@ from typing import Any
 import regex
 
 from pingap.context import BodyFilter, RequestContext
-from pingap.plugins import Plugin, remove_header
+from pingap.plugins import Plugin, register, remove_header
 from pingap.plugins.compression import weaken_etag
 from pingap.regexes import compile_pingap_regex
 
@@ -163,6 +163,7 @@ class RuleChain:
         return out
 
 
+@register
 class SubFilter(Plugin):
     """Rewrites matching response bodies (see the module docstring)."""
 

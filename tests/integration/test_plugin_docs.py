@@ -62,7 +62,8 @@ def test_blocks_are_present() -> None:
     categories = {path.stem.rsplit("-", 1)[0] for path in BLOCKS}
     assert categories >= {"ip_restriction", "ua_restriction", "referer_restriction",
                           "geo_restriction", "basic_auth", "key_auth", "jwt",
-                          "combined_auth", "forward_auth", "csrf"}
+                          "combined_auth", "forward_auth", "csrf", "compression", "cache",
+                          "directory", "sub_filter", "image_optim"}
 
 
 @pytest.mark.parametrize("path", BLOCKS, ids=[p.stem for p in BLOCKS])

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
-from pingap.plugins import Plugin, plugin_response
+from pingap.plugins import Plugin, plugin_response, register
 from pingap.plugins.cache.policy import (
     DEFAULT_TTL,
     Entry,
@@ -92,6 +92,7 @@ def _networks(items: Any) -> tuple[Any, ...]:
     return tuple(out)
 
 
+@register
 class Cache(Plugin):
     """HTTP cache (see the module docstring)."""
 

@@ -1,0 +1,154 @@
+"""The directory plugin through the real pingap: files over HTTP/1.1 (sendfile) and
+HTTP/2, ranges, conditionals, autoindex, precompressed siblings, compression of static
+text, and the attacks a file server must refuse (raw request bytes, no client-side
+normalisation)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.client import raw_exchange
+from tests.support.h2c import http1, http2
+from tests.support.proc import PingapProcess, free_port
+
+SECRET = b"TOP-SECRET-OUTSIDE-THE-ROOT"
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    (root / "docs").mkdir(parents=True)
+    (root / "index.html").write_text("<h1>home</h1>")
+    (root / "big.bin").write_bytes(os.urandom(300_000))
+    (root / "app.css").write_bytes(b"body { color: red; }\n" * 2000)
+    (root / "app.js").write_bytes(b"console.log('x');\n" * 1000)
+    (root / "app.js.gz").write_bytes(gzip.compress(b"console.log('x');\n" * 1000))
+    (root / ".env").write_text("hidden")
+    (root / "docs" / "a.txt").write_text("a")
+    (tmp_path / "secret.txt").write_bytes(SECRET)
+    os.symlink(tmp_path / "secret.txt", root / "link.txt")
+    return root
+
+
+def serve(pingap: Callable[..., PingapProcess], site: Path, extra: str = "",
+          plugins: str = '["static"]') -> int:
+    port = free_port()
+    pingap(f"""
+[plugins.static]
+category = "directory"
+path = "{site}"
+chunk_size = "64kb"
+max_age = "1h"
+{extra}
+[plugins.comp]
+category = "compression"
+gzip_level = 6
+
+[locations.files]
+path = "/"
+plugins = {plugins}
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["files"]
+enabled_h2 = true
+""", port=port)
+    return port
+
+
+def test_files_over_http1_and_http2(pingap: Callable[..., PingapProcess], site: Path) -> None:
+    port = serve(pingap, site)
+    big = (site / "big.bin").read_bytes()
+    for get in (http1, http2):
+        answer = get(port, path="/big.bin")
+        assert answer.status == 200
+        assert hashlib.sha256(answer.body).digest() == hashlib.sha256(big).digest()
+        assert answer.header("content-length") == str(len(big))
+        assert answer.header("cache-control") == "public, max-age=3600"
+        assert answer.header("accept-ranges") == "bytes"
+        home = get(port, path="/")
+        assert home.body == b"<h1>home</h1>" and home.header("cache-control") is None
+        assert get(port, path="/missing").status == 404
+        assert get(port, path="/docs/").status == 404
+    head = http1(port, "HEAD", "/big.bin")
+    assert head.status == 200 and head.body == b""
+    assert head.header("content-length") == str(len(big))
+
+
+def test_ranges_and_conditionals(pingap: Callable[..., PingapProcess], site: Path) -> None:
+    port = serve(pingap, site)
+    big = (site / "big.bin").read_bytes()
+    for get in (http1, http2):
+        part = get(port, path="/big.bin", headers={"Range": "bytes=1000-1999"})
+        assert part.status == 206 and part.body == big[1000:2000]
+        assert part.header("content-range") == f"bytes 1000-1999/{len(big)}"
+        multi = get(port, path="/big.bin", headers={"Range": "bytes=0-9,-10"})
+        assert multi.status == 206
+        assert (multi.header("content-type") or "").startswith("multipart/byteranges")
+        assert big[:10] in multi.body and big[-10:] in multi.body
+        bad = get(port, path="/big.bin", headers={"Range": "bytes=999999-"})
+        assert bad.status == 416 and bad.header("content-range") == f"bytes */{len(big)}"
+        first = get(port, path="/app.css")
+        etag = first.header("etag")
+        assert etag is not None and etag.startswith('W/"')
+        assert get(port, path="/app.css", headers={"If-None-Match": etag}).status == 304
+        since = first.header("last-modified")
+        assert since is not None
+        assert get(port, path="/app.css", headers={"If-Modified-Since": since}).status == 304
+
+
+ATTACKS = [
+    b"/../secret.txt", b"/docs/../../secret.txt", b"/%2e%2e/secret.txt", b"/%2E%2E/secret.txt",
+    b"/docs/%2e%2e/%2e%2e/secret.txt", b"/..%2fsecret.txt", b"/docs%2f..%2f..%2fsecret.txt",
+    b"/..%5csecret.txt", b"/..\\secret.txt", b"/docs\\a.txt", b"/a.txt%00.html",
+    b"/%2fetc%2fpasswd", b"/%252e%252e/secret.txt",
+]
+
+
+def test_traversal_attacks_are_refused(pingap: Callable[..., PingapProcess],
+                                       site: Path) -> None:
+    port = serve(pingap, site, "follow_symlinks = false")
+    for target in ATTACKS:
+        reply = raw_exchange(port, b"GET " + target
+                             + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status = int(reply.split(b" ", 2)[1])
+        assert status in (400, 403, 404), (target, reply[:200])
+        assert SECRET not in reply, target
+
+
+def test_symlinks_and_absolute_paths(pingap: Callable[..., PingapProcess], site: Path) -> None:
+    strict = serve(pingap, site, "follow_symlinks = false")
+    assert http1(strict, path="/link.txt").status == 403
+    absolute = raw_exchange(strict, b"GET //etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert absolute.startswith(b"HTTP/1.1 404") and b"root:" not in absolute
+    following = serve(pingap, site)  # pingap's default follows links
+    assert http1(following, path="/link.txt").body == SECRET
+
+
+def test_autoindex_hides_dotfiles(pingap: Callable[..., PingapProcess], site: Path) -> None:
+    port = serve(pingap, site, "autoindex = true")
+    listing = http1(port, path="/")
+    assert listing.status == 200
+    assert b'href="docs/"' in listing.body and b'href="big.bin"' in listing.body
+    assert b".env" not in listing.body
+
+
+def test_precompressed_sibling_and_compression(pingap: Callable[..., PingapProcess],
+                                               site: Path) -> None:
+    port = serve(pingap, site, plugins='["static", "comp"]')
+    for get in (http1, http2):
+        js = get(port, path="/app.js", headers={"Accept-Encoding": "gzip"})
+        assert js.header("content-encoding") == "gzip"
+        assert js.body == (site / "app.js.gz").read_bytes()  # the sibling, as it is
+        css = get(port, path="/app.css", headers={"Accept-Encoding": "gzip"})
+        assert css.header("content-encoding") == "gzip"
+        assert gzip.decompress(css.body) == (site / "app.css").read_bytes()
+        plain = get(port, path="/app.css")
+        assert plain.header("content-encoding") is None
+        assert plain.body == (site / "app.css").read_bytes()
