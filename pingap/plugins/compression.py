@@ -240,6 +240,7 @@ class Compression(Plugin):
         self.min_length = min_length
         self.decompression = bool(options.get("decompression", False))
         self.enabled = any(self.levels.values())
+        self.acts_in = frozenset({"early_request"}) if self.upstream_mode else frozenset()
 
     def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
         if step == "early_request" and self.upstream_mode and self.enabled:

@@ -101,6 +101,7 @@ class ImageOptim(Plugin):
         self.jpeg_quality = _quality(options, "jpeg_quality", 80)
         self.avif_quality = _quality(options, "avif_quality", 75)
         self.avif_speed = _quality(options, "avif_speed", 3, 10)
+        self.acts_in = frozenset({"request"}) if types else frozenset()
 
     def _accepted(self, ctx: RequestContext) -> list[str]:
         accept = (ctx.request_header("accept") or "").lower()

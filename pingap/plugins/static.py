@@ -166,6 +166,7 @@ class Directory(Plugin):
             value = str(item).partition(":")[2].strip()
             self.extra.append((rule.name, value.encode("latin-1", "replace")))
         self.files: StaticFiles | None = None
+        self.acts_in = frozenset({self.step})
         self.real_root = self.root
 
     def bind(self, services: Any) -> None:

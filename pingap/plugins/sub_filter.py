@@ -185,6 +185,7 @@ class SubFilter(Plugin):
         except ValueError as exc:
             raise ValueError(f"`status_codes` must be comma-separated status codes, "
                              f"got {codes!r}") from exc
+        self.acts_in = frozenset()
 
     def body_filter(self, ctx: RequestContext, status: int,
                     headers: Headers) -> BodyFilter | None:

@@ -120,6 +120,7 @@ class Cache(Plugin):
         except ValueError as exc:
             raise ValueError(f"invalid `skip` regex {skip!r}: {exc}") from exc
         self.store: CacheStore | None = None
+        self.acts_in = frozenset({self.step})
 
     def bind(self, services: Any) -> None:
         opener = getattr(services, "cache_store", None)
