@@ -37,7 +37,9 @@ import datetime
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
 
 from pingap.actions import Respond
 from pingap.plugins import plugin_response
@@ -48,7 +50,11 @@ __all__ = [
     "LETS_ENCRYPT_DIRECTORY",
     "Backoff",
     "IssuedCertificate",
+    "DnsService",
     "ca_directory_name",
+    "dns_record_name",
+    "parse_dns_service",
+    "zone_candidates",
     "certificate_file",
     "challenge_answer",
     "challenge_token",
@@ -81,6 +87,85 @@ LOCK_FILE = ".lock"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+#: ``dns_provider`` spellings pingap accepts, normalised as pingap does
+DNS_PROVIDERS = {"": "manual", "manual": "manual", "cf": "cf", "cloudflare": "cf"}
+#: pingap's providers that are not built here (a config naming one is refused)
+UNBUILT_DNS_PROVIDERS = ("ali", "aliyun", "tencent", "huawei")
+CLOUDFLARE_API = "https://api.cloudflare.com"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DnsService:
+    """Where DNS-01 TXT records are put (``dns_provider``, ``dns_service_url``)."""
+
+    provider: str                         # "manual" or "cf"
+    endpoint: str = ""                    # the API origin (cf)
+    token: str = ""                       # the API token (cf); never logged
+    resolver: tuple[str, int] | None = None  # the DNS server to confirm the record with
+
+    def __repr__(self) -> str:  # the token stays out of logs and tracebacks
+        return f"DnsService(provider={self.provider!r}, endpoint={self.endpoint!r})"
+
+
+def _env_value(value: str, env: Mapping[str, str]) -> str:
+    """pingap's ``$ENV:NAME``: the variable's value (the text itself when unset)."""
+    if value.startswith("$ENV:"):
+        return env.get(value[len("$ENV:"):], value)
+    return value
+
+
+def parse_dns_service(provider: str | None, service_url: str | None,
+                      env: Mapping[str, str]) -> DnsService:
+    """The DNS-01 service of a certificate; ValueError naming what is wrong.
+
+    ``dns_service_url`` may be ``$ENV:NAME`` (pingap); Cloudflare's is the API origin with
+    ``?token=`` (pingap; default origin ``https://api.cloudflare.com``). Ours on top, for
+    any provider: ``?resolver=host[:port]`` names the DNS server that must serve the TXT
+    record before the CA is asked to look (default: the system's resolver)."""
+    name = (provider or "").strip().lower()
+    if name in UNBUILT_DNS_PROVIDERS:
+        raise ValueError(f"dns_provider {provider!r} is not supported here (only manual "
+                         f"and cf/cloudflare)")
+    if name not in DNS_PROVIDERS:
+        raise ValueError(f"unknown dns_provider {provider!r}; expected manual or "
+                         f"cf/cloudflare")
+    kind = DNS_PROVIDERS[name]
+    url = _env_value((service_url or "").strip(), env)
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    resolver = None
+    if "resolver" in query:
+        host, _, port = query["resolver"].rpartition(":") if ":" in query["resolver"] \
+            else (query["resolver"], "", "53")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"dns_service_url resolver={query['resolver']!r} is not "
+                             f"host[:port]")
+        resolver = (host.strip("[]"), int(port))
+    if kind == "manual":
+        return DnsService(provider=kind, resolver=resolver)
+    token = query.get("token", "")
+    if not token:
+        raise ValueError("dns_service_url needs ?token=<Cloudflare API token> for "
+                         "dns_provider cf")
+    endpoint = f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc \
+        else CLOUDFLARE_API
+    return DnsService(provider=kind, endpoint=endpoint, token=token, resolver=resolver)
+
+
+def dns_record_name(identifier: str) -> str:
+    """The TXT record of a DNS-01 challenge: ``_acme-challenge.<name>`` (a wildcard's
+    ``*.`` dropped, RFC 8555 §8.4)."""
+    name = identifier[2:] if identifier.startswith("*.") else identifier
+    return f"_acme-challenge.{name}"
+
+
+def zone_candidates(name: str) -> tuple[str, ...]:
+    """The names that may be the DNS zone holding ``name``'s records, longest first
+    (down to two labels): Cloudflare zones are looked up in this order."""
+    labels = name.rstrip(".").split(".")
+    return tuple(".".join(labels[i:]) for i in range(len(labels) - 1))
 
 
 def parse_domains(text: str | None) -> tuple[str, ...]:

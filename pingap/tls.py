@@ -20,7 +20,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from pingap.acme import LETS_ENCRYPT, parse_domains
+from pingap.acme import (
+    DNS_PROVIDERS,
+    LETS_ENCRYPT,
+    UNBUILT_DNS_PROVIDERS,
+    parse_dns_service,
+    parse_domains,
+)
 from pingap.errors import Problem
 from pingap.runtime import CertificateStore
 
@@ -101,10 +107,19 @@ def check_acme(cfg: object) -> list[tuple[str, str]]:
     domains = parse_domains(getattr(cfg, "domains", None))
     if not domains:
         problems.append(("domains", "required with acme: the names to order"))
+    dns_challenge = bool(getattr(cfg, "dns_challenge", False))
     for domain in domains:
-        if "*" in domain:
+        if "*" in domain and not dns_challenge:
             problems.append(("domains", f"{domain!r}: wildcard names need the DNS-01 "
-                             "challenge, which is not supported yet (HTTP-01 only)"))
+                             "challenge (dns_challenge = true)"))
+    provider = (getattr(cfg, "dns_provider", None) or "").strip().lower()
+    # an unknown provider name is the config check's (pingap.config.checks) to report
+    if dns_challenge and (provider in DNS_PROVIDERS or provider in UNBUILT_DNS_PROVIDERS):
+        try:
+            parse_dns_service(getattr(cfg, "dns_provider", None),
+                              getattr(cfg, "dns_service_url", None), os.environ)
+        except ValueError as exc:
+            problems.append(("dns_provider", str(exc)))
     return problems
 
 

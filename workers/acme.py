@@ -4,7 +4,10 @@ Three parts, all on the storage directory laid out in ``pingap.acme``:
 
 * ``CertificateRenewer`` — the once-per-host job (worker 0, like the health probers): for
   each ``acme`` certificate it loads the stored one, and orders a new one when
-  ``pingap.acme.renewal_reason`` says so, through ``AcmeIssuer`` (HTTP-01 only). It wakes at
+  ``pingap.acme.renewal_reason`` says so, through ``AcmeIssuer`` (HTTP-01, or DNS-01 with
+  ``dns_challenge``: a ``manual`` TXT record the operator sets — logged — or one made
+  through Cloudflare's API; either way the order waits until a DNS server serves the
+  record, then asks the CA to look; the record is removed afterwards (Cloudflare)). It wakes at
   the renewal point (at least every 10 minutes). A failure is logged and retried with an
   exponential back-off (5 s doubling to 1 h); the stored certificate keeps being served.
   One account key is made once and reused. Talking to the CA happens under a file lock, so
@@ -37,6 +40,7 @@ from typing import Any
 
 import gevent
 import josepy as jose
+import requests
 from acme import challenges, client, crypto_util, messages
 from acme import errors as acme_errors
 from cryptography.hazmat.primitives import serialization
@@ -52,17 +56,21 @@ from pingap.acme import (
     LOCK_FILE,
     TOKENS_DIR,
     Backoff,
+    DnsService,
     IssuedCertificate,
     ca_directory_name,
     certificate_file,
     describe_certificate,
+    dns_record_name,
     is_valid_token,
     next_check_in,
+    parse_dns_service,
     parse_domains,
     renewal_reason,
     renewal_time,
     split_bundle,
     token_file,
+    zone_candidates,
 )
 from pingap.tls import CertificateEntry, load_pem, parse_entry
 
@@ -77,6 +85,9 @@ ORDER_TIMEOUT = 90.0
 NETWORK_TIMEOUT = 30
 TOKEN_MAX_AGE = 24 * 3600.0
 TOKEN_SWEEP_INTERVAL = 3600.0
+#: how long an order waits for its DNS-01 TXT records to be served, and how often it looks
+DNS_WAIT = {"manual": 600.0, "cf": 180.0}
+DNS_POLL = 2.0
 
 
 def acme_certificates(config: Any) -> dict[str, Any]:
@@ -213,8 +224,101 @@ class AcmeStorage:
             os.close(fd)  # releases the lock
 
 
+class ManualDns:
+    """``dns_provider = "manual"``: the operator creates the record; we say which."""
+
+    def __init__(self, certificate: str) -> None:
+        self.certificate = certificate
+
+    def add(self, name: str, value: str) -> None:
+        log.warning("certificate %s: set the DNS record %s IN TXT %s (waiting for it)",
+                    self.certificate, name, value)
+
+    def remove_all(self) -> None:
+        pass  # the operator's record: it may go once the certificate is issued
+
+
+class CloudflareDns:
+    """``dns_provider = "cf"``: TXT records through Cloudflare's v4 API (bearer token);
+    the zone is the longest parent name Cloudflare knows (pingap: the registrable
+    domain)."""
+
+    def __init__(self, service: DnsService) -> None:
+        self.endpoint = service.endpoint.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers["Authorization"] = f"Bearer {service.token}"
+        self.added: list[tuple[str, str]] = []  # (zone id, record id)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        reply = self.session.request(method, f"{self.endpoint}/client/v4{path}",
+                                     timeout=NETWORK_TIMEOUT, **kwargs)
+        try:
+            body = reply.json()
+        except ValueError:
+            body = {}
+        if not reply.ok or not body.get("success", False):
+            raise acme_errors.Error(f"Cloudflare API {method} {path}: HTTP "
+                                    f"{reply.status_code} {body.get('errors') or ''}".strip())
+        return body.get("result")
+
+    def _zone(self, name: str) -> str:
+        for candidate in zone_candidates(name.removeprefix("_acme-challenge.")):
+            for zone in self._call("GET", "/zones", params={"name": candidate}) or ():
+                if zone.get("name") == candidate:
+                    return str(zone["id"])
+        raise acme_errors.Error(f"Cloudflare has no zone for {name}")
+
+    def add(self, name: str, value: str) -> None:
+        zone = self._zone(name)
+        record = self._call("POST", f"/zones/{zone}/dns_records",
+                            json={"type": "TXT", "name": name, "content": value, "ttl": 120})
+        self.added.append((zone, str(record["id"])))
+        log.info("added the DNS record %s IN TXT %s through Cloudflare", name, value)
+
+    def remove_all(self) -> None:
+        for zone, record in self.added:
+            try:
+                self._call("DELETE", f"/zones/{zone}/dns_records/{record}")
+            except (OSError, acme_errors.Error) as exc:
+                log.warning("could not remove a DNS-01 record through Cloudflare: %s", exc)
+        self.added.clear()
+
+
+def txt_values(name: str, resolver: tuple[str, int] | None) -> set[str]:
+    """The TXT strings ``name`` resolves to now (no cache), at ``resolver`` if given."""
+    import dns.exception
+    import dns.resolver
+
+    lookup = dns.resolver.Resolver(configure=resolver is None)
+    if resolver is not None:
+        lookup.nameservers = [resolver[0]]
+        lookup.port = resolver[1]
+    lookup.lifetime = 5.0
+    try:
+        answer = lookup.resolve(name, "TXT", raise_on_no_answer=False)
+    except dns.exception.DNSException:
+        return set()
+    return {b"".join(r.strings).decode("ascii", "replace") for r in answer}
+
+
+def wait_for_txt(name: str, value: str, resolver: tuple[str, int] | None,
+                 timeout: float) -> None:
+    """Until ``name`` serves ``value``; a timeout is logged and the CA gets to look
+    anyway (it resolves from elsewhere; pingap does the same)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if value in txt_values(name, resolver):
+            log.info("the DNS record %s IN TXT %s is served", name, value)
+            return
+        if time.monotonic() >= deadline:
+            log.warning("the DNS record %s IN TXT %s is not visible after %.0fs; asking "
+                        "the CA to validate anyway", name, value, timeout)
+            return
+        gevent.sleep(DNS_POLL)
+
+
 class AcmeIssuer:
-    """Orders certificates from one ACME CA with the HTTP-01 challenge."""
+    """Orders certificates from one ACME CA with the HTTP-01 or DNS-01 challenge."""
 
     def __init__(self, storage: AcmeStorage, directory_url: str,
                  ca_bundle: str | None = None) -> None:
@@ -247,8 +351,10 @@ class AcmeIssuer:
                                                         body=messages.Registration())
         return acme, account_key
 
-    def issue(self, domains: tuple[str, ...]) -> bytes:
-        """A stored-format bundle (new private key + issued chain) for ``domains``."""
+    def issue(self, domains: tuple[str, ...], dns: DnsService | None = None,
+              certificate: str = "") -> bytes:
+        """A stored-format bundle (new private key + issued chain) for ``domains``; over
+        DNS-01 through ``dns`` when given, else HTTP-01."""
         acme, account_key = self._client()
         key = ec.generate_private_key(ec.SECP256R1())
         key_pem = key.private_bytes(serialization.Encoding.PEM,
@@ -256,25 +362,41 @@ class AcmeIssuer:
                                     serialization.NoEncryption())
         order = acme.new_order(crypto_util.make_csr(key_pem, list(domains)))
         tokens: list[str] = []
+        records = (None if dns is None else CloudflareDns(dns) if dns.provider == "cf"
+                   else ManualDns(certificate))
+        kind = challenges.HTTP01 if dns is None else challenges.DNS01
         try:
+            ready = []
             for authz in order.authorizations:
                 if authz.body.status == messages.STATUS_VALID:
                     continue  # the CA still trusts an earlier validation
                 challenge = next((c for c in authz.body.challenges
-                                  if isinstance(c.chall, challenges.HTTP01)), None)
+                                  if isinstance(c.chall, kind)), None)
                 if challenge is None:
-                    raise acme_errors.Error(f"the CA offers no http-01 challenge for "
+                    raise acme_errors.Error(f"the CA offers no {kind.typ} challenge for "
                                             f"{authz.body.identifier.value}")
                 response, validation = challenge.response_and_validation(account_key)
+                if records is not None and dns is not None:
+                    name = dns_record_name(authz.body.identifier.value)
+                    records.add(name, validation)
+                    ready.append((name, validation, challenge, response))
+                    continue
                 token = challenge.chall.encode("token")
                 self.storage.write_token(token, validation.encode())
                 tokens.append(token)
+                acme.answer_challenge(challenge, response)
+            for name, value, _challenge, _response in ready:  # every record first
+                assert dns is not None
+                wait_for_txt(name, value, dns.resolver, DNS_WAIT[dns.provider])
+            for _name, _value, challenge, response in ready:
                 acme.answer_challenge(challenge, response)
             deadline = datetime.datetime.now() + datetime.timedelta(seconds=ORDER_TIMEOUT)
             order = acme.poll_and_finalize(order, deadline)
         finally:
             for token in tokens:
                 self.storage.remove_token(token)
+            if records is not None:
+                records.remove_all()
         return key_pem + order.fullchain_pem.encode()
 
 
@@ -358,7 +480,9 @@ class CertificateRenewer(_Job):
                      self.issuer.directory_url, reason)
             started = time.monotonic()
             try:
-                bundle = self.issuer.issue(domains)
+                dns = (parse_dns_service(cfg.dns_provider, cfg.dns_service_url, os.environ)
+                       if cfg.dns_challenge else None)
+                bundle = self.issuer.issue(domains, dns, name)
                 issued = describe_certificate(split_bundle(bundle)[0])
                 self.storage.write_certificate(name, bundle)
             except Exception as exc:  # the CA, the network, the disk: keep what we serve

@@ -91,10 +91,6 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         "upstreams.tcp_user_timeout",
         # certificates (TLS comes with the TLS/HTTP-2 work)
         "certificates.is_ca",
-        # ACME runs HTTP-01 only (certificates.acme, buffer_days): DNS-01 is not built
-        "certificates.dns_challenge",
-        "certificates.dns_provider",
-        "certificates.dns_service_url",
         "upstreams.tcp_recv_buf",
     }
 )
@@ -486,9 +482,13 @@ class CertificateConfig:
     acme: str | None = setting(Kind.STR, "'lets_encrypt' enables automatic issuance.")
     dns_challenge: bool = setting(Kind.BOOL, "ACME DNS-01 instead of HTTP-01.", False)
     dns_provider: str | None = setting(
-        Kind.STR, "ali/aliyun, cf/cloudflare, tencent, huawei or manual."
+        Kind.STR, "DNS-01 provider: manual (default) or cf/cloudflare (ali, tencent and "
+        "huawei are pingap's, not built here)."
     )
-    dns_service_url: str | None = setting(Kind.STR, "DNS provider endpoint and credentials.")
+    dns_service_url: str | None = setting(
+        Kind.STR, "DNS provider endpoint and credentials, e.g. "
+        "https://api.cloudflare.com?token=$ENV:CF_TOKEN; ?resolver=host:port (ours) names "
+        "the DNS server that confirms the TXT record.")
     buffer_days: int | None = setting(Kind.INT, "Days before expiry to renew / warn.", bounds=U16)
     remark: str | None = setting(Kind.STR, "Free-text note.")
 

@@ -30,10 +30,11 @@ def pingap(tmp_path: Path) -> Iterator[Callable[..., PingapProcess]]:
     started: list[PingapProcess] = []
 
     def start(config_text: str, *, port: int, args: list[str] | None = None,
-              name: str = "pingap.toml", ready: bool = True) -> PingapProcess:
+              name: str = "pingap.toml", ready: bool = True,
+              env: dict[str, str] | None = None) -> PingapProcess:
         config = tmp_path / name
         config.write_text(config_text)
-        proc = PingapProcess(config, port, tmp_path, args=args, ready=ready)
+        proc = PingapProcess(config, port, tmp_path, args=args, ready=ready, env=env)
         started.append(proc)
         return proc
 

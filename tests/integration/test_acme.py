@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import socket
 import ssl
 import threading
@@ -25,6 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from pingap.acme import ca_directory_name
 from tests.support.client import request
+from tests.support.cloudflare import FakeCloudflare
 from tests.support.pebble import PebbleServer
 from tests.support.proc import free_port, wait_for
 
@@ -287,3 +289,88 @@ def test_challenge_answers_and_a_server_with_only_a_pending_certificate(
     # nothing issued yet: the TLS server is up, but has no certificate to offer
     with pytest.raises(ssl.SSLError):
         served_certificate(https, NAMES[0])
+
+
+WILD = ("*.wild.pingap.test", "wild.pingap.test")
+
+
+def dns01_config(tmp: Path, https: int, directory_url: str, ca_bundle: Path,
+                 provider: str, service_url: str) -> str:
+    return f"""
+[basic]
+grace_period = "1s"
+threads = 1
+acme_directory_url = "{directory_url}"
+acme_ca_bundle = "{ca_bundle}"
+acme_storage = "{tmp / 'acme'}"
+
+[certificates.wild]
+domains = "{','.join(WILD)}"
+acme = "lets_encrypt"
+dns_challenge = true
+dns_provider = "{provider}"
+dns_service_url = "{service_url}"
+
+[upstreams.u]
+addrs = ["127.0.0.1:9"]
+
+[locations.all]
+upstream = "u"
+
+[servers.https]
+addr = "127.0.0.1:{https}"
+locations = ["all"]
+global_certificates = true
+"""
+
+
+def test_dns01_manual_wildcard_certificate(tmp_path: Path, pebble, pingap) -> None:
+    """The manual provider logs the TXT record and waits until it resolves; the test
+    plays the operator, setting it in pebble's DNS. No HTTP listener: DNS-01 only."""
+    https = free_port()
+    ca = pebble(free_port())
+    resolver = f"?resolver=127.0.0.1:{ca.dns_port}"
+    proc = pingap(dns01_config(tmp_path, https, ca.directory_url, ca.ca_bundle, "manual",
+                               resolver), port=https)
+    root = ca.root_pem()
+    wanted = re.compile(r"set the DNS record (\S+) IN TXT (\S+) \(waiting")
+    records = wait_for(lambda: wanted.findall(proc.log()) if len(
+        set(wanted.findall(proc.log()))) == 2 else None, timeout=30,
+        what="both TXT records to be asked for")
+    assert {name for name, _ in records} == {"_acme-challenge.wild.pingap.test"}
+    for name, value in set(records):  # the wildcard and the bare name: two values, one name
+        ca.set_txt(name, value)
+    serial = wait_for(lambda: try_serial(https, "a.wild.pingap.test", root), timeout=60,
+                      interval=0.1, what="the wildcard certificate")
+    cert = served_certificate(https, "wild.pingap.test", root)
+    assert cert.serial_number == serial and san(cert) == set(WILD)
+    assert "IN TXT" in proc.log() and "is served" in proc.log()
+
+
+def test_dns01_cloudflare_provider(tmp_path: Path, pebble, pingap) -> None:
+    """Cloudflare's API (a stand-in that writes pebble's DNS): zone lookup, record
+    creation, validation, and the records removed afterwards; the token is not logged."""
+    https = free_port()
+    ca = pebble(free_port())
+    token = "cf-secret-token-1"
+    fake = FakeCloudflare(ca, "pingap.test", token)
+    try:
+        # the URL with its token comes from the environment, as pingap's $ENV: allows
+        config = dns01_config(tmp_path, https, ca.directory_url, ca.ca_bundle, "cloudflare",
+                              "$ENV:CF_SERVICE")
+        proc = pingap(config, port=https, env={
+            "CF_SERVICE": f"{fake.url}?token={token}&resolver=127.0.0.1:{ca.dns_port}"})
+        root = ca.root_pem()
+        serial = wait_for(lambda: try_serial(https, "x.wild.pingap.test", root),
+                          timeout=60, interval=0.1, what="the certificate over DNS-01")
+        assert san(served_certificate(https, "wild.pingap.test", root)) == set(WILD)
+        assert serial
+        assert len(fake.records) == 2
+        assert {r["name"] for r in fake.records.values()} == {
+            "_acme-challenge.wild.pingap.test"}
+        assert "GET /client/v4/zones?name=wild.pingap.test" in fake.calls  # longest first
+        wait_for(lambda: sorted(fake.deleted) == sorted(fake.records),
+                 what="the records to be removed")
+        assert token not in proc.log()
+    finally:
+        fake.stop()

@@ -76,11 +76,13 @@ class PebbleServer:
         self.port = free_port()
         self.management_port = free_port()
         self.dns_port = free_port()
+        #: challtestsrv's management API (``/set-txt``, ``/clear-txt``): DNS-01 records
+        self.dns_api = f"http://127.0.0.1:{free_port()}"
         self.ca_bundle, cert, key = make_api_certificate(tmp)
         self.dns = Process(
             ["pebble-challtestsrv", "-dns01", f"127.0.0.1:{self.dns_port}",
              "-http01", "", "-https01", "", "-tlsalpn01", "",
-             "-management", f"127.0.0.1:{free_port()}",
+             "-management", self.dns_api.removeprefix("http://"),
              "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
             log=tmp / "challtestsrv.log")
         settings: dict[str, object] = {
@@ -123,6 +125,19 @@ class PebbleServer:
         url = f"https://127.0.0.1:{self.management_port}/roots/0"
         with urllib.request.urlopen(url, context=ctx, timeout=5) as reply:
             return str(reply.read().decode())
+
+    def set_txt(self, name: str, value: str) -> None:
+        """Serve ``name IN TXT value`` from pebble's DNS (what a DNS provider does)."""
+        self._dns_api("/set-txt", {"host": name.rstrip(".") + ".", "value": value})
+
+    def clear_txt(self, name: str) -> None:
+        self._dns_api("/clear-txt", {"host": name.rstrip(".") + "."})
+
+    def _dns_api(self, path: str, body: dict[str, str]) -> None:
+        request = urllib.request.Request(self.dns_api + path, data=json.dumps(body).encode(),
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            assert reply.status == 200, reply.status
 
     def stop(self) -> None:
         self.process.stop()

@@ -21,19 +21,23 @@ from pingap.acme import (
     MAX_CHECK_INTERVAL,
     MIN_CHECK_INTERVAL,
     Backoff,
+    DnsService,
     IssuedCertificate,
     ca_directory_name,
     certificate_file,
     challenge_answer,
     challenge_token,
     describe_certificate,
+    dns_record_name,
     is_valid_token,
     next_check_in,
+    parse_dns_service,
     parse_domains,
     renewal_reason,
     renewal_time,
     split_bundle,
     token_file,
+    zone_candidates,
 )
 from pingap.config import ConfigError, load_config_text
 from pingap.runtime import CertificateStore, build_runtime
@@ -227,10 +231,37 @@ def test_acme_values_are_checked() -> None:
     assert [w.key for w in runtime.warnings] == ["servers.s.global_certificates"]
 
 
-def test_dns_challenge_still_warns() -> None:
+def test_dns_challenge_config() -> None:
     config = load_config_text(acme_config(
         'domains = "a.test"\nacme = "lets_encrypt"\ndns_challenge = true'), "w.toml")
-    assert [w.key for w in config.warnings] == ["certificates.c.dns_challenge"]
+    assert not config.warnings  # acted on now
+    wild = 'domains = "*.a.test,a.test"\nacme = "lets_encrypt"\ndns_challenge = true'
+    build_runtime(load_config_text(acme_config(wild)))  # valid: no ConfigError
+    assert "dns_challenge = true" in runtime_problems(acme_config(
+        'domains = "*.a.test"\nacme = "lets_encrypt"'))["certificates.c.domains"]
+    for provider, url, message in (
+            ("ali", "", "not supported here"), ("route53", "", "unknown DNS provider"),
+            ("cf", "https://api.cloudflare.com", "needs ?token="),
+            ("manual", "?resolver=h:x", "is not host[:port]")):
+        found = runtime_problems(acme_config(
+            f'{wild}\ndns_provider = "{provider}"\ndns_service_url = "{url}"'))
+        assert message in found["certificates.c.dns_provider"], provider
+
+
+def test_dns_service_parsing() -> None:
+    env = {"CF": "https://cf.example:8443/x?token=t0k&resolver=10.0.0.1:5353"}
+    assert parse_dns_service("", None, env) == DnsService(provider="manual")
+    cf = parse_dns_service("Cloudflare", "$ENV:CF", env)
+    assert cf == DnsService(provider="cf", endpoint="https://cf.example:8443", token="t0k",
+                            resolver=("10.0.0.1", 5353))
+    assert "t0k" not in repr(cf)
+    assert parse_dns_service("cf", "?token=abc", env).endpoint == "https://api.cloudflare.com"
+    assert parse_dns_service("manual", "?resolver=127.0.0.1", env).resolver == \
+        ("127.0.0.1", 53)
+    assert dns_record_name("*.wild.test") == dns_record_name("wild.test") == \
+        "_acme-challenge.wild.test"
+    assert zone_candidates("a.b.example.co.uk") == (
+        "a.b.example.co.uk", "b.example.co.uk", "example.co.uk", "co.uk")
 
 
 # --- the store's swap ----------------------------------------------------------------------
@@ -332,7 +363,7 @@ class LocalSigner:
         self.fail = fail
         self.orders: list[tuple[str, ...]] = []
 
-    def issue(self, domains: tuple[str, ...]) -> bytes:
+    def issue(self, domains: tuple[str, ...], dns: object = None, name: str = "") -> bytes:
         self.orders.append(domains)
         if self.fail:
             raise ConnectionRefusedError("connection refused")
