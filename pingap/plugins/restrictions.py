@@ -251,5 +251,9 @@ class GeoRestriction(Plugin):
             return CONTINUE
         if addr is None:
             return plugin_response(400, f"invalid client ip {ctx.client_ip!r}".encode())
-        found = self.country(addr) in self.codes
+        try:
+            found = self.country(addr) in self.codes
+        except (ValueError, RuntimeError, OSError) as exc:  # a damaged database: fail closed
+            log.error("geo_restriction %s: lookup of %s failed: %s", self.name, addr, exc)
+            return self.forbidden
         return CONTINUE if found == (self.mode == "allow") else self.forbidden

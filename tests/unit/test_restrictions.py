@@ -202,3 +202,11 @@ def test_geo_without_database_is_a_config_error(monkeypatch: pytest.MonkeyPatch,
 def test_geo_type_is_required(geo_db: Path) -> None:
     problems = problems_of('category = "geo_restriction"\ncountry_codes = ["CN"]\n')
     assert "plugins.guard.type" in problems
+
+
+def test_geo_lookup_failure_fails_closed(geo_db: Path) -> None:
+    data = bytearray(geo_db.read_bytes())
+    data[:200] = b"\xff" * 200  # the search tree is damaged; the metadata still opens
+    geo_db.write_bytes(bytes(data))
+    rt = runtime_of('category = "geo_restriction"\ntype = "deny"\ncountry_codes = ["US"]\n')
+    assert status(route(rt, peer="10.1.2.3")) == 403
