@@ -97,7 +97,7 @@ def parse_entry(name: str, cfg: object) -> CertificateEntry:
 
 
 def check_acme(cfg: object) -> list[tuple[str, str]]:
-    """``(key, message)`` problems of an ``acme`` certificate (HTTP-01 only)."""
+    """``(key, message)`` problems of an ``acme`` certificate."""
     acme = getattr(cfg, "acme", None)
     if not acme:
         return []
