@@ -17,6 +17,7 @@ Storage layout (``basic.acme_storage``)::
     <ca>/account.key              the ACME account key (PEM), made once and reused
     <ca>/certificates/<name>.pem  private key + issued chain of [certificates.<name>],
                                   replaced atomically (key and chain never disagree)
+    <ca>/certificates/<name>.account  the CA account URL it was issued under
     http-01/<token>               the key authorization of a pending HTTP-01 challenge
     .lock                         held while one process talks to a CA
 

@@ -146,9 +146,23 @@ class AcmeStorage:
         except FileNotFoundError:
             return None
 
-    def write_certificate(self, name: str, bundle: bytes) -> None:
+    def write_certificate(self, name: str, bundle: bytes, account: str | None = None) -> None:
+        """Store ``name``'s bundle and the CA account URL it was issued under."""
         self.ensure()
         _write_atomic(self.certificate_path(name), bundle)
+        if account:
+            _write_atomic(self._account_record(name), account.encode() + b"\n")
+
+    def _account_record(self, name: str) -> str:
+        return self.certificate_path(name).removesuffix(".pem") + ".account"
+
+    def issued_under(self, name: str) -> str | None:
+        """The account URL ``name``'s stored certificate was issued under, if recorded."""
+        try:
+            with open(self._account_record(name), encoding="utf-8") as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
 
     def account_key(self) -> bytes:
         """The account key PEM, made on first use (ECDSA P-256: instant to generate, where
@@ -325,6 +339,13 @@ class AcmeIssuer:
         self.storage = storage
         self.directory_url = directory_url
         self.ca_bundle = ca_bundle
+        #: the account URL the CA gave for our key at the last contact
+        self.account: str | None = None
+
+    def account_uri(self) -> str | None:
+        """Ask the CA for our account (``newAccount`` with our key): its URL."""
+        self._client()
+        return self.account
 
     def _client(self) -> tuple[client.ClientV2, jose.JWK]:
         """A client logged in with the stored account key. ``newAccount`` with a known
@@ -349,6 +370,7 @@ class AcmeIssuer:
         except acme_errors.ConflictError as exc:  # the account exists: use its URL
             net.account = messages.RegistrationResource(uri=exc.location,
                                                         body=messages.Registration())
+        self.account = net.account.uri if net.account is not None else None
         return acme, account_key
 
     def issue(self, domains: tuple[str, ...], dns: DnsService | None = None,
@@ -440,6 +462,33 @@ class CertificateRenewer(_Job):
         self.issuer = issuer
         self.clock = clock
         self.backoff = {name: Backoff() for name in self.certificates}
+        #: our account URL as the CA gave it this run: a certificate recorded under another
+        #: one comes from a CA instance that has since lost its state (a reset test CA at
+        #: the same URL) and is ordered anew whatever its dates
+        self.ca_account: str | None = None
+        self.ca_verified = False
+
+    def verify_ca(self) -> None:
+        """Once per run: does the CA still know the account our certificates were issued
+        under? ``newAccount`` with a known key returns the same account URL; another URL
+        means the CA lost its state, so what it issued before is not its chain now."""
+        recorded = {name: self.storage.issued_under(name) for name in self.certificates}
+        if not any(recorded.values()):
+            self.ca_verified = True
+            return
+        try:
+            account = self.issuer.account_uri()
+        except Exception as exc:  # unreachable: keep serving, ask again at the next check
+            log.info("cannot ask the CA about our account (%s); checking again later",
+                     _describe_error(exc))
+            return
+        self.ca_verified = True
+        self.ca_account = account
+        for name, issued_under in recorded.items():
+            if issued_under and account and issued_under != account:
+                log.warning("certificate %s: issued under account %s, which the CA at %s no "
+                            "longer knows (now %s): ordering anew", name, issued_under,
+                            self.issuer.directory_url, account)
 
     def current(self, name: str) -> IssuedCertificate | None:
         """The certificate served now: the stored one, else the config's ``tls_cert``
@@ -460,8 +509,10 @@ class CertificateRenewer(_Job):
         """Renew ``name`` if it is due; seconds until it should be checked again."""
         cfg = self.certificates[name]
         domains = parse_domains(cfg.domains)
+        if not self.ca_verified:
+            self.verify_ca()
         current = self.current(name)
-        reason = renewal_reason(current, domains, self.clock(), cfg.buffer_days)
+        reason = self._reason(name, current, domains)
         if reason is None:
             assert current is not None
             self.backoff[name].reset()
@@ -472,7 +523,7 @@ class CertificateRenewer(_Job):
                          "%.0fs", name, LOCK_RETRY)
                 return LOCK_RETRY
             current = self.current(name)  # it may have just ordered this one
-            reason = renewal_reason(current, domains, self.clock(), cfg.buffer_days)
+            reason = self._reason(name, current, domains)
             if reason is None:
                 assert current is not None
                 return self._keep(name, current)
@@ -484,7 +535,7 @@ class CertificateRenewer(_Job):
                        if cfg.dns_challenge else None)
                 bundle = self.issuer.issue(domains, dns, name)
                 issued = describe_certificate(split_bundle(bundle)[0])
-                self.storage.write_certificate(name, bundle)
+                self.storage.write_certificate(name, bundle, self.issuer.account)
             except Exception as exc:  # the CA, the network, the disk: keep what we serve
                 delay = self.backoff[name].failed()
                 log.warning("certificate %s: ACME order failed (%s); keeping the current "
@@ -498,6 +549,15 @@ class CertificateRenewer(_Job):
         if self.on_issued is not None:
             self.on_issued()
         return next_check_in(issued, self.clock(), cfg.buffer_days)
+
+    def _reason(self, name: str, current: IssuedCertificate | None,
+                domains: tuple[str, ...]) -> str | None:
+        issued_under = self.storage.issued_under(name)
+        if current is not None and self.ca_account and issued_under \
+                and issued_under != self.ca_account:
+            return "the CA no longer knows the account it was issued under"
+        cfg = self.certificates[name]
+        return renewal_reason(current, domains, self.clock(), cfg.buffer_days)
 
     def _keep(self, name: str, current: IssuedCertificate) -> float:
         buffer_days = self.certificates[name].buffer_days

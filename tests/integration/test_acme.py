@@ -163,6 +163,37 @@ def test_two_name_certificate_is_issued_served_kept_and_ordered_anew_from_a_new_
     assert "no certificate is stored" in third.log()
 
 
+def test_a_ca_reset_at_the_same_url_orders_anew(tmp_path: Path, pingap) -> None:
+    """A fresh pebble on the same directory URL (issue 13.14: a test CA restarted) no
+    longer knows the account: the earlier pebble's certificate is replaced at start-up."""
+    http, https = free_port(), free_port()
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first_ca = PebbleServer(tmp_path / "first", http)
+    try:
+        config = acme_config(tmp_path, http, https, first_ca.directory_url,
+                             ca_bundle=first_ca.ca_bundle)
+        proc = pingap(config, port=http)
+        old = wait_for(lambda: try_serial(https, NAMES[0], first_ca.root_pem()), timeout=15,
+                       interval=0.05, what="the first CA's certificate")
+        proc.stop()
+    finally:
+        first_ca.stop()
+    second_ca = PebbleServer(tmp_path / "second", http, port=first_ca.port)
+    try:
+        assert second_ca.directory_url == first_ca.directory_url
+        root = second_ca.root_pem()
+        again = pingap(acme_config(tmp_path, http, https, second_ca.directory_url,
+                                   ca_bundle=second_ca.ca_bundle), port=http,
+                       name="again.toml")
+        new = wait_for(lambda: try_serial(https, NAMES[0], root), timeout=20, interval=0.05,
+                       what="the reset CA's certificate")
+        assert new != old and second_ca.orders() == 1
+        assert "no longer knows" in again.log()
+    finally:
+        second_ca.stop()
+
+
 class HandshakeClient(threading.Thread):
     """Opens verified TLS connections one after another, recording each leaf's serial
     and every failure, until stopped (or 300 s pass)."""

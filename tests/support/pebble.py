@@ -70,10 +70,11 @@ def make_api_certificate(directory: Path) -> tuple[Path, Path, Path]:
 class PebbleServer:
     """pebble + its DNS on free loopback ports; ``stop()`` ends both."""
 
-    def __init__(self, tmp: Path, http_port: int, *, validity: int | None = None) -> None:
+    def __init__(self, tmp: Path, http_port: int, *, validity: int | None = None,
+                 port: int | None = None) -> None:
         self.tmp = tmp
         self.http_port = http_port
-        self.port = free_port()
+        self.port = port or free_port()  # a given port: a "reset" CA at the same URL
         self.management_port = free_port()
         self.dns_port = free_port()
         #: challtestsrv's management API (``/set-txt``, ``/clear-txt``): DNS-01 records

@@ -345,6 +345,27 @@ def test_renewer_orders_anew_when_the_directory_changes(tmp_path: Path) -> None:
     assert job.check("c") == MAX_CHECK_INTERVAL and len(signer.orders) == 2
 
 
+def test_renewer_orders_anew_when_the_ca_forgot_the_account(tmp_path: Path) -> None:
+    """A CA reset at the same URL (issue 13.14): the certificate it issued before is not
+    kept until its renewal."""
+    signer = LocalSigner()
+    job, storage = renewer(tmp_path, signer)
+    job.check("c")
+    first = storage.read_certificate("c")
+    assert storage.issued_under("c") == signer.account
+    again, _ = renewer(tmp_path, signer)  # a restart, same CA: nothing ordered
+    again.check("c")
+    assert len(signer.orders) == 1
+    signer.account = "https://ca.invalid/acct/99"  # the CA no longer knows our account
+    reset, _ = renewer(tmp_path, signer)
+    reset.check("c")
+    assert len(signer.orders) == 2
+    assert storage.read_certificate("c") != first
+    assert storage.issued_under("c") == signer.account
+    reset.check("c")
+    assert len(signer.orders) == 2  # ordered once, then current again
+
+
 def test_storage_lock_is_exclusive(tmp_path: Path) -> None:
     storage = AcmeStorage(str(tmp_path))
     with storage.lock() as first:
@@ -362,6 +383,11 @@ class LocalSigner:
     def __init__(self, fail: bool = False) -> None:
         self.fail = fail
         self.orders: list[tuple[str, ...]] = []
+
+    account: str | None = "https://ca.invalid/acct/1"
+
+    def account_uri(self) -> str | None:
+        return self.account
 
     def issue(self, domains: tuple[str, ...], dns: object = None, name: str = "") -> bytes:
         self.orders.append(domains)
