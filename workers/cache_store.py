@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, urlsplit
 import gevent
 from gevent.event import Event
 
-from pingap.plugins.cache.memory import MemoryStore, memory_size
+from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
 
 log = logging.getLogger("pingap.cache")
@@ -108,7 +108,29 @@ class FileStore:
             return None
         return Entry.loads(data)
 
+    def mark_uncacheable(self, key: str) -> None:
+        """Note for every worker that ``key``'s response could not be stored: a marker
+        file whose mtime is when that stops holding."""
+        marker = os.path.join(self.root, ".locks", key + ".nc")
+        try:
+            with open(marker, "wb"):
+                pass
+            until = time.time() + UNCACHEABLE_TTL
+            os.utime(marker, (until, until))
+        except OSError as exc:
+            log.warning("cache: cannot mark %s: %s", marker, exc)
+
+    def is_uncacheable(self, key: str) -> bool:
+        try:
+            return os.stat(os.path.join(self.root, ".locks", key + ".nc")).st_mtime > time.time()
+        except OSError:
+            return False
+
     def put(self, key: str, entry: Entry) -> None:
+        try:
+            os.unlink(os.path.join(self.root, ".locks", key + ".nc"))
+        except OSError:
+            pass
         path = self._path(key)
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f".tmp-{key}-{secrets.token_hex(4)}")

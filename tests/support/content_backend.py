@@ -1,7 +1,8 @@
 """A real HTTP/1.1 content server for the body-plugin tests (stdlib http.server).
 
 Run as ``python -m tests.support.content_backend --port P --record FILE``. Every request is
-appended to the record file as one JSON line (method, path, headers), so a test counts
+appended to the record file as one JSON line (method, path, arrival time, headers), so a
+test counts
 what reached the origin. Endpoints:
   /text?n=N&cc=..&etag=..&lm=..&type=..&cookie=1&slow=S  N bytes of HTML-ish text (default
         4000) with that Cache-Control, ETag, Last-Modified and type; an If-None-Match that
@@ -51,7 +52,7 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def _record(self) -> None:
-        entry = {"method": self.command, "path": self.path,
+        entry = {"method": self.command, "path": self.path, "at": time.time(),
                  "headers": {k.lower(): v for k, v in self.headers.items()}}
         with _lock, open(self.record, "a") as handle:
             handle.write(json.dumps(entry) + "\n")

@@ -279,3 +279,25 @@ def test_levels_are_validated() -> None:
         parse_levels("1:2:3")
     with pytest.raises(ValueError):
         parse_levels("4")
+
+
+def test_uncacheable_keys_skip_the_lock_and_predictor_skips_lookup(
+        stores: tuple[CacheStores, str]) -> None:
+    plugin = cache_plugin(stores, lock="5s")
+    assert plugin.store is not None
+    miss_and_fill(plugin, "/api", [(b"Cache-Control", b"no-store")], b"x")
+    key = plugin.key(make_ctx("/api"), "GET")
+    assert plugin.store.is_uncacheable(key)
+    held = plugin.store.lock(key, 0.1)  # another request holds the key's lock ...
+    assert held is not None
+    ctx = make_ctx("/api")
+    assert plugin.handle_request("request", ctx) is CONTINUE  # ... and is not waited for
+    assert ctx.plugin_state("c").ticket is None
+    held.release()
+    predicted = cache_plugin(stores, predictor=True)
+    ctx = make_ctx("/api")
+    assert predicted.handle_request("request", ctx) is CONTINUE
+    assert ctx.plugin_state("c") is None  # no lookup, no cache headers
+    miss_and_fill(plugin, "/api", CACHEABLE, b"hello")  # cacheable again: stored
+    assert not plugin.store.is_uncacheable(key)
+    assert lookup(plugin, "/api") is not None

@@ -62,6 +62,8 @@ class CacheStore(Protocol):
     def delete(self, key: str) -> bool: ...
     def purge_namespace(self, namespace: str) -> tuple[int, int] | None: ...
     def lock(self, key: str, timeout: float) -> FillTicket | None: ...
+    def mark_uncacheable(self, key: str) -> None: ...
+    def is_uncacheable(self, key: str) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -113,6 +115,7 @@ class Cache(Plugin):
         lock = options.get("lock")
         self.lock = parse_duration(lock) if lock is not None else 1.0
         self.check_cache_control = bool(options.get("check_cache_control", False))
+        self.predictor = bool(options.get("predictor", False))
         self.purge_ips = _networks(options.get("purge_ip_list"))
         skip = options.get("skip")
         try:
@@ -154,6 +157,9 @@ class Cache(Plugin):
             return self._purge(ctx)
         store = self.store
         key = self.key(ctx, method)
+        uncacheable = store.is_uncacheable(key)
+        if uncacheable and self.predictor:
+            return CONTINUE  # pingap's predictor: known uncacheable, not even looked up
         lookup = _Lookup(key, list(ctx.request_headers))
         ctx.plugin_state(self.name, lookup)
         start = time.monotonic()
@@ -163,7 +169,9 @@ class Cache(Plugin):
             ctx.cache_lookup_time = time.monotonic() - start
             return self._serve(entry, lookup, b"hit", now)
         ctx.cache_lookup_time = time.monotonic() - start
-        if self.lock > 0:
+        # a key whose last response could not be stored takes no lock: waiting for one
+        # another request's head at a time would serialise every request for it
+        if self.lock > 0 and not uncacheable:
             waited_from = time.monotonic()
             ticket = store.lock(key, self.lock)
             if ticket is not None:
@@ -176,6 +184,8 @@ class Cache(Plugin):
                     if filled is not None and filled.fresh(now):
                         lookup.release()
                         return self._serve(filled, lookup, b"hit", now)
+                    if store.is_uncacheable(key):
+                        lookup.release()  # the fill we waited for found nothing to keep
                     entry = filled or entry
         if entry is not None:
             lookup.status = b"expired"
@@ -254,6 +264,7 @@ class Cache(Plugin):
         length = header_value(headers, b"content-length")
         if ttl is None or (length is not None and length.isdigit()
                            and int(length) > self.max_file_size):
+            self.store.mark_uncacheable(lookup.key)
             lookup.release()  # nothing will be stored: let the waiters go now
             return None
         stored = [(n, v) for n, v in headers if n.lower() != b"x-cache-status"]
@@ -280,6 +291,8 @@ class _Filler:
             self.size += len(data)
             if self.size > self.plugin.max_file_size:
                 self.parts = None  # too big: pass it on, store nothing
+                if self.plugin.store is not None:
+                    self.plugin.store.mark_uncacheable(self.lookup.key)
                 self.lookup.release()
             else:
                 self.parts.append(data)

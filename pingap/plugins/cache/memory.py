@@ -16,6 +16,9 @@ from pingap.units import parse_bytesize
 
 #: the budget a bare-number ``max_size`` (a percentage) is taken of, per worker
 BUDGET = 256 * 1024 * 1024
+#: how long a key whose response could not be stored skips the fill lock
+UNCACHEABLE_TTL = 300.0
+UNCACHEABLE_KEYS = 100_000
 
 
 def _weight(entry: Entry) -> int:
@@ -42,13 +45,23 @@ class MemoryStore:
     def __init__(self, max_size: int = BUDGET) -> None:
         self.entries: cachetools.LRUCache[str, Entry] = cachetools.LRUCache(
             maxsize=max_size, getsizeof=_weight)
+        #: keys whose last response could not be stored, and until when that holds
+        self.uncacheable: cachetools.TTLCache[str, bool] = cachetools.TTLCache(
+            maxsize=UNCACHEABLE_KEYS, ttl=UNCACHEABLE_TTL)
 
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
 
     def put(self, key: str, entry: Entry) -> None:
+        self.uncacheable.pop(key, None)
         if _weight(entry) <= self.entries.maxsize:
             self.entries[key] = entry
+
+    def mark_uncacheable(self, key: str) -> None:
+        self.uncacheable[key] = True
+
+    def is_uncacheable(self, key: str) -> bool:
+        return key in self.uncacheable
 
     def delete(self, key: str) -> bool:
         return self.entries.pop(key, None) is not None
