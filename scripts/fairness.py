@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """Fairness under hostile clients: a normal client's latency while connections flood.
 
-Starts ``pingap -c CONFIG`` (default: the shipped ``etc/pingap.toml``), then for
-``--seconds`` runs ``--flooders`` hostile connections, each in its own process
-(``--kind pipeline``: 2000 pipelined ``GET /ping`` per write, answers read, in a loop;
-``--kind ping``: an h2c connection writing PING frames as fast as it can, reconnecting
-when ended — needs ``enabled_h2`` on the server) beside one ordinary keep-alive client
-sending ``GET /`` every 10 ms. Prints that client's p50/p99/max latency and failures, and whether the
-master replaced a worker (``missed heartbeats`` in its log). Loopback only; stops by
-itself.
+Starts ``pingap -c CONFIG`` (default: the shipped ``etc/pingap.toml``) with the code of
+the checkout this script is in (its workers run from there), then for ``--seconds``
+runs ``--flooders`` hostile connections, each in its own process (``--kind pipeline``:
+pipelined ``GET /ping`` written 2000 at a time without waiting, the answers discarded as
+they come; ``--kind ping``: an h2c connection writing PING frames as fast as it can,
+reconnecting when ended - needs ``enabled_h2`` on the server) beside one ordinary
+keep-alive client sending ``GET /`` every 10 ms. Prints that client's answers, failures
+and p50/p99/max latency, and the workers the master replaced (``missed heartbeats`` in
+its log). Loopback only; stops by itself.
 
-    python3 scripts/fairness.py --seconds 15 --flooders 2 [--threads 1]
+    python3 scripts/fairness.py --seconds 20 [--flooders 2] [--threads 1]
 
 With one worker (the default here) every client shares it, so the figure does not depend
 on which worker the kernel hands each connection to.
@@ -43,6 +44,7 @@ def main() -> int:
     parser.add_argument("--path", default="/", help="what the normal client asks for")
     parser.add_argument("--threads", type=int, default=1,
                         help="workers (basic.threads): with 1, every client shares it")
+
     args = parser.parse_args()
     config = tomlkit.parse(args.config.read_text())
     port = int(str(config["servers"][args.server]["addr"]).rsplit(":", 1)[1])
