@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Body-plugin benchmarks with shared/bench/proxybench.py, 100 KB responses (--path /100k.bin):
+#
+#   scripts/bench-body.sh static --runs 3   # directory plugin vs nginx serving the same file
+#                                           # (the harness's "direct" row: its backend nginx)
+#   scripts/bench-body.sh cache --runs 3    # cache hit (memory) vs nginx proxy_cache
+#
+# pingap: one master + one worker pinned to cpu 0 (the harness default), access log off as
+# the harness's nginx; configs in scripts/bench/pingap-{static,cache}.toml.tpl and
+# scripts/bench/nginx-cache.conf.tpl. Other arguments go to proxybench.py.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+bench_py="${SHARED:-$root/../shared}/bench/proxybench.py"
+python="${PYTHON:-python3}"
+kind="${1:?usage: bench-body.sh static|cache [proxybench args]}"; shift
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+pingap_prog="$(command -v pingap)"
+subst="sed -e 's|@PORT@|{port}|g' -e 's|@UPSTREAM@|{upstream}|g' -e 's|@WORKDIR@|{workdir}/{name}|g' -e 's|@WWW@|{workdir}/www|g'"
+pingap_cmd="$subst $here/bench/pingap-$kind.toml.tpl > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec $pingap_prog -c '{workdir}/{name}.toml'"
+proxies=(--proxy "pingap-$kind=$pingap_cmd")
+if [[ "$kind" == cache ]]; then
+  nginx_cmd="mkdir -p '{workdir}/{name}/cache' && $subst $here/bench/nginx-cache.conf.tpl > '{workdir}/{name}.conf' && exec nginx -c '{workdir}/{name}.conf' -p '{workdir}/{name}/' -e '{workdir}/{name}/error.log'"
+  proxies+=(--proxy "nginx-cache=$nginx_cmd")
+fi
+exec "$python" "$bench_py" --path /100k.bin "${proxies[@]}" "$@"
