@@ -5,8 +5,9 @@ worker, and every phase of a request has a deadline.
   its own, ``tests.support.flood``) run on a one-worker proxy for longer than its
   heartbeat timeout, beside an ordinary keep-alive client; that client gets every
   answer, its p99 stays under 0.5 s, and the worker is never replaced;
-- PINGs within the control-frame budget are answered; past it the connection ends with
-  GOAWAY ENHANCE_YOUR_CALM;
+- PINGs within the control-frame budget are answered; past it (PING, SETTINGS,
+  PRIORITY, crumb WINDOW_UPDATEs, empty DATA) the connection ends with GOAWAY
+  ENHANCE_YOUR_CALM;
 - a request head trickled one line at a time, each line well within the read timeout,
   is answered 408 once the head as a whole has taken the read timeout;
 - a stop (SIGTERM, and QUIT with nobody to take the listeners) under a burst of six
@@ -35,9 +36,19 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import hpack
 import psutil
 import pytest
-from hyperframe.frame import Frame, GoAwayFrame, PingFrame, SettingsFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from tests.support.configs import proxy_config
 from tests.support.flood import H2_PREFACE, LatencyProbe, flood_process
@@ -90,13 +101,41 @@ def test_ping_flood_ends_with_enhance_your_calm(pingap, backends) -> None:
     assert [f.error_code for f in frames if isinstance(f, GoAwayFrame)] == [0xb]
 
 
-def _burst(port: int, pings: int) -> list[Frame]:
-    """Send ``pings`` PINGs in one write; the frames the proxy sent back until it closed
-    or went quiet for a second."""
+def _control_frames(kind: str, count: int) -> bytes:
+    """``count`` control frames of one kind, after what they need (an open stream)."""
+    if kind == "settings":
+        return SettingsFrame(0).serialize() * count
+    if kind == "priority":
+        return b"".join(PriorityFrame(2 * i + 1, depends_on=0, stream_weight=15).serialize()
+                        for i in range(count))
+    if kind == "window-update-crumbs":
+        return WindowUpdateFrame(0, window_increment=1).serialize() * count
+    # empty DATA on an upload whose body never comes
+    head = hpack.Encoder().encode([(b":method", b"POST"), (b":scheme", b"http"),
+                                   (b":authority", b"x"), (b":path", b"/empty-data")])
+    return (HeadersFrame(1, head, flags=["END_HEADERS"]).serialize()
+            + DataFrame(1, b"").serialize() * count)
+
+
+@pytest.mark.parametrize("kind", ["settings", "priority", "window-update-crumbs",
+                                  "empty-data"])
+def test_other_control_frame_floods_end_with_enhance_your_calm(pingap, backends,
+                                                               kind: str) -> None:
+    backend = backends()
+    port = free_port()
+    _serving(pingap(proxy_config(port, backend.addr, server="enabled_h2 = true"), port=port))
+    frames = _burst(port, 0, _control_frames(kind, 1500))
+    assert [f.error_code for f in frames if isinstance(f, GoAwayFrame)] == [0xb]
+    assert [r for r in backend.requests() if r["target"] == "/empty-data"] == []
+
+
+def _burst(port: int, pings: int, extra: bytes = b"") -> list[Frame]:
+    """Send ``pings`` PINGs (then ``extra``) in one write; the frames the proxy sent back
+    until it closed or went quiet for a second."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(H2_PREFACE + SettingsFrame(0).serialize()
                      + b"".join(PingFrame(0, i.to_bytes(8, "big")).serialize()
-                                for i in range(pings)))
+                                for i in range(pings)) + extra)
         sock.settimeout(1.0)
         received = bytearray()
         while data := _recv(sock):
