@@ -151,8 +151,11 @@ def _build(cls: type[T], entry: RawEntry, report: Report, extra: Mapping[str, An
 def _build_plugin(entry: RawEntry, report: Report) -> PluginConfig:
     values = dict(entry.values)
     category = values.pop("category", None)
+    # "" means unset, as for every optional string (pingap's web admin writes them)
     step = values.pop("step", None)
+    step = None if step == "" else step
     remark = values.pop("remark", None)
+    remark = None if remark == "" else remark
     if remark is not None and not isinstance(remark, str):
         report.errors.append(entry.problem("remark", f"expected a string, got {describe(remark)}"))
         remark = None

@@ -969,6 +969,12 @@ def test_empty_strings_mean_unset() -> None:
     assert config.warnings == ()
 
 
+def test_empty_plugin_step_and_remark_mean_unset() -> None:
+    plugin = load_config_text('[plugins.p]\ncategory = "ping"\nstep = ""\nremark = ""\n'
+                              'path = "/ping"\n').plugins["p"]
+    assert (plugin.step, plugin.remark) == (None, None)
+
+
 def test_required_string_keys_stay_required_when_empty() -> None:
     assert messages('[servers.s]\naddr = ""\n') == {"servers.s.addr": "must not be empty"}
 
