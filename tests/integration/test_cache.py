@@ -63,6 +63,7 @@ def test_miss_hit_conditional_purge(pingap: Callable[..., PingapProcess], origin
     path = "/text?n=5000&cc=max-age%3D600&etag=v1"
     first = http1(port, path=path)
     assert first.status == 200 and first.header("x-cache-status") == "miss"
+    assert (first.header("x-cache-lookup") or "").endswith("ms")
     # the memory store is per worker: a later request may land on the other worker,
     # whose store is still empty; one request per worker fills both at most
     wait_for(lambda: http1(port, path=path).header("x-cache-status") == "hit",

@@ -132,6 +132,7 @@ def test_miss_fill_then_hit(stores: tuple[CacheStores, str]) -> None:
     assert hit is not None and hit.status == 200 and hit.body == b"hello"
     assert header(hit.headers, "x-cache-status") == b"hit"
     assert header(hit.headers, "age") == b"0"
+    assert header(hit.headers, "x-cache-lookup") == b"0ms"
     assert lookup(plugin, "/a", method="HEAD") is None  # HEAD has its own key, as pingap
     assert lookup(plugin, "/a?x=1") is None
     not_modified = lookup(plugin, "/a", req={"If-None-Match": '"e1"'})

@@ -167,7 +167,7 @@ class Cache(Plugin):
         now = time.time()
         if entry is not None and entry.fresh(now):
             ctx.cache_lookup_time = time.monotonic() - start
-            return self._serve(entry, lookup, b"hit", now)
+            return self._serve(ctx, entry, lookup, b"hit", now)
         ctx.cache_lookup_time = time.monotonic() - start
         # a key whose last response could not be stored takes no lock: waiting for one
         # another request's head at a time would serialise every request for it
@@ -183,7 +183,7 @@ class Cache(Plugin):
                     now = time.time()
                     if filled is not None and filled.fresh(now):
                         lookup.release()
-                        return self._serve(filled, lookup, b"hit", now)
+                        return self._serve(ctx, filled, lookup, b"hit", now)
                     if store.is_uncacheable(key):
                         lookup.release()  # the fill we waited for found nothing to keep
                     entry = filled or entry
@@ -203,10 +203,12 @@ class Cache(Plugin):
             return None
         return entry
 
-    def _serve(self, entry: Entry, lookup: _Lookup, label: bytes, now: float) -> Respond:
+    def _serve(self, ctx: RequestContext, entry: Entry, lookup: _Lookup, label: bytes,
+               now: float) -> Respond:
         lookup.status = label
         lookup.done = True
         status, headers, body = answer(entry, lookup.client_headers, now, label)
+        _timings(ctx, headers)
         return Respond(status=status, headers=headers, body=body)
 
     def _purge(self, ctx: RequestContext) -> Respond:
@@ -248,8 +250,9 @@ class Cache(Plugin):
             if ttl is not None:
                 self.store.put(lookup.key, entry)
             lookup.release()
-            return self._serve(entry, lookup, b"revalidated", now)
+            return self._serve(ctx, entry, lookup, b"revalidated", now)
         headers.append((b"X-Cache-Status", lookup.status))
+        _timings(ctx, headers)
         return None
 
     def body_filter(self, ctx: RequestContext, status: int,
@@ -269,6 +272,14 @@ class Cache(Plugin):
             return None
         stored = [(n, v) for n, v in headers if n.lower() != b"x-cache-status"]
         return _Filler(self, lookup, status, stored, ttl)
+
+
+def _timings(ctx: RequestContext, headers: Headers) -> None:
+    """pingap's ``X-Cache-Lookup`` / ``X-Cache-Lock`` (``<n>ms``) when they are known."""
+    if ctx.cache_lookup_time is not None:
+        headers.append((b"X-Cache-Lookup", b"%dms" % round(ctx.cache_lookup_time * 1000)))
+    if ctx.cache_lock_time is not None:
+        headers.append((b"X-Cache-Lock", b"%dms" % round(ctx.cache_lock_time * 1000)))
 
 
 class _Filler:
