@@ -17,7 +17,8 @@ sections as pingap does:
 KDL values: a child node with one argument is that value, with several an array (always
 an array for the list keys below), with only properties a table; a node whose children
 are all ``item`` nodes is an array of tables; repeated nodes append; ``null`` is ``""``.
-HCL is parsed by ``python-hcl2``, KDL (v1 and v2, as pingap's ``kdl`` crate) by ``ckdl``.
+HCL is parsed by ``python-hcl2``, KDL (v1 and v2, as pingap's ``kdl`` crate) by ``ckdl``;
+``kdl-py`` locates a KDL syntax error (ckdl reports none).
 
 Where we differ from pingap: a block or node type it silently ignores inside a server or
 location is an error here, like an unknown key.
@@ -30,6 +31,7 @@ from typing import Any
 
 import ckdl
 import hcl2
+import kdl
 from hcl2.utils import SerializationOptions
 
 __all__ = ["FormatError", "hcl_document", "kdl_document"]
@@ -293,12 +295,24 @@ def _kdl_attrs_for(kind: str) -> Callable[[Any], Table]:
     return lambda node: _kdl_table(node, skip=skip)
 
 
+def _kdl_position(text: str) -> str:
+    """Where the KDL v1 parser ``kdl-py`` stops, as a hint: ``ckdl`` (which also reads
+    v2) gives no position. For a v2 document the hint may point at v2-only syntax."""
+    try:
+        kdl.parse(text)
+    except kdl.ParseError as exc:
+        position, _, message = str(exc).partition(" parse error: ")
+        line, _, column = position.partition(":")
+        return f"; read as KDL v1: line {line}, column {column}: {message}"
+    return ""
+
+
 def kdl_document(text: str) -> Table:
     """The TOML document of pingap KDL ``text`` (KDL v1 or v2); raises FormatError."""
     try:
         parsed = ckdl.parse(text, version="any")
-    except ckdl.ParseError as exc:
-        raise FormatError(f"invalid KDL (v1 or v2): {exc}") from None
+    except ckdl.ParseError:
+        raise FormatError(f"invalid KDL (v1 or v2){_kdl_position(text)}") from None
     assembly = _Assembly()
     for node in parsed.nodes:
         kind = _kind(node.name)

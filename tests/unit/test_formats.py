@@ -173,7 +173,8 @@ server "s" {
         (kdl_document, 'upstream {\n addrs "a:1"\n}\n', "needs a name"),
         (kdl_document, 'server "s" { location "a" { path "/"; }; }\nlocation "a" { }\n',
          "location 'a' is defined twice"),
-        (kdl_document, 'server "s" {\n addr "x\n}\n', "invalid KDL"),
+        (kdl_document, 'server "s" {\n addr "x\n}\n', "invalid KDL (v1 or v2); read as KDL "
+         "v1: line 2, column 7: Hit EOF while looking for the end of the string"),
     ],
 )
 def test_refused_layouts(reader: object, text: str, message: str) -> None:
