@@ -18,17 +18,21 @@ import logging
 import os
 import secrets
 import time
-from urllib.parse import parse_qs, urlsplit
 
 import gevent
 from gevent.event import Event
 
+from pingap.plugins.cache import file_store_options
 from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
 
 log = logging.getLogger("pingap.cache")
 
 _POLL = 0.005
+#: pingap's default for a file entry nobody used (``?inactive=``)
+DEFAULT_INACTIVE = 48 * 3600.0
+#: how often a worker that stores entries sweeps the inactive ones
+SWEEP_EVERY = 3600.0
 
 
 class _EventTicket:
@@ -86,10 +90,30 @@ class _FileTicket:
 class FileStore:
     """Entries as files under ``root[/namespace]`` (see the module docstring)."""
 
-    def __init__(self, root: str, levels: tuple[int, ...] = ()) -> None:
+    def __init__(self, root: str, levels: tuple[int, ...] = (),
+                 inactive: float = DEFAULT_INACTIVE) -> None:
         self.root = root
         self.levels = levels
+        self.inactive = inactive
+        self._swept = time.monotonic()
         os.makedirs(os.path.join(root, ".locks"), exist_ok=True)
+
+    def sweep(self) -> int:
+        """Remove entries not read or written for ``inactive`` seconds (pingap's inactive
+        sweep); the number removed."""
+        limit = time.time() - self.inactive
+        removed = 0
+        for base, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if d != ".locks"]
+            for name in files:
+                path = os.path.join(base, name)
+                try:
+                    if os.stat(path).st_mtime < limit:
+                        os.unlink(path)
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
 
     def _path(self, key: str) -> str:
         parts = [self.root]
@@ -104,6 +128,11 @@ class FileStore:
         try:
             with open(self._path(key), "rb") as handle:
                 data = handle.read()
+                # a read keeps the entry active: its mtime is what the sweep looks at,
+                # refreshed at most once per tenth of ``inactive``
+                modified = os.fstat(handle.fileno()).st_mtime
+                if time.time() - modified > self.inactive / 10:
+                    os.utime(handle.fileno())
         except OSError:
             return None
         return Entry.loads(data)
@@ -127,6 +156,9 @@ class FileStore:
             return False
 
     def put(self, key: str, entry: Entry) -> None:
+        if time.monotonic() - self._swept > SWEEP_EVERY:
+            self._swept = time.monotonic()
+            gevent.spawn(self.sweep)  # after this fill, in this worker
         try:
             os.unlink(os.path.join(self.root, ".locks", key + ".nc"))
         except OSError:
@@ -188,17 +220,6 @@ class FileStore:
             gevent.sleep(_POLL)
 
 
-def parse_levels(value: str) -> tuple[int, ...]:
-    """``levels=1:2`` -> (1, 2): hash characters per directory level (each 1-3, at
-    most two levels, as pingap)."""
-    if not value:
-        return ()
-    levels = tuple(int(p) for p in value.split(":"))
-    if len(levels) > 2 or any(not 1 <= w <= 3 for w in levels):
-        raise ValueError(f"cache levels {value!r}: at most two levels of 1-3 characters")
-    return levels
-
-
 class CacheStores:
     """One store per ``directory`` string in this worker (``Services.cache_store``)."""
 
@@ -213,10 +234,8 @@ class CacheStores:
             return self._memory
         found = self._stores.get(f"{directory}\n{namespace}")
         if found is None:
-            split = urlsplit(directory)
-            query = parse_qs(split.query)
-            root = os.path.abspath(os.path.expanduser(split.path))
-            levels = parse_levels((query.get("levels") or [""])[0])
+            options = file_store_options(directory)
+            root = os.path.join(options.root, namespace) if namespace else options.root
             found = self._stores[f"{directory}\n{namespace}"] = FileStore(
-                os.path.join(root, namespace) if namespace else root, levels)
+                root, options.levels, options.inactive)
         return found

@@ -11,11 +11,11 @@ import pytest
 
 from pingap import conditional
 from pingap.actions import CONTINUE, Respond
-from pingap.plugins.cache import Cache
+from pingap.plugins.cache import Cache, file_store_options
 from pingap.plugins.cache.memory import BUDGET, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry, answer, freshness, make_entry
 from tests.unit.body_support import header, make_ctx, run
-from workers.cache_store import CacheStores, FileStore, parse_levels
+from workers.cache_store import CacheStores, FileStore
 
 NOW = 1_700_000_000.0
 
@@ -254,7 +254,7 @@ def test_skip_and_methods(stores: tuple[CacheStores, str]) -> None:
 # --- the file store -----------------------------------------------------------------
 
 def test_file_store_survives_a_new_instance_and_writes_atomically(tmp_path: Path) -> None:
-    store = FileStore(str(tmp_path), parse_levels("1:2"))
+    store = FileStore(str(tmp_path), file_store_options(f"{tmp_path}?levels=1:2").levels)
     entry = make_entry(200, [(b"A", b"b")], b"x" * 1000, [], 60, NOW)
     store.put("abcdef", entry)
     assert (tmp_path / "a" / "bc" / "abcdef").exists()
@@ -275,11 +275,28 @@ def test_file_lock_excludes_a_second_filler(tmp_path: Path) -> None:
     second.release()
 
 
-def test_levels_are_validated() -> None:
-    with pytest.raises(ValueError):
-        parse_levels("1:2:3")
-    with pytest.raises(ValueError):
-        parse_levels("4")
+def test_file_store_options_are_checked_at_config_time() -> None:
+    options = file_store_options("/opt/c?levels=1:2&inactive=1h&reading_max=10")
+    assert options == ("/opt/c", (1, 2), 3600.0)
+    assert file_store_options("~/c").inactive == 48 * 3600
+    for bad in ("/c?levels=1:2:3", "/c?levels=4", "/c?levels=a", "/c?inactive=soon"):
+        with pytest.raises(ValueError):
+            Cache("c", {"directory": bad})
+
+
+def test_inactive_entries_are_swept_and_reads_keep_them(tmp_path: Path) -> None:
+    store = FileStore(str(tmp_path), inactive=3600)
+    entry = make_entry(200, [], b"x", [], 60, NOW)
+    store.put("old", entry)
+    store.put("used", entry)
+    past = NOW - 7200  # both written two hours ago (NOW is in the past too)
+    for key in ("old", "used"):
+        os.utime(tmp_path / key, (past, past))
+    assert store.get("used") == entry  # a read marks it as used again
+    store.mark_uncacheable("k")
+    assert store.sweep() == 1
+    assert store.get("old") is None and store.get("used") == entry
+    assert store.is_uncacheable("k")  # the lock directory is not swept
 
 
 def test_uncacheable_keys_skip_the_lock_and_predictor_skips_lookup(

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
@@ -84,6 +86,29 @@ class _Lookup:
             self.ticket = None
 
 
+class FileStoreOptions(NamedTuple):
+    root: str
+    levels: tuple[int, ...]
+    inactive: float
+
+
+def file_store_options(directory: str) -> FileStoreOptions:
+    """A file cache ``directory`` (``/path?levels=1:2&inactive=7d...``) read and checked:
+    ``levels`` are hash characters per directory level (each 1-3, at most two levels, as
+    pingap), ``inactive`` the unused time after which an entry is swept (48h)."""
+    split = urlsplit(directory)
+    query = {k: v[-1] for k, v in parse_qs(split.query).items()}
+    raw = query.get("levels", "")
+    try:
+        levels = tuple(int(p) for p in raw.split(":")) if raw else ()
+    except ValueError as exc:
+        raise ValueError(f"cache levels {raw!r}: expected digits like 1:2") from exc
+    if len(levels) > 2 or any(not 1 <= w <= 3 for w in levels):
+        raise ValueError(f"cache levels {raw!r}: at most two levels of 1-3 characters")
+    inactive = parse_duration(query["inactive"]) if query.get("inactive") else 48 * 3600.0
+    return FileStoreOptions(os.path.abspath(os.path.expanduser(split.path)), levels, inactive)
+
+
 def _networks(items: Any) -> tuple[Any, ...]:
     out = []
     for item in items or ():
@@ -105,6 +130,8 @@ class Cache(Plugin):
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
         self.directory = str(options.get("directory", "") or "").strip()
+        if self.directory and not self.directory.startswith("memory://"):
+            file_store_options(self.directory)  # a bad query is a config error
         self.namespace = str(options.get("namespace", "") or "")
         self.key_headers = [str(h).lower().encode("latin-1")
                             for h in options.get("headers", ()) or ()]
