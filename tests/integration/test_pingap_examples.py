@@ -2,16 +2,14 @@
 ``pingap -t``: its shipped conf/ directory, its examples/ and the ```toml blocks of its
 READMEs, as pingap accepts them.
 
-The only errors allowed are plugins this build does not run yet, for the categories in
-``NOT_YET_IMPLEMENTED`` (other work lands them: shrink the set as it does), and the
-documented exceptions in ``KNOWN_DIFFERENCES``. Doc blocks are fragments: the test
+The only errors allowed are the documented exceptions in ``KNOWN_DIFFERENCES``; every
+plugin category these samples use runs here. Doc blocks are fragments: the test
 completes them as a user would (placeholder upstreams and locations for the names they
 reference, an address for a server without one, every plugin on a location)."""
 
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -26,23 +24,12 @@ DATA = Path(__file__).resolve().parents[1] / "data" / "pingap-examples"
 SAMPLES = [DATA / "conf", *sorted((DATA / "examples").iterdir())]
 DOC_BLOCKS = sorted((DATA / "docs").glob("*.toml"))
 
-#: Plugin categories whose implementation is still on its way; a location naming one
-#: is reported "not implemented" (an error for guards, a warning otherwise).
-NOT_YET_IMPLEMENTED: set[str] = set()
-
-#: Errors of features still on their way (shrink as they land): (substring of the message)
-NOT_YET_SUPPORTED = {
-    "wildcard names need the DNS-01 challenge, which is not supported yet",
-}
-
 #: (sample, key) errors that are deliberate differences, documented in README.rst
 KNOWN_DIFFERENCES = {
     # a limit with tag = "query" and no key never limits in pingap; a guard that cannot
     # work is refused here
     ("conf", "plugins.ipLimit"),
 }
-
-_NOT_IMPLEMENTED = re.compile(r"\(([a-z_]+)\) is not implemented in this version yet")
 
 
 @pytest.fixture(scope="module")
@@ -62,11 +49,6 @@ def check(target: Path, geoip_db: Path) -> tuple[int, list[str], str]:
 def unexpected(sample: str, errors: list[str]) -> list[str]:
     left = []
     for line in errors:
-        found = _NOT_IMPLEMENTED.search(line)
-        if found and found.group(1) in NOT_YET_IMPLEMENTED:
-            continue
-        if any(text in line for text in NOT_YET_SUPPORTED):
-            continue
         key = line.split(": ")[1] if line.count(": ") >= 2 else ""
         if (sample, key) in KNOWN_DIFFERENCES:
             continue
@@ -78,6 +60,7 @@ def unexpected(sample: str, errors: list[str]) -> list[str]:
 def test_pingap_sample_passes(sample: Path, geoip_db: Path) -> None:
     code, errors, output = check(sample, geoip_db)
     assert unexpected(sample.name, errors) == [], output
+    assert "not implemented" not in output, output
     assert code == (1 if errors else 0), output
     assert "Traceback" not in output
 
@@ -110,6 +93,7 @@ def test_pingap_doc_block_passes(block: Path, tmp_path: Path, geoip_db: Path) ->
     target.write_text(tomlkit.dumps(completed(tomllib.loads(block.read_text()))))
     code, errors, output = check(target, geoip_db)
     assert unexpected(block.stem, errors) == [], output
+    assert "not implemented" not in output, output
     assert code == (1 if errors else 0), output
 
 
@@ -140,11 +124,3 @@ def test_pingap_hcl_and_kdl_samples_pass_and_convert(name: str, tmp_path: Path,
     target.write_text(converted.stdout)
     code, errors, output = check(target, geoip_db)
     assert (code, errors) == (0, []), output
-
-
-def test_not_yet_implemented_list_is_current() -> None:
-    """A category that lands must leave NOT_YET_IMPLEMENTED, so its samples are held to
-    'no error' from then on."""
-    from pingap.plugins import REGISTRY
-
-    assert NOT_YET_IMPLEMENTED.isdisjoint(REGISTRY), NOT_YET_IMPLEMENTED & set(REGISTRY)
