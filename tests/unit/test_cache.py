@@ -319,3 +319,10 @@ def test_uncacheable_keys_skip_the_lock_and_predictor_skips_lookup(
     miss_and_fill(plugin, "/api", CACHEABLE, b"hello")  # cacheable again: stored
     assert not plugin.store.is_uncacheable(key)
     assert lookup(plugin, "/api") is not None
+
+
+def test_an_unusable_cache_directory_fails_the_bind_by_name(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    plugin = Cache("pages", {"directory": str(tmp_path / "file" / "cache")})
+    with pytest.raises(ValueError, match=r"plugins\.pages: cannot use the cache directory"):
+        plugin.bind(SimpleNamespace(cache_store=CacheStores()))

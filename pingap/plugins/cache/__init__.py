@@ -154,7 +154,11 @@ class Cache(Plugin):
 
     def bind(self, services: Any) -> None:
         opener = getattr(services, "cache_store", None)
-        self.store = opener(self.directory, self.namespace) if opener is not None else None
+        try:
+            self.store = opener(self.directory, self.namespace) if opener is not None else None
+        except OSError as exc:
+            raise ValueError(f"plugins.{self.name}: cannot use the cache directory "
+                             f"{self.directory!r}: {exc.strerror or exc}") from exc
 
     # --- keys -----------------------------------------------------------------
 
