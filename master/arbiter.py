@@ -467,8 +467,11 @@ class Arbiter:
         basic = (rollout.generation.config if rollout is not None
                  and worker.generation == rollout.generation.number else self.config).basic
         worker.deadline = time.monotonic() + basic.grace_period + basic.graceful_shutdown_timeout
+        # Only a stop with nobody to take over leaves the kernel's accept queue to the
+        # draining workers; after a reload or hand-off the listeners serve on.
+        payload = {"take_queue": True} if self.stopping and self.handoff is None else None
         try:
-            worker.control.sendall(encode(MessageType.DRAIN))
+            worker.control.sendall(encode(MessageType.DRAIN, payload))
         except OSError:
             worker.proc.send_signal(signal.SIGTERM)
 

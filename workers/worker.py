@@ -515,7 +515,7 @@ class Worker:
                 return
             for message in decoder.feed(data):
                 if message.type == MessageType.DRAIN:
-                    self.begin_drain()
+                    self.begin_drain(take_queue=bool((message.payload or {}).get("take_queue")))
                 elif message.type == MessageType.ACTIVATE:
                     self.activate(int(message.payload["worker_id"]))
                 elif message.type == MessageType.STATS:
@@ -541,7 +541,10 @@ class Worker:
 
     # --- stopping -----------------------------------------------------------------
 
-    def begin_drain(self) -> None:
+    def begin_drain(self, take_queue: bool = True) -> None:
+        """Stop accepting and finish what is open. ``take_queue``: also serve what the
+        kernel already queued on the listeners before closing them (a stop; after a reload
+        the new generation accepts those)."""
         if self.draining:
             return
         self.draining = True
@@ -555,7 +558,8 @@ class Worker:
         for conn in list(self._connections):
             conn.drain()
         takers = [gevent.spawn(self._take_queue, self.runtime.servers[name], sock)
-                  for name, socks in self.listeners.items() for sock in socks]
+                  for name, socks in self.listeners.items() for sock in socks
+                  ] if take_queue else []
         gevent.spawn(self._drain, takers)
 
     def _take_queue(self, server: ServerRuntime, sock: socket.socket) -> None:
