@@ -36,7 +36,7 @@ addrs = ["{origin.addr}"]
 [plugins.c]
 category = "cache"
 directory = "{directory}"
-lock = "10s"
+lock = "30s"
 purge_ip_list = ["127.0.0.1"]
 {extra}
 [locations.all]
