@@ -19,6 +19,8 @@ class FilePart:
     file: Any
     offset: int
     length: int
+    #: the read size when the part cannot go by sendfile (TLS, HTTP/2, body filters)
+    chunk_size: int = 65536
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

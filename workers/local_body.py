@@ -3,7 +3,7 @@
 A ``Respond`` carries its body as bytes or as ``stream`` pieces (bytes and open-file
 slices). Without body filters, a file slice goes to a plaintext HTTP/1.1 client with
 ``sendfile`` (the kernel copies page cache to socket; the greenlet waits on EAGAIN);
-otherwise it is read in ``chunk_size`` pieces and written through the downstream's
+otherwise it is read in its ``chunk_size`` pieces and written through the downstream's
 codec — through the request's body filters (compression) when there are any. With a
 filter that must see the whole body first (``whole_body``: image re-encoding, whose
 result decides the head), the head is written just before the first output bytes.
@@ -23,7 +23,6 @@ from gevent.socket import wait_write
 from pingap.actions import FilePart, Respond
 from pingap.context import RequestContext
 
-CHUNK = 65536
 SEND_TIMEOUT = 60.0
 
 
@@ -55,8 +54,9 @@ def send_file(sock: socket.socket, file: Any, offset: int, count: int,
         count -= sent
 
 
-def read_part(part: FilePart, chunk: int) -> Any:
-    """The bytes of ``part`` in pieces of at most ``chunk`` bytes."""
+def read_part(part: FilePart) -> Any:
+    """The bytes of ``part`` in pieces of at most its ``chunk_size`` bytes."""
+    chunk = part.chunk_size
     fd = part.file.fileno()
     offset, left = part.offset, part.length
     while left > 0:
@@ -69,7 +69,7 @@ def read_part(part: FilePart, chunk: int) -> Any:
 
 
 def write_local_body(down: Any, answer: Respond, ctx: RequestContext, *,
-                     write_head: Callable[[], None], chunk: int = CHUNK) -> int:
+                     write_head: Callable[[], None]) -> int:
     """Write ``answer``'s head (via ``write_head``) and body; the body bytes sent.
 
     ``down`` has the downstream hooks (``write_body``, ``flush``, ``raw_sink``,
@@ -88,7 +88,7 @@ def write_local_body(down: Any, answer: Respond, ctx: RequestContext, *,
                     send_file(sink, piece.file, piece.offset, piece.length)
                     down.raw_body_sent(piece.length)
                 else:
-                    for data in read_part(piece, chunk):
+                    for data in read_part(piece):
                         down.write_body(data)
                 sent += piece.length
             else:
@@ -100,7 +100,7 @@ def write_local_body(down: Any, answer: Respond, ctx: RequestContext, *,
         write_head()
     size = 0
     for piece in pieces:
-        parts = read_part(piece, chunk) if isinstance(piece, FilePart) else (piece,)
+        parts = read_part(piece) if isinstance(piece, FilePart) else (piece,)
         for data in parts:
             out = ctx.filter_body(data)
             if out:

@@ -282,7 +282,8 @@ class Directory(Plugin):
                 return self._partial(handle, headers, mime, ranges, size)
         headers.append((b"Content-Length", str(size).encode()))
         return Respond(status=200, headers=headers, body=b"",
-                       stream=(FilePart(file=handle, offset=0, length=size),) if size else ())
+                       stream=(FilePart(file=handle, offset=0, length=size,
+                                        chunk_size=self.chunk_size),) if size else ())
 
     def _partial(self, handle: Any, headers: Headers, mime: str,
                  ranges: list[tuple[int, int]], size: int) -> Respond:
@@ -291,7 +292,8 @@ class Directory(Plugin):
             headers.append((b"Content-Range", f"bytes {first}-{last}/{size}".encode()))
             headers.append((b"Content-Length", str(last - first + 1).encode()))
             return Respond(status=206, headers=headers, body=b"",
-                           stream=(FilePart(file=handle, offset=first, length=last - first + 1),))
+                           stream=(FilePart(file=handle, offset=first, length=last - first + 1,
+                                            chunk_size=self.chunk_size),))
         boundary = secrets.token_hex(12)
         stream: list[bytes | FilePart] = []
         total = 0
@@ -299,7 +301,8 @@ class Directory(Plugin):
             part_head = (f"\r\n--{boundary}\r\nContent-Type: {mime}\r\n"
                          f"Content-Range: bytes {first}-{last}/{size}\r\n\r\n").encode("latin-1")
             stream.append(part_head)
-            stream.append(FilePart(file=handle, offset=first, length=last - first + 1))
+            stream.append(FilePart(file=handle, offset=first, length=last - first + 1,
+                                   chunk_size=self.chunk_size))
             total += len(part_head) + last - first + 1
         tail = f"\r\n--{boundary}--\r\n".encode()
         stream.append(tail)
