@@ -18,7 +18,7 @@ from pingap.actions import Forward, Respond
 from pingap.context import ConnectionInfo, RequestContext, header_value
 from pingap.errors import DownstreamError, NoBackendError, PingapError
 from pingap.events import Headers, RequestReceived
-from pingap.plugins import Plugin, set_header
+from pingap.plugins import Plugin, parse_ip, set_header
 from pingap.runtime import LocationRuntime, Runtime, ServerRuntime, UpstreamRuntime
 from pingap.upstream import Backend
 
@@ -38,17 +38,6 @@ def split_host(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """``text`` as an address, IPv4-mapped IPv6 unwrapped to IPv4; None if not one."""
-    try:
-        addr = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
 def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
     """Spec §3.6: X-Forwarded-For / X-Real-IP honoured only from trusted proxies if set.
 
@@ -58,11 +47,11 @@ def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
     so an address the client wrote itself in front of the chain is never taken (pingap
     takes the first entry). An IPv4-mapped IPv6 peer (``::ffff:a.b.c.d``) is its IPv4."""
     if peer[:7].lower() == "::ffff:":
-        mapped = _address(peer)
+        mapped = parse_ip(peer)
         if mapped is not None and mapped.version == 4:
             peer = str(mapped)
     if trusted:
-        addr = _address(peer)
+        addr = parse_ip(peer)
         if addr is None or not _trusted_addr(addr, trusted):
             return peer
     xff = header_value(headers, b"x-forwarded-for")
@@ -70,7 +59,7 @@ def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
         parts = [p.strip() for p in xff.decode("latin-1").split(",") if p.strip()]
         if parts and trusted:
             for part in reversed(parts):
-                hop = _address(part)
+                hop = parse_ip(part)
                 if hop is None or not _trusted_addr(hop, trusted):
                     return str(hop) if hop is not None else part
             return parts[0]
