@@ -66,6 +66,18 @@ def admin_document(spec: str) -> Document:
     return Document(ADMIN_DOCUMENT_KEY, tomlkit.dumps(doc).encode())
 
 
+def config_json(storage: ConfigStorage) -> dict[str, Any]:
+    """The stored config as pingap's JSON: basic and every entry, as written (unmasked:
+    the worker masks before answering)."""
+    out: dict[str, Any] = {"basic": {}}
+    for category, name, values in storage.entries():
+        if category == "basic":
+            out["basic"] = values
+        else:
+            out.setdefault(category, {})[name] = values
+    return out
+
+
 @dataclass
 class PendingAnswer:
     reply: Callable[[int, Any], None]
@@ -91,6 +103,8 @@ class AdminWriter:
             if op == "history":
                 reply(200, {"history": self.history(str(payload.get("category", "")),
                                                     str(payload.get("name", "")))})
+            elif op == "config":
+                reply(200, config_json(self.storage))
             elif op == "import":
                 self.import_config(str((payload.get("values") or {}).get("toml", "")), reply)
             elif op == "reload":
@@ -179,8 +193,9 @@ class AdminWriter:
             if problem:
                 reply(400, {"message": f"{category}.{name}: {problem}"})
                 return
+            _, stored = entry_values(documents, category, name)
             placement = place_entry(documents, self.storage.layout, self.storage.single_key,
-                                    category, name, values)
+                                    category, name, unmask(values, stored))
             placements.append(placement)
             documents = sorted([d for d in documents if d.key != placement.key] +
                                [Document(placement.key, placement.data or b"")],

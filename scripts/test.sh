@@ -17,6 +17,7 @@ command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)  # ACME test CA (+ pebble-challtestsrv)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)  # config storage tests
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium chromium-driver)  # admin UI tests
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null

@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable
 from itertools import count
+from pathlib import Path
 from typing import Any
 
 from gevent import Timeout
@@ -21,7 +22,6 @@ from gevent.event import AsyncResult
 from pingap import __version__
 from pingap.actions import Respond
 from pingap.admin.api import MAX_BODY, AdminCall, AdminRequest, MasterCall, error, json_response, route
-from pingap.config.sources import Report, merge_sources, read_sources
 from pingap.context import RequestContext
 from pingap.control import MessageType
 from pingap.errors import DownstreamError
@@ -29,36 +29,40 @@ from pingap.events import BodyReceived, MessageEnded
 
 log = logging.getLogger("pingap.admin")
 
+CONTENT_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8",
+                 ".css": b"text/css; charset=utf-8", ".png": b"image/png"}
+
+
+def ui_files() -> dict[str, Path]:
+    """The UI's files by URL name: only these are ever served, so no request path can
+    reach outside the package's ``web`` directory."""
+    import pingap.admin
+
+    web = Path(pingap.admin.__file__).resolve().parent / "web"
+    return {p.name: p for p in web.iterdir() if p.is_file() and p.suffix in CONTENT_TYPES}
+
+
 MASTER_TIMEOUT = 60.0
 """Seconds a write may take: validate, store, and roll a generation of workers."""
 
 
-def raw_config(path: str) -> dict[str, Any]:
-    """The config at ``path`` as pingap's JSON: basic and every entry, as written."""
-    report = Report()
-    raw = merge_sources(read_sources(path, report), report)
-    out: dict[str, Any] = {"basic": dict(raw.basic.values) if raw.basic else {}}
-    for section, entries in raw.sections.items():
-        out[section] = {name: dict(entry.values) for name, entry in entries.items()}
-    return out
-
-
 class AdminService:
-    def __init__(self, config_path: str, send: Callable[[MessageType, object], None],
+    def __init__(self, send: Callable[[MessageType, object], None],
                  info: Callable[[], dict[str, Any]],
-                 certificates: Callable[[], list[Any]] = list) -> None:
-        self.config_path = config_path
+                 certificates: Callable[[], list[Any]] = list,
+                 draining: Callable[[], bool] = bool) -> None:
         self._certificate_entries = certificates
+        self._draining = draining
         self._send = send
         self._info = info
-        self._config: dict[str, Any] | None = None
         self._ids = count(1)
         self._pending: dict[int, AsyncResult] = {}
+        self._ui = ui_files()
 
-    def config(self) -> dict[str, Any]:
-        if self._config is None:
-            self._config = raw_config(self.config_path)
-        return self._config
+    def config(self) -> dict[str, Any] | Respond:
+        """The stored config, from the master: this worker's own copy may be a
+        generation old (it is draining after the edit that asked for the reload)."""
+        return self.ask_master(MasterCall(op="config"))
 
     def resolve(self, payload: dict[str, Any]) -> None:
         """The master's answer to one of our calls."""
@@ -77,6 +81,14 @@ class AdminService:
         if not path:
             location = (call.prefix + "/" + (f"?{ctx.query}" if ctx.query else "")).encode()
             return Respond(status=302, headers=[(b"Location", location)], body=b"")
+        if self._draining():
+            # a draining worker may be stopped before a write's reload is over: the
+            # client retries on a fresh connection, which a serving worker takes
+            return Respond(status=503, close=True, body=b'{"message": "retry", "retry": true}',
+                           headers=[(b"Content-Type", b"application/json"),
+                                    (b"Retry-After", b"0")])
+        if not path.startswith("/api") and ctx.method in ("GET", "HEAD"):
+            return self.static(path)  # the login page and its assets load without a login
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in ctx.request_headers}
         if not auth.valid(headers.get("authorization", "")):
@@ -88,13 +100,29 @@ class AdminService:
             return error(413, f"the body is larger than {MAX_BODY} bytes")
         if path.rstrip("/") == "/api/basic" and ctx.method == "GET":
             return json_response(200, self._info())
+        config = {} if path.rstrip("/") == "/api/schema" else self.config()
+        if isinstance(config, Respond):
+            return config
         result = route(AdminRequest(method=ctx.method, path=path, headers=headers, body=body),
-                       self.config())
+                       config)
         if isinstance(result, MasterCall) and result.op == "certificates":
             return json_response(200, self._certificates())
         if isinstance(result, MasterCall):
-            return self.ask_master(result)
+            answer: Respond = self.ask_master(result)
+            return answer
         return result
+
+    def static(self, path: str) -> Respond:
+        name = path.lstrip("/") or "index.html"
+        file = self._ui.get(name)
+        if file is None:
+            return error(404, "not found")
+        return Respond(status=200, body=file.read_bytes(),
+                       headers=[(b"Content-Type", CONTENT_TYPES[file.suffix]),
+                                (b"Cache-Control", b"no-cache"),
+                                (b"X-Content-Type-Options", b"nosniff"),
+                                (b"Content-Security-Policy",
+                                 b"default-src 'self'; frame-ancestors 'none'")])
 
     def _certificates(self) -> dict[str, Any]:
         """``GET /api/certificates``: what each served certificate covers, and until when
@@ -103,7 +131,8 @@ class AdminService:
                              "not_after": int(entry.not_after.timestamp())}
                 for entry in self._certificate_entries()}
 
-    def ask_master(self, call: MasterCall) -> Respond:
+    def ask_master(self, call: MasterCall) -> Any:
+        """The master's answer as a ``Respond`` (for ``config``: the config dict)."""
         call_id = next(self._ids)
         waiter: AsyncResult = AsyncResult()
         self._pending[call_id] = waiter
@@ -113,7 +142,10 @@ class AdminService:
         except Timeout:
             self._pending.pop(call_id, None)
             return error(504, "the master did not answer in time")
-        return json_response(int(reply.get("status", 500)), reply.get("body"))
+        status = int(reply.get("status", 500))
+        if call.op == "config" and status == 200:
+            return dict(reply.get("body") or {})
+        return json_response(status, reply.get("body"))
 
 
 def body_reader(exchange: Any) -> Callable[[int], bytes | None]:

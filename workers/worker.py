@@ -694,9 +694,10 @@ def main(argv: list[str]) -> int:
                         slot=args.slot, state=state, standby=args.standby)
         if any(p.category == "admin" for loc in runtime.locations.values()
                for p in loc.plugins):
-            worker.admin = AdminService(args.config, worker._send,
+            worker.admin = AdminService(worker._send,
                                         lambda: basic_info(worker),
-                                        lambda: list(worker.runtime.certificates.entries))
+                                        lambda: list(worker.runtime.certificates.entries),
+                                        lambda: worker.draining)
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")

@@ -111,6 +111,8 @@ def route(request: AdminRequest, config: Mapping[str, Any],
                           name=args[1] if len(args) > 1 else "")
     if resource == "restart" and method == "POST":
         return MasterCall(op="reload")
+    if resource == "schema" and method == "GET":
+        return json_response(200, schema())
     if resource == "certificates" and method == "GET":
         return MasterCall(op="certificates")  # answered by the worker, from its runtime
     return error(404, "not found")
@@ -122,6 +124,8 @@ def _configs(request: AdminRequest, method: str, args: list[str], config: Mappin
         if method != "GET":
             return error(405, "method not allowed")
         return json_response(200, mask(config))
+    if args[0] == "toml" and method == "GET":
+        return json_response(200, {"toml": to_toml(mask(config))})
     if args[0] == "import":
         if method != "POST":
             return error(405, "method not allowed")
@@ -163,6 +167,38 @@ def _configs(request: AdminRequest, method: str, args: list[str], config: Mappin
     if not isinstance(values, dict):
         return error(400, "the body must be a JSON object of the entry's fields")
     return MasterCall(op="save", category=section, name=name, values=values, expected=expected)
+
+
+def schema() -> dict[str, Any]:
+    """Every section's fields (kind and doc line) and every plugin category's options:
+    what the UI builds its editors from."""
+    from dataclasses import fields
+
+    from pingap.config import model
+    from pingap.config.plugin_schema import PLUGIN_SCHEMAS
+
+    classes = {"basic": model.BasicConfig, "servers": model.ServerConfig,
+               "locations": model.LocationConfig, "upstreams": model.UpstreamConfig,
+               "plugins": model.PluginConfig, "certificates": model.CertificateConfig,
+               "storages": model.StorageConfig}
+    out: dict[str, Any] = {
+        section: {f.name: {"kind": f.metadata["kind"].name.lower(), "doc": f.metadata["doc"]}
+                  for f in fields(cls) if "kind" in f.metadata}
+        for section, cls in classes.items()}
+    out["plugin_categories"] = {category: sorted(spec.options)
+                                for category, spec in PLUGIN_SCHEMAS.items()}
+    return out
+
+
+def to_toml(config: Mapping[str, Any]) -> str:
+    """The config as one TOML document (the UI's raw view)."""
+    import tomlkit
+
+    doc = tomlkit.document()
+    for section, value in config.items():
+        if value:
+            doc[section] = value
+    return tomlkit.dumps(doc)
 
 
 def _etag(value: str) -> bytes:

@@ -78,3 +78,13 @@ def test_admin_flag_becomes_pingaps_admin_server() -> None:
     plugin = doc["plugins"]["pingap:admin"]
     assert plugin["path"] == "/pingap" and plugin["category"] == "admin"
     assert plugin["authorizations"] == [base64.b64encode(b"admin:pw").decode()]
+
+
+def test_schema_and_toml_views() -> None:
+    schema = json.loads(_get("/api/schema").body)
+    assert schema["upstreams"]["addrs"]["kind"] == "str_list"
+    assert "admin" in schema["plugin_categories"]
+    text = json.loads(_get("/api/configs/toml").body)["toml"]
+    parsed = tomllib.loads(text)
+    assert parsed["upstreams"]["u"]["addrs"] == ["127.0.0.1:1"]
+    assert parsed["certificates"]["c"]["tls_key"] == MASK

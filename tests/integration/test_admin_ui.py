@@ -1,0 +1,158 @@
+"""The admin UI in a real headless Chromium (Selenium): log in, add an upstream and a
+location, save, and the proxy serves the new route; a bad regex shows its error beside
+the field and changes nothing; roll back from history. The README's screenshots are taken here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as ec
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.support.client import request
+from tests.support.proc import ROOT, PingapProcess, free_port, port_open, wait_for
+
+DOCS = ROOT / "docs"
+"""Where the README's screenshots come from: written there with PINGAP_SCREENSHOTS=1."""
+RERENDERS = (StaleElementReferenceException, NoSuchElementException)
+
+
+def _wait(driver, condition, timeout: float = 60):
+    """Wait for ``condition``; the single-page app replaces elements as it re-renders."""
+    return WebDriverWait(driver, timeout, ignored_exceptions=RERENDERS).until(condition)
+
+
+@pytest.fixture
+def browser():
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                 "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.binary_location = "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"),
+                              options=options)
+    yield driver
+    driver.quit()
+
+
+def _served_by(port: int, path: str) -> str | None:
+    return request(port, "GET", path).header("X-Backend")
+
+
+def _set(driver, field: str, value: str) -> None:
+    """Type ``value`` into ``field`` until it holds it (a re-render may replace the box)."""
+    def typed(d) -> bool:
+        box = d.find_element(By.ID, field)
+        if box.get_attribute("value") != value:
+            box.clear()
+            box.send_keys(value)
+        return box.get_attribute("value") == value
+    _wait(driver, typed, 20)
+
+
+def _save(driver) -> None:
+    driver.find_element(By.ID, "save").click()
+
+
+def _saved(driver) -> None:
+    _wait(driver, lambda d: "Saved" in d.find_element(By.ID, "message").text
+          or "error" in (d.find_element(By.ID, "message").get_attribute("class") or ""))
+    message = driver.find_element(By.ID, "message").text
+    assert "Saved" in message, message
+
+
+def test_admin_ui_edits_and_rolls_back(tmp_path: Path, backends, browser) -> None:
+    a, b = backends("a"), backends("b")
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "conf"
+    (conf / "upstreams").mkdir(parents=True)
+    (conf / "basic.toml").write_text(f'[basic]\ngrace_period = "1s"\n'
+                                     f'pid_file = "{tmp_path}/pingap.pid"\n')
+    (conf / "upstreams" / "u.toml").write_text(f'[upstreams.u]\naddrs = ["{a.addr}"]\n')
+    (conf / "main.toml").write_text(f'[locations.all]\nupstream = "u"\n[servers.s]\n'
+                                    f'addr = "127.0.0.1:{port}"\nlocations = ["all"]\n')
+    proc = PingapProcess(f"{conf}?separation=true&enable_history=true", port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
+    driver = browser
+    try:
+        wait_for(lambda: port_open(admin_port), what="the admin port")
+        driver.get(f"http://127.0.0.1:{admin_port}/")
+        _set(driver, "user", "admin")
+        _set(driver, "password", "wrong")
+        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        _wait(driver, lambda d: "refused" in d.find_element(By.ID, "login-error").text)
+        _set(driver, "user", "admin")
+        _set(driver, "password", "s3cret")
+        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        _wait(driver, ec.presence_of_element_located((By.CLASS_NAME, "stat")))
+        shots = DOCS if os.environ.get("PINGAP_SCREENSHOTS") else tmp_path
+        assert driver.save_screenshot(str(shots / "admin-dashboard.png"))
+
+        # a new upstream, a new location, and the server routes to it
+        driver.get(f"http://127.0.0.1:{admin_port}/#/edit/upstreams/")
+        _set(driver, "entry-name", "api")
+        _set(driver, "f-addrs", f'["{b.addr}"]')
+        _save(driver)
+        _saved(driver)
+        driver.get(f"http://127.0.0.1:{admin_port}/#/edit/locations/")
+        _set(driver, "entry-name", "api")
+        _set(driver, "f-upstream", "api")
+        _set(driver, "f-path", "/api")
+        _save(driver)
+        _saved(driver)
+        driver.get(f"http://127.0.0.1:{admin_port}/#/edit/servers/s")
+        _wait(driver, lambda d: d.find_element(By.ID, "f-locations").get_attribute("value"))
+        _set(driver, "f-locations", '["api", "all"]')
+        _save(driver)
+        _saved(driver)
+        assert _served_by(port, "/api/x") == "b" and _served_by(port, "/x") == "a"
+
+        # a bad regex: the error sits beside the field, nothing changes
+        before = sorted((p.name, p.read_text()) for p in conf.rglob("*.toml"))
+        driver.get(f"http://127.0.0.1:{admin_port}/#/edit/locations/api")
+        _wait(driver, lambda d: d.find_element(By.ID, "f-path").get_attribute("value") == "/api")
+        _set(driver, "f-path", "~^/api/(")
+        _save(driver)
+        _wait(driver, lambda d: "regex" in d.find_element(By.ID, "e-path").text)
+        assert driver.save_screenshot(str(shots / "admin-editor.png"))
+        assert sorted((p.name, p.read_text()) for p in conf.rglob("*.toml")) == before
+        assert _served_by(port, "/api/x") == "b"
+
+        # edit upstream u, then roll it back from its history
+        driver.get(f"http://127.0.0.1:{admin_port}/#/edit/upstreams/u")
+        _wait(driver, lambda d: d.find_element(By.ID, "f-addrs").get_attribute("value"))
+        _set(driver, "f-addrs", f'["{b.addr}"]')
+        _save(driver)
+        _saved(driver)
+        assert _served_by(port, "/x") == "b"
+        driver.find_element(By.ID, "history").click()
+        button = _wait(driver, ec.element_to_be_clickable((By.ID, "rollback-0")))
+        assert a.addr in driver.find_element(By.CSS_SELECTOR, "pre.diff").text
+        button.click()
+        _wait(driver, lambda d: d.find_element(By.ID, "f-addrs").get_attribute("value") ==
+            f'["{a.addr}"]')
+        assert _served_by(port, "/x") == "a"
+    finally:
+        proc.stop()
+
+
+def test_ui_files_cannot_escape_their_directory(tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(f'[basic]\npid_file = "{tmp_path}/pingap.pid"\n[upstreams.u]\n'
+                    f'addrs = ["127.0.0.1:1"]\n[locations.all]\nupstream = "u"\n'
+                    f'[servers.s]\naddr = "127.0.0.1:{port}"\nlocations = ["all"]\n')
+    proc = PingapProcess(conf, port, tmp_path, args=["--admin", f"a:b@127.0.0.1:{admin_port}"])
+    try:
+        wait_for(lambda: port_open(admin_port), what="the admin port")
+        assert request(admin_port, "GET", "/app.js").status == 200
+        for path in ("/../../../etc/passwd", "/..%2f..%2fsetup.cfg", "/__init__.py",
+                     "/%2e%2e/auth.py", "/web/app.js"):
+            assert request(admin_port, "GET", path).status in (400, 404), path
+    finally:
+        proc.stop()
