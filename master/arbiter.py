@@ -81,6 +81,7 @@ class Options:
     spare_workers: bool = True         # keep one booted spare per generation
     argv: list[str] = field(default_factory=list)  # to start a replacement on USR2
     admin: str | None = None           # pingap --admin [user:pass@]host:port[/path]
+    control_panel: bool = False        # pingap --cp: the admin only, no proxy servers
 
 
 @dataclass
@@ -166,7 +167,7 @@ class Arbiter:
         self.config = config
         self.storage = open_storage(self.config_path)
         extra = [admin_document(options.admin)] if options.admin else []
-        self.snapshots = ConfigSnapshots(self.storage, extra)
+        self.snapshots = ConfigSnapshots(self.storage, extra, options.control_panel)
         self.webhook = WebhookSender()
         self.webhook.configure(config.basic)
         self._notified_seq = 0

@@ -55,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "with PINGAP_ADMIN_USER and PINGAP_ADMIN_PASSWORD)")
     parser.add_argument("--to-toml", action="store_true",
                         help="print the config (TOML, HCL or KDL) as one TOML document")
+    parser.add_argument("--cp", action="store_true", default=bool(os.environ.get("PINGAP_CP")),
+                        help="control panel: serve only the admin (--admin), no proxy "
+                             "servers (e.g. to edit an etcd config for a fleet)")
     parser.add_argument("--template", action="store_true",
                         help="print pingap's template config and exit")
     parser.add_argument("--sync", default=None, metavar="STORAGE",
@@ -191,6 +194,10 @@ def _main(argv: list[str]) -> int:
         print(quickstart.TEMPLATE)
         return 0
     args.admin = args.admin or admin_from_env()
+    if args.cp and not args.admin:
+        print("pingap: --cp serves the admin only: it needs --admin (or PINGAP_ADMIN_ADDR)",
+              file=sys.stderr)
+        return 1
     if args.admin:
         from master.admin import admin_document
         try:
@@ -282,6 +289,8 @@ def _run(args: argparse.Namespace) -> int:
         child_argv.append("--no-spare")
     if args.admin:
         child_argv += ["--admin", args.admin]
+    if args.cp:
+        child_argv.append("--cp")
     ready_pipe = None
     if args.daemon:
         ready_pipe = daemonize(config.basic.error_log)
@@ -290,6 +299,7 @@ def _run(args: argparse.Namespace) -> int:
                       autoreload=args.autoreload or args.autorestart, upgrade=args.upgrade,
                       upgrade_fd=args.upgrade_fd, heartbeat_timeout=args.heartbeat_timeout,
                       spare_workers=not args.no_spare, admin=args.admin,
+                      control_panel=args.cp,
                       argv=child_argv)
     arbiter = Arbiter(options, config)
     arbiter.ready_pipe = ready_pipe

@@ -20,8 +20,10 @@ from pingap.errors import ConfigError, Problem
 
 
 class ConfigSnapshots:
-    def __init__(self, storage: ConfigStorage, extra: list[Document] | None = None) -> None:
+    def __init__(self, storage: ConfigStorage, extra: list[Document] | None = None,
+                 control_panel: bool = False) -> None:
         self.storage = storage
+        self.control_panel = control_panel  # --cp: serve the admin only, no proxy servers
         self.extra = list(extra or ())  # config not in the storage (--admin's server)
         self.root = tempfile.mkdtemp(prefix="pingap-config-")
 
@@ -39,6 +41,8 @@ class ConfigSnapshots:
         dest = os.path.join(self.root, f"gen-{generation}")
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
+        if self.control_panel:
+            documents = [_without_servers(d) for d in documents]
         for document in [*documents, *self.extra]:
             target = os.path.normpath(os.path.join(dest, document.key))
             if not target.startswith(dest + os.sep):
@@ -73,3 +77,12 @@ class ConfigSnapshots:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _without_servers(document: Document) -> Document:
+    """The document minus its ``[servers.*]`` tables (the rest is kept for editing)."""
+    import tomlkit
+
+    doc = tomlkit.parse(document.data.decode("utf-8-sig"))
+    doc.pop("servers", None)
+    return Document(document.key, tomlkit.dumps(doc).encode(), document.revision)

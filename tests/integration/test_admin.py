@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -214,3 +215,26 @@ def test_import_and_certificates(setup) -> None:
     assert reply.status == 200, body
     assert _served_by(port) == "b"
     assert "# where the app runs" in conf.read_text() and "[upstreams.w]" in conf.read_text()
+
+
+def test_control_panel_serves_the_admin_only(tmp_path: Path) -> None:
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(f'[basic]\npid_file = "{tmp_path}/pingap.pid"\n[upstreams.u]\n'
+                    f'addrs = ["127.0.0.1:1"]\n[locations.all]\nupstream = "u"\n'
+                    f'[servers.s]\naddr = "127.0.0.1:{port}"\nlocations = ["all"]\n')
+    proc = PingapProcess(conf, admin_port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}", "--cp"])
+    try:
+        admin = Admin(admin_port)
+        status, _, body = admin.call("GET", "/api/configs/server/s")
+        assert status == 200 and body["addr"] == f"127.0.0.1:{port}"  # editable...
+        assert not port_open(port)  # ...but not served
+        status, _, body = admin.call("POST", "/api/configs/upstream/u", {"addrs": ["127.0.0.1:2"]})
+        assert status == 200, body
+        assert "127.0.0.1:2" in conf.read_text() and not port_open(port)
+    finally:
+        proc.stop()
+    run = subprocess.run(["pingap", "-c", str(conf), "--cp"], capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 1 and "needs --admin" in run.stderr
