@@ -22,6 +22,7 @@ from gevent.event import AsyncResult
 from pingap import __version__
 from pingap.actions import Respond
 from pingap.admin.api import MAX_BODY, AdminCall, AdminRequest, MasterCall, error, json_response, route
+from pingap.admin.route_test import explain
 from pingap.context import RequestContext
 from pingap.control import MessageType
 from pingap.errors import DownstreamError
@@ -50,9 +51,11 @@ class AdminService:
     def __init__(self, send: Callable[[MessageType, object], None],
                  info: Callable[[], dict[str, Any]],
                  certificates: Callable[[], list[Any]] = list,
-                 draining: Callable[[], bool] = bool) -> None:
+                 draining: Callable[[], bool] = bool,
+                 servers: Callable[[], dict[str, Any]] = dict) -> None:
         self._certificate_entries = certificates
         self._draining = draining
+        self._servers = servers
         self._send = send
         self._info = info
         self._ids = count(1)
@@ -105,6 +108,8 @@ class AdminService:
             return config
         result = route(AdminRequest(method=ctx.method, path=path, headers=headers, body=body),
                        config)
+        if isinstance(result, MasterCall) and result.op == "route-test":
+            return self._route_test(result.values or {})
         if isinstance(result, MasterCall) and result.op == "certificates":
             return json_response(200, self._certificates())
         if isinstance(result, MasterCall):
@@ -123,6 +128,18 @@ class AdminService:
                                 (b"X-Content-Type-Options", b"nosniff"),
                                 (b"Content-Security-Policy",
                                  b"default-src 'self'; frame-ancestors 'none'")])
+
+    def _route_test(self, test: dict[str, Any]) -> Respond:
+        servers = self._servers()
+        name = test.get("server") or (next(iter(servers)) if len(servers) == 1 else "")
+        server = servers.get(name)
+        if server is None:
+            return error(400, f"unknown server '{name}'; one of: {', '.join(servers)}")
+        headers = test.get("headers") or {}
+        if not isinstance(headers, dict):
+            return error(400, "headers must be a JSON object")
+        return json_response(200, {"server": name, **explain(
+            server.matcher, str(test["url"]), {str(k): str(v) for k, v in headers.items()})})
 
     def _certificates(self) -> dict[str, Any]:
         """``GET /api/certificates``: what each served certificate covers, and until when

@@ -697,7 +697,9 @@ def main(argv: list[str]) -> int:
             worker.admin = AdminService(worker._send,
                                         lambda: basic_info(worker),
                                         lambda: list(worker.runtime.certificates.entries),
-                                        lambda: worker.draining)
+                                        lambda: worker.draining,
+                                        lambda: {n: s for n, s in worker.runtime.servers.items()
+                                                 if n != "pingap:admin"})
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")

@@ -113,6 +113,14 @@ def route(request: AdminRequest, config: Mapping[str, Any],
         return MasterCall(op="reload")
     if resource == "schema" and method == "GET":
         return json_response(200, schema())
+    if resource == "route-test" and method == "POST":
+        try:
+            test = json.loads(request.body or b"{}")
+        except ValueError as exc:
+            return error(400, f"invalid JSON: {exc}")
+        if not isinstance(test, dict) or not isinstance(test.get("url"), str):
+            return error(400, 'expected {"server": name, "url": "/path?query", "headers": {}}')
+        return MasterCall(op="route-test", values=test)  # answered by the worker
     if resource == "certificates" and method == "GET":
         return MasterCall(op="certificates")  # answered by the worker, from its runtime
     return error(404, "not found")

@@ -160,6 +160,9 @@ def test_new_route_bad_regex_and_referenced_delete(setup) -> None:
     status, _, body = admin.call("POST", "/api/configs/upstream/x", {"addrs": ["a"]},
                                  headers={"Content-Type": "text/plain"})
     assert status == 415  # a cross-site form cannot post JSON
+    status, _, tested = admin.call("POST", "/api/route-test", {"url": "/api/x"})
+    assert status == 200 and (tested["location"], tested["upstream"]) == ("api", "api")
+    assert [s["location"] for s in tested["steps"]] == ["api", "all"]
 
 
 def test_history_of_a_per_entry_directory(tmp_path: Path, backends) -> None:

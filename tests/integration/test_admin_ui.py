@@ -112,6 +112,14 @@ def test_admin_ui_edits_and_rolls_back(tmp_path: Path, backends, browser) -> Non
         _saved(driver)
         assert _served_by(port, "/api/x") == "b" and _served_by(port, "/x") == "a"
 
+        # the route tester says which location serves a URL, and why the others do not
+        driver.get(f"http://127.0.0.1:{admin_port}/#/route")
+        _set(driver, "rt-url", "/x")
+        driver.find_element(By.CSS_SELECTOR, "#view button").click()
+        _wait(driver, lambda d: "all serves it: upstream u" in
+              d.find_element(By.ID, "route-result").text)
+        assert "path '/x' does not match" in driver.find_element(By.ID, "route-result").text
+
         # a bad regex: the error sits beside the field, nothing changes
         before = sorted((p.name, p.read_text()) for p in conf.rglob("*.toml"))
         driver.get(f"http://127.0.0.1:{admin_port}/#/edit/locations/api")

@@ -88,3 +88,39 @@ def test_schema_and_toml_views() -> None:
     parsed = tomllib.loads(text)
     assert parsed["upstreams"]["u"]["addrs"] == ["127.0.0.1:1"]
     assert parsed["certificates"]["c"]["tls_key"] == MASK
+
+
+def test_route_tester_explains_every_location() -> None:
+    from pingap.admin.route_test import explain
+    from pingap.config import load_config_text
+    from pingap.runtime import build_runtime
+
+    runtime = build_runtime(load_config_text("""
+[upstreams.u]
+addrs = ["127.0.0.1:1"]
+[upstreams.v]
+addrs = ["127.0.0.1:2"]
+[locations.api]
+upstream = "v"
+path = "/api"
+rewrite = "^/api/(.*)$ /$1"
+match_headers = ["X-Env:beta"]
+[locations.h]
+upstream = "v"
+host = "x.example"
+[locations.all]
+upstream = "u"
+[servers.s]
+addr = "127.0.0.1:1"
+locations = ["api", "h", "all"]
+"""))
+    matcher = runtime.servers["s"].matcher
+    hit = explain(matcher, "/api/users?a=1", {"X-Env": "beta"})
+    assert (hit["location"], hit["path"], hit["upstream"]) == ("api", "/users", "v")
+    assert [s["result"] for s in hit["steps"]][1:] == [
+        "not tried: a location before it matched"] * 2
+    miss = explain(matcher, "/api/users", {"Host": "y.example"})
+    assert miss["location"] == "all" and miss["upstream"] == "u"
+    results = {s["location"]: s["result"] for s in miss["steps"]}
+    assert results["api"] == "conditions not met (needs header X-Env=beta)"
+    assert results["h"] == "host 'y.example' does not match"

@@ -81,6 +81,7 @@ async function route() {
   if (page === "edit") return editView(section, name || "");
   if (page === "history") return historyView(section, name);
   if (page === "toml") return tomlView();
+  if (page === "route") return routeView();
   return dashboard();
 }
 
@@ -92,6 +93,7 @@ function buildNav() {
     ...SECTIONS.map((s) => el("a", {href: `#/list/${s}`, "data-page": "list", "data-section": s},
                              s[0].toUpperCase() + s.slice(1))),
     el("a", {href: "#/toml", "data-page": "toml"}, "TOML"),
+    el("a", {href: "#/route", "data-page": "route"}, "Route tester"),
     el("a", {onclick: () => logout()}, "Log out"));
   nav.hidden = false;
 }
@@ -270,6 +272,27 @@ async function tomlView() {
             message.className = result.status === 200 ? "ok" : "error";
             message.textContent = result.data.message + " " + (result.data.problems || []).join("; ");
           }}, "Import")));
+}
+
+function routeView() {
+  const ticket = state.render;
+  const input = (id, label, value = "") => el("div", {class: "field"}, el("label", {for: id}, label),
+                                               el("input", {id, value}));
+  const out = el("div", {id: "route-result"});
+  const form = el("form", {class: "card"}, input("rt-server", "server (empty: the only one)"),
+    input("rt-url", "URL (path?query)", "/"), input("rt-headers", "headers (JSON)", "{}"),
+    el("button", {type: "submit"}, "Test"), out);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    let headers = {};
+    try { headers = JSON.parse($("#rt-headers").value || "{}"); } catch (e) { out.textContent = "headers: not JSON"; return; }
+    const reply = await api("POST", "route-test", {server: $("#rt-server").value, url: $("#rt-url").value, headers});
+    if (reply.status !== 200) { out.textContent = reply.data.message; return; }
+    const r = reply.data;
+    out.replaceChildren(el("p", {}, r.location ? `${r.location} serves it: upstream ${r.upstream}, path ${r.path}` : "No location matches (404)."),
+      el("table", {}, r.steps.map((s) => el("tr", {}, el("td", {}, s.location), el("td", {}, s.weight), el("td", {}, s.result)))));
+  });
+  show(ticket, el("h2", {}, "Route tester"), form);
 }
 
 $("#login").addEventListener("submit", async (event) => {
