@@ -52,16 +52,20 @@ class Admin:
         if body is not None:
             sent.setdefault("Content-Type", "application/json")
             data = json.dumps(body)
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
-        try:
-            conn.request(method, path, body=data, headers=sent)
-            reply = conn.getresponse()
-            raw = reply.read()
-            kind = reply.getheader("Content-Type") or ""
-            return (reply.status, {k.lower(): v for k, v in reply.getheaders()},
-                    json.loads(raw) if "json" in kind else raw)
-        finally:
-            conn.close()
+        for _ in range(5):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            try:
+                conn.request(method, path, body=data, headers=sent)
+                reply = conn.getresponse()
+                raw = reply.read()
+            finally:
+                conn.close()
+            # a worker being replaced after a reload says "retry" (the documented contract)
+            if reply.status != 503 or reply.getheader("Retry-After") != "0":
+                break
+        kind = reply.getheader("Content-Type") or ""
+        return (reply.status, {k.lower(): v for k, v in reply.getheaders()},
+                json.loads(raw) if "json" in kind else raw)
 
 
 @pytest.fixture
