@@ -19,7 +19,6 @@ and the old one keeps serving; at start-up, a boot failure stops the master.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import select
@@ -31,7 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from master import files, handoff, logs, shm
+from master import files, handoff
 from master.admin import AdminWriter, admin_document
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
@@ -45,10 +44,11 @@ from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
 from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SIZE as STATE_SIZE
 from pingap.state import SharedState
+from pingap.system import logs, shm
+from pingap.system.workercmd import EXIT_BOOT_ERROR, WorkerArgs, command
 
 log = logging.getLogger("pingap.master")
 
-EXIT_BOOT_ERROR = 3  # must match workers.worker.EXIT_BOOT_ERROR
 BOOT_TIMEOUT = 60.0
 HANDOFF_TAKER_WAIT = 5.0
 HANDOFF_READY_WAIT = 90.0
@@ -311,16 +311,11 @@ class Arbiter:
             slot = self.scoreboard.free_index()
             self.scoreboard.write(slot, pid=0, generation=generation.number,
                                   state=SlotState.BOOTING)
-        cmd = [sys.executable, "-m", "workers", "--config", generation.path,
-               "--config-digest", generation.digest, "--listeners", json.dumps(fds),
-               "--worker-id", str(worker_id), "--generation", str(generation.number),
-               "--control-fd", str(child.fileno()),
-               "--scoreboard-fd", str(self._scoreboard_fd), "--slot", str(slot),
-               "--state-fd", str(self._state_fd)]
-        if self.options.log_path:
-            cmd += ["--log", self.options.log_path]
-        if standby:
-            cmd.append("--standby")
+        cmd = command(WorkerArgs(
+            config=generation.path, config_digest=generation.digest, listeners=fds,
+            worker_id=worker_id, generation=generation.number, control_fd=child.fileno(),
+            scoreboard_fd=self._scoreboard_fd, slot=slot, state_fd=self._state_fd,
+            standby=standby, log=self.options.log_path or None))
         pass_fds = [fd for fdl in fds.values() for fd in fdl]
         pass_fds += [child.fileno(), self._scoreboard_fd, self._state_fd]
         proc = subprocess.Popen(cmd, pass_fds=pass_fds, close_fds=True)

@@ -272,9 +272,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.sync:
         return sync_config(conf, args.sync)
 
-    from master import logs
     from master.arbiter import Arbiter, Options
     from master.files import daemonize
+    from pingap.system import logs
 
     log_path = os.path.abspath(args.log) if args.log else None
     child_argv = _quick_argv(args) if args.upstream is not None else ["-c", conf]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from typing import Any
+
+from pingap.system.files import write_atomic
 
 
 def default_pid_file() -> str:
@@ -19,27 +20,6 @@ def default_pid_file() -> str:
 
 def status_path(pid_file: str) -> str:
     return pid_file + ".status"
-
-
-def write_atomic(path: str, data: str | bytes, *, durable: bool = False) -> None:
-    """Replace ``path`` with ``data`` in one rename (mode 0600): readers never see a
-    partial file. ``durable`` also syncs the data before the rename (keys, certificates)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pingap-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def write_pid_file(path: str) -> None:

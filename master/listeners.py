@@ -22,6 +22,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
+from pingap.headers import split_host_port, unbracket
+
 log = logging.getLogger("pingap.master")
 
 BACKLOG = 2048
@@ -30,7 +32,7 @@ SD_LISTEN_FDS_START = 3
 
 def address_key(host: str, port: int) -> str:
     """Normalised key of a bind address: numeric host, IPv6 in brackets."""
-    host = host[1:-1] if host.startswith("[") else host
+    host = unbracket(host)
     if host in ("", "*"):
         host = "0.0.0.0"
     try:
@@ -50,8 +52,8 @@ def socket_key(sock: socket.socket) -> str:
 
 def bind(key: str, *, reuse_port: bool = False) -> socket.socket:
     """A listening TCP socket on ``key`` (``host:port``), inheritable by workers."""
-    host, _, port = key.rpartition(":")
-    host = host[1:-1] if host.startswith("[") else host
+    host, port = split_host_port(key)
+    host = unbracket(host)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-Headers = list[tuple[bytes, bytes]]
+from pingap.headers import Headers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

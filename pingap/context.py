@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pingap.headers import header_value
+
 
 class BodyFilter(Protocol):
     """Rewrites a response body as it streams: ``feed`` each chunk, ``end`` adds the tail.
@@ -37,14 +39,6 @@ class ConnectionInfo:
     tls_cipher: str | None = None
     tls_handshake_time: float | None = None
     requests: int = 0
-
-
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """First value of header ``name`` (lower-case bytes), or None."""
-    for key, value in headers:
-        if len(key) == len(name) and key.lower() == name:
-            return value
-    return None
 
 
 @dataclass(slots=True)

@@ -32,6 +32,14 @@ class DownstreamError(PingapError):
     error_type = "downstream"
 
 
+class ClientGone(PingapError):
+    """The client connection (or HTTP/2 stream) failed or closed while we talked to it:
+    nothing can be answered any more (499 in the access log's terms, nginx's)."""
+
+    status = 499
+    error_type = "downstream"
+
+
 class UpstreamError(PingapError):
     """Connecting to, writing to or reading from a backend failed."""
 
@@ -43,6 +51,32 @@ class UpstreamConnectError(UpstreamError):
     """No connection could be made; nothing was sent, so another backend may be tried."""
 
     retryable = True
+
+
+class StaleConnection(UpstreamError):
+    """A reused upstream connection died before any response byte: the backend closed it
+    while it sat idle, so the request may go again on a fresh one."""
+
+    retryable = True
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The backend sent something that is not a valid HTTP/1.x response."""
+
+
+class H2StreamError(UpstreamError):
+    """An upstream HTTP/2 stream failed: reset, refused, or its connection was lost.
+
+    ``retryable`` is True only when the backend certainly did not process the request
+    (REFUSED_STREAM, or a GOAWAY whose last-stream-id is below the stream), so it may be
+    sent again; ``response_started`` says whether a response head had arrived.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False,
+                 response_started: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.response_started = response_started
 
 
 class UpstreamTimeout(UpstreamError):

@@ -1,13 +1,16 @@
-"""Events a downstream codec emits, whatever the protocol (HTTP/1 codecs, the h2 adapter).
+"""Events the codecs emit, whatever the protocol: what a client or a backend did.
 
-Past tense, frozen, slotted and keyword-only: they say what the client did.
+Request events come from the downstream codecs (the HTTP/1 codecs, the h2 adapter);
+response events from the upstream clients (``pingap.h1client``, ``workers.h2upstream``),
+so the request path relays HTTP/1.1 and HTTP/2 responses the same way. Past tense,
+frozen, slotted and keyword-only.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-Headers = list[tuple[bytes, bytes]]
+from pingap.headers import Headers
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -60,3 +63,31 @@ class NeedData:
 NEED_DATA = NeedData()
 
 Event = RequestReceived | BodyReceived | MessageEnded | ConnectionEnded
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseStarted:
+    """A backend's final response head (informational 1xx ones are not reported)."""
+
+    status: int
+    reason: bytes
+    headers: Headers
+    http_version: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseData:
+    """A piece of the response body (already de-chunked)."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResponseEnded:
+    """The response is complete; ``keep_alive``: the connection may carry another."""
+
+    trailers: Headers = field(default_factory=list)
+    keep_alive: bool = True
+
+
+ResponseEvent = ResponseStarted | ResponseData | ResponseEnded

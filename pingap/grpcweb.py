@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import struct
 
-from pingap.events import Headers
+from pingap.headers import Headers
 
 _GRPC_WEB = b"application/grpc-web"
 _GRPC_WEB_TEXT = b"application/grpc-web-text"

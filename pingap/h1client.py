@@ -11,37 +11,11 @@ a close-delimited body, and is an error anywhere else.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import httptools
 
-Headers = list[tuple[bytes, bytes]]
-
-
-class UpstreamProtocolError(Exception):
-    """The backend sent something that is not a valid HTTP/1.x response."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponseStarted:
-    status: int
-    reason: bytes
-    headers: Headers
-    http_version: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponseData:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ResponseEnded:
-    trailers: Headers = field(default_factory=list)
-    keep_alive: bool = True
-
-
-ResponseEvent = ResponseStarted | ResponseData | ResponseEnded
+from pingap.errors import UpstreamProtocolError
+from pingap.events import ResponseData, ResponseEnded, ResponseEvent, ResponseStarted
+from pingap.headers import Headers
 
 
 def request_head(method: bytes, target: bytes, headers: Headers) -> bytes:

@@ -20,8 +20,7 @@ import re
 from http import HTTPStatus
 
 from pingap.errors import DownstreamError
-
-Headers = list[tuple[bytes, bytes]]
+from pingap.headers import Headers
 
 REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")

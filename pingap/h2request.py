@@ -21,7 +21,8 @@ body framed as chunked when the client sent DATA without a Content-Length.
 from __future__ import annotations
 
 from pingap.errors import DownstreamError
-from pingap.events import Headers, RequestReceived
+from pingap.events import RequestReceived
+from pingap.headers import Headers
 from pingap.http1 import _HOST, MAX_BODY_LENGTH, H1Limits, check_field_values, validate_target
 
 _LIMITS = H1Limits()

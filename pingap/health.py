@@ -29,6 +29,7 @@ from typing import Literal
 from urllib.parse import unquote_plus, urlsplit
 
 from pingap import __version__
+from pingap.headers import split_host
 from pingap.units import parse_duration
 
 Scheme = Literal["tcp", "http", "https", "grpc"]
@@ -134,10 +135,7 @@ def parse_health_check(url: str | None) -> HealthCheckSpec:
 
 
 def _host(netloc: str) -> str:
-    hostport = netloc.rpartition("@")[2]
-    if hostport.startswith("["):
-        return hostport[: hostport.find("]") + 1]
-    return hostport.partition(":")[0]
+    return split_host(netloc.rpartition("@")[2])
 
 
 def _positive_duration(key: str, value: str, url: str) -> float:

@@ -34,12 +34,12 @@ from pingap.events import (
     BodyReceived,
     ConnectionEnded,
     Event,
-    Headers,
     MessageEnded,
     NeedData,
     RequestReceived,
 )
 from pingap.h1writer import ResponseWriter
+from pingap.headers import Headers
 
 
 @dataclass(frozen=True, slots=True)

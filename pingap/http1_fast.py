@@ -51,11 +51,11 @@ from pingap.events import (
     BodyReceived,
     ConnectionEnded,
     Event,
-    Headers,
     MessageEnded,
     NeedData,
     RequestReceived,
 )
+from pingap.headers import Headers
 from pingap.http1 import (
     MAX_BODY_LENGTH,
     BaseServerCodec,

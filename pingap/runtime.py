@@ -41,6 +41,7 @@ from pingap.plugins import (
     plugins_by_step,
 )
 from pingap.routing import LocationMatcher, Route, compile_route
+from pingap.tls import CertificateStore, build_store
 from pingap.upstream import (
     Backend,
     Selector,
@@ -70,46 +71,6 @@ body { max-width: 40em; margin: 4em auto; font-family: sans-serif; }
 </html>
 """
 
-
-
-@dataclass(slots=True)
-class CertificateStore:
-    """Certificates by served name (see ``pingap.tls``); empty when none are configured."""
-
-    by_name: dict[str, Any] = field(default_factory=dict)
-    default: Any = None
-    entries: list[Any] = field(default_factory=list)
-
-    def add(self, entry: Any) -> None:
-        self.entries.append(entry)
-        for name in entry.names:
-            self.by_name.setdefault(name, entry)
-        if entry.is_default and self.default is None:
-            self.default = entry
-
-    def put(self, entry: Any) -> None:
-        """Install ``entry`` in place of the entry of the same name (or add it): a renewed
-        ACME certificate. The indexes are rebuilt aside and swapped in whole, so a lookup
-        never sees a half-updated store."""
-        entries = [entry if old.name == entry.name else old for old in self.entries]
-        if not any(old.name == entry.name for old in self.entries):
-            entries.append(entry)
-        rebuilt = CertificateStore()
-        for item in entries:
-            rebuilt.add(item)
-        self.entries, self.by_name, self.default = (rebuilt.entries, rebuilt.by_name,
-                                                    rebuilt.default)
-
-    def select(self, server_name: str | None) -> Any:
-        """Exact name, else ``*.<parent>``, else the default (also without SNI)."""
-        if server_name:
-            name = server_name.lower().rstrip(".")
-            found = self.by_name.get(name)
-            if found is None and "." in name:
-                found = self.by_name.get("*." + name.split(".", 1)[1])
-            if found is not None:
-                return found
-        return self.default
 
 
 @dataclass(slots=True)
@@ -434,8 +395,7 @@ def compile_runtime(config: PingapConfig, report: Report) -> Runtime:
         if loc is not None:
             locations[name], routes[name] = loc
     certificates = CertificateStore()
-    if config.certificates:  # cryptography is loaded only when certificates are used
-        from pingap.tls import build_store
+    if config.certificates:
         certificates, cert_problems = build_store(config)
         report.errors.extend(cert_problems)
     servers: dict[str, ServerRuntime] = {}

@@ -15,27 +15,22 @@ import re
 from dataclasses import replace
 
 from pingap.actions import Forward, Respond
-from pingap.context import ConnectionInfo, RequestContext, header_value
+from pingap.context import ConnectionInfo, RequestContext
 from pingap.errors import DownstreamError, NoBackendError, PingapError
-from pingap.events import Headers, RequestReceived
+from pingap.events import RequestReceived
+from pingap.headers import (
+    HOP_BY_HOP,
+    Headers,
+    connection_tokens,
+    drop_set,
+    header_value,
+    split_host,
+    strip,
+    strip_hop_by_hop,
+)
 from pingap.plugins import Plugin, parse_ip, set_header
 from pingap.runtime import LocationRuntime, Runtime, ServerRuntime, UpstreamRuntime
 from pingap.upstream import Backend
-
-#: Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
-#: old Proxy-Connection/Keep-Alive and h2c's HTTP2-Settings).
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"te", b"transfer-encoding",
-    b"upgrade", b"http2-settings",
-})
-
-
-def split_host(host: str) -> str:
-    """The host part of a Host header or authority (no port, IPv6 brackets kept)."""
-    if host.startswith("["):
-        end = host.find("]")
-        return host[: end + 1] if end > 0 else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def client_ip(peer: str, headers: Headers, trusted: tuple[object, ...]) -> str:
@@ -76,57 +71,9 @@ def _trusted_addr(addr: ipaddress.IPv4Address | ipaddress.IPv6Address,
     return any(addr in net for net in trusted)  # type: ignore[operator]
 
 
-def connection_tokens(headers: Headers) -> set[bytes]:
-    tokens: set[bytes] = set()
-    for name, value in headers:
-        if name.lower() == b"connection":
-            tokens.update(t.strip().lower() for t in value.split(b","))
-    return tokens
-
-
 #: Handled by the proxy itself, never forwarded as such.
 _NOT_FORWARDED = frozenset({b"expect"})
 _FORWARD_DROP = HOP_BY_HOP | _NOT_FORWARDED
-
-#: Never removed because ``Connection`` names them: dropping framing or Host would turn
-#: one request into a different one (HTTP Garden's "transducer strips framing" class).
-PROTECTED = frozenset({b"host", b"content-length"})
-_NEVER_NAMED = PROTECTED | HOP_BY_HOP | {b"close", b""}
-
-
-def strip_hop_by_hop(headers: Headers, also: frozenset[bytes] = frozenset()) -> Headers:
-    """``headers`` without hop-by-hop ones, those ``Connection`` names, and ``also``."""
-    return _strip(headers, _drop_set(also))
-
-
-_DROP_SETS: dict[frozenset[bytes], frozenset[bytes]] = {}
-
-
-def _drop_set(also: frozenset[bytes]) -> frozenset[bytes]:
-    """``HOP_BY_HOP | also``, built once per distinct ``also`` (one per location)."""
-    drop = _DROP_SETS.get(also)
-    if drop is None:
-        drop = _DROP_SETS[also] = HOP_BY_HOP | also
-    return drop
-
-
-def _strip(headers: Headers, drop: frozenset[bytes]) -> Headers:
-    out: Headers = []
-    named: set[bytes] | None = None
-    for item in headers:
-        low = item[0].lower()
-        if low in drop:
-            if low == b"connection":
-                # "keep-alive", "close" and the like are dropped anyway: only other
-                # names need the second pass below
-                tokens = {t.strip().lower() for t in item[1].split(b",")} - _NEVER_NAMED
-                if tokens:
-                    named = tokens if named is None else named | tokens
-            continue
-        out.append(item)
-    if named:
-        out = [(n, v) for n, v in out if n.lower() not in named]
-    return out
 
 
 class ProxySession:
@@ -267,7 +214,7 @@ class ProxySession:
         location = self.location
         replaced = location.set_names if location is not None else frozenset()
         # ctx.request_headers: request-phase plugins may have edited them
-        headers = _strip(ctx.request_headers, _drop_set(_NOT_FORWARDED | replaced)
+        headers = strip(ctx.request_headers, drop_set(_NOT_FORWARDED | replaced)
                          if replaced else _FORWARD_DROP)
         te = header_value(request.headers, b"te")
         if te is not None and b"trailers" in te.lower():

@@ -14,11 +14,8 @@ import base64
 import binascii
 import datetime
 import os
-from dataclasses import dataclass
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.x509.oid import ExtensionOID, NameOID
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pingap.acme import (
     DNS_PROVIDERS,
@@ -28,7 +25,9 @@ from pingap.acme import (
     parse_domains,
 )
 from pingap.errors import Problem
-from pingap.runtime import CertificateStore
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 def load_pem(value: str) -> bytes:
@@ -60,6 +59,9 @@ class CertificateEntry:
 
 
 def _san_names(cert: x509.Certificate) -> list[str]:
+    from cryptography import x509
+    from cryptography.x509.oid import ExtensionOID, NameOID
+
     try:
         ext = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME)
         if isinstance(ext.value, x509.SubjectAlternativeName):
@@ -70,8 +72,52 @@ def _san_names(cert: x509.Certificate) -> list[str]:
         return [str(common[0].value).lower()] if common else []
 
 
+@dataclass(slots=True)
+class CertificateStore:
+    """Certificates by served name; empty when none are configured."""
+
+    by_name: dict[str, CertificateEntry] = field(default_factory=dict)
+    default: CertificateEntry | None = None
+    entries: list[CertificateEntry] = field(default_factory=list)
+
+    def add(self, entry: CertificateEntry) -> None:
+        self.entries.append(entry)
+        for name in entry.names:
+            self.by_name.setdefault(name, entry)
+        if entry.is_default and self.default is None:
+            self.default = entry
+
+    def put(self, entry: CertificateEntry) -> None:
+        """Install ``entry`` in place of the entry of the same name (or add it): a renewed
+        ACME certificate. The indexes are rebuilt aside and swapped in whole, so a lookup
+        never sees a half-updated store."""
+        entries = [entry if old.name == entry.name else old for old in self.entries]
+        if not any(old.name == entry.name for old in self.entries):
+            entries.append(entry)
+        rebuilt = CertificateStore()
+        for item in entries:
+            rebuilt.add(item)
+        self.entries, self.by_name, self.default = (rebuilt.entries, rebuilt.by_name,
+                                                    rebuilt.default)
+
+    def select(self, server_name: str | None) -> CertificateEntry | None:
+        """Exact name, else ``*.<parent>``, else the default (also without SNI)."""
+        if server_name:
+            name = server_name.lower().rstrip(".")
+            found = self.by_name.get(name)
+            if found is None and "." in name:
+                found = self.by_name.get("*." + name.split(".", 1)[1])
+            if found is not None:
+                return found
+        return self.default
+
+
 def parse_entry(name: str, cfg: object) -> CertificateEntry:
     """One ``[certificates.<name>]`` with both cert and key; ValueError naming the field."""
+    # cryptography is loaded only where certificates are configured
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
     try:
         cert_pem = load_pem(cfg.tls_cert)  # type: ignore[attr-defined]
         certs = x509.load_pem_x509_certificates(cert_pem)

@@ -46,7 +46,6 @@ from acme import errors as acme_errors
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from master.files import write_atomic
 from pingap import __version__
 from pingap.acme import (
     ACCOUNT_KEY_FILE,
@@ -72,6 +71,7 @@ from pingap.acme import (
     token_file,
     zone_candidates,
 )
+from pingap.system.files import write_atomic
 from pingap.tls import CertificateEntry, load_pem, parse_entry
 
 log = logging.getLogger("pingap.acme")

@@ -35,33 +35,31 @@ from pingap.actions import Forward, Respond
 from pingap.admin.api import AdminCall
 from pingap.context import ConnectionInfo, RequestContext
 from pingap.errors import (
+    ClientGone,
     DownstreamError,
+    H2StreamError,
     PingapError,
+    StaleConnection,
     UpstreamError,
+    UpstreamProtocolError,
     UpstreamTimeout,
 )
 from pingap.events import (
     BodyReceived,
-    Headers,
     MessageEnded,
     RequestReceived,
-)
-from pingap.grpcweb import GrpcWebBridge, is_grpc_web
-from pingap.h1client import (
     ResponseData,
     ResponseEnded,
-    ResponseReader,
     ResponseStarted,
-    UpstreamProtocolError,
-    chunk,
-    last_chunk,
-    request_head,
 )
+from pingap.grpcweb import GrpcWebBridge, is_grpc_web
+from pingap.h1client import ResponseReader, chunk, last_chunk, request_head
+from pingap.headers import Headers
 from pingap.plugins import plugin_response
 from pingap.session import ProxySession
 from workers import splice
 from workers.admin import body_reader
-from workers.h2upstream import H2StreamError, H2UpstreamConnection, H2UpstreamStream
+from workers.h2upstream import H2UpstreamConnection, H2UpstreamStream
 from workers.local_body import ClientWriteFailed, write_local_body
 from workers.spool import spool_body
 
@@ -82,14 +80,6 @@ def send_all(sock: socket.socket, data: bytes) -> None:
     sent = sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:])
-
-
-class ClientGone(Exception):
-    """The client connection (or HTTP/2 stream) failed or closed while we talked to it."""
-
-
-class StaleConnection(Exception):
-    """A reused upstream connection died before any response byte."""
 
 
 class Exchange:

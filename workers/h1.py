@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 import gevent
 
 from pingap.context import ConnectionInfo
-from pingap.errors import DownstreamError, PingapError
-from pingap.events import NEED_DATA, ConnectionEnded, Headers, RequestReceived
-from pingap.h1client import ResponseStarted
+from pingap.errors import ClientGone, DownstreamError, PingapError
+from pingap.events import NEED_DATA, ConnectionEnded, RequestReceived, ResponseStarted
+from pingap.headers import Headers
 from pingap.http1 import H11ServerCodec, ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
-from workers.exchange import ClientGone, Exchange, send_all
+from workers.exchange import Exchange, send_all
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:

@@ -66,12 +66,12 @@ from gevent.lock import Semaphore
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 from pingap.context import ConnectionInfo
-from pingap.errors import DownstreamError
-from pingap.events import BodyReceived, Headers, MessageEnded
+from pingap.errors import ClientGone, DownstreamError
+from pingap.events import BodyReceived, MessageEnded
 from pingap.h2request import request_from_h2
+from pingap.headers import HOP_BY_HOP, Headers
 from pingap.http1 import check_field_values
-from pingap.session import HOP_BY_HOP
-from workers.exchange import ClientGone, Exchange
+from workers.exchange import Exchange
 from workers.turns import FRAMES_PER_TURN, Turn
 
 if TYPE_CHECKING:

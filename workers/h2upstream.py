@@ -7,7 +7,7 @@ streams they belong to; whoever sends (a stream, the reader acknowledging SETTIN
 drains ``h2``'s output under one send lock, so frames never interleave.
 
 Each request is an ``H2UpstreamStream`` speaking the same events as the HTTP/1.1 client
-(``pingap.h1client``: ``ResponseStarted`` with ``http_version="2"``, ``ResponseData``,
+(``pingap.events``: ``ResponseStarted`` with ``http_version="2"``, ``ResponseData``,
 ``ResponseEnded``), so the request path relays either the same way.
 
 Key decisions:
@@ -67,12 +67,10 @@ from h2.events import (
 )
 from h2.settings import SettingCodes, Settings
 
-from pingap.errors import UpstreamError
-from pingap.h1client import ResponseData, ResponseEnded, ResponseEvent, ResponseStarted
-from pingap.session import HOP_BY_HOP
+from pingap.errors import H2StreamError
+from pingap.events import ResponseData, ResponseEnded, ResponseEvent, ResponseStarted
+from pingap.headers import HOP_BY_HOP, Headers
 from pingap.upstream import Backend
-
-Headers = list[tuple[bytes, bytes]]
 
 READ_SIZE = 65536
 #: receive window per stream: the most response bytes held for a consumer not reading
@@ -97,21 +95,6 @@ class _GoawayTolerantConnection(H2Connection):
         result = super()._receive_goaway_frame(frame)
         self.state_machine.state = ConnectionState.CLIENT_OPEN
         return result
-
-
-class H2StreamError(UpstreamError):
-    """A stream failed: reset, refused, or its connection was lost.
-
-    ``retryable`` is True only when the backend certainly did not process the request
-    (REFUSED_STREAM, or a GOAWAY whose last-stream-id is below the stream), so it may be
-    sent again; ``response_started`` says whether a response head had arrived.
-    """
-
-    def __init__(self, message: str, *, retryable: bool = False,
-                 response_started: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.response_started = response_started
 
 
 def request_headers(method: bytes, scheme: bytes, authority: bytes, path: bytes,

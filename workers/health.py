@@ -20,7 +20,8 @@ from typing import Any
 import gevent
 
 from pingap import __version__
-from pingap.h1client import ResponseData, ResponseEnded, ResponseStarted
+from pingap.errors import H2StreamError
+from pingap.events import ResponseData, ResponseEnded, ResponseStarted
 from pingap.health import (
     GRPC_HEALTH_PATH,
     HealthCheckSpec,
@@ -32,7 +33,7 @@ from pingap.health import (
 )
 from pingap.runtime import UpstreamRuntime
 from pingap.upstream import Backend
-from workers.h2upstream import H2StreamError, H2UpstreamConnection
+from workers.h2upstream import H2UpstreamConnection
 
 log = logging.getLogger("pingap.health")
 

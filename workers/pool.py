@@ -34,10 +34,11 @@ import psutil
 from gevent.event import AsyncResult
 from gevent.monkey import get_original
 
-from pingap.errors import ProxyLoopError, UpstreamConnectError
+from pingap.errors import H2StreamError, ProxyLoopError, UpstreamConnectError
+from pingap.headers import split_host, unbracket
 from pingap.runtime import UpstreamRuntime
 from pingap.upstream import Backend, is_own_listener
-from workers.h2upstream import H2StreamError, H2UpstreamConnection
+from workers.h2upstream import H2UpstreamConnection
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 #: what ALPN offers for each ``alpn`` setting, in preference order
@@ -83,8 +84,7 @@ class UpstreamConnection:
 
 
 def _host(backend: Backend) -> str:
-    host = backend.host
-    return host[1:-1] if host.startswith("[") else host
+    return unbracket(backend.host)
 
 
 _tls_contexts: dict[tuple[bool, str], ssl.SSLContext] = {}
@@ -116,9 +116,7 @@ def server_name(upstream: UpstreamRuntime, backend: Backend, host: str | None) -
         return upstream.sni
     if not host:
         return _host(backend)
-    if host.startswith("["):
-        return host[1:host.find("]")]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
+    return unbracket(split_host(host))
 
 
 def pool_key(upstream: UpstreamRuntime, backend: Backend,

@@ -14,7 +14,8 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 
-from pingap.events import BodyReceived, Headers, MessageEnded
+from pingap.events import BodyReceived, MessageEnded
+from pingap.headers import Headers
 from pingap.session import ProxySession
 
 REPLAY_CHUNK = 65536

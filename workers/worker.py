@@ -14,9 +14,7 @@ log files; a closed control channel means the master is gone.
 
 from __future__ import annotations
 
-import argparse
 import grp
-import json
 import logging
 import os
 import platform
@@ -33,8 +31,6 @@ import gevent
 import psutil
 from gevent.event import Event
 
-from master import logs
-from master.shm import open_scoreboard, open_state
 from pingap import __version__
 from pingap.accesslog import file_sink_settings
 from pingap.acme import challenge_answer, challenge_token
@@ -49,6 +45,9 @@ from pingap.plugins import Services, load_entry_points
 from pingap.runtime import Runtime, ServerRuntime, build_runtime
 from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SharedState, ShmCounters
+from pingap.system import logs
+from pingap.system.shm import open_scoreboard, open_state
+from pingap.system.workercmd import EXIT_BOOT_ERROR, parse
 from pingap.units import format_duration_spans, format_size_human
 from workers.accesslog import FileAccessLog, LoggerAccessLog
 from workers.admin import AdminService, basic_info
@@ -62,7 +61,6 @@ from workers.pool import UpstreamPool
 
 log = logging.getLogger("pingap.worker")
 
-EXIT_BOOT_ERROR = 3
 IDLE_CLOSE_GRACE = 2.0
 #: Draining: at most this many queued connections taken per listener and pass, and the
 #: wait before the second pass (a handshake half way through when the first ended).
@@ -617,9 +615,8 @@ class Worker:
         self.pool.close_all()
 
 
-def adopt_listeners(spec: str) -> dict[str, list[socket.socket]]:
-    """``{"server": [fd, ...]}`` JSON → sockets wrapping those inherited fds."""
-    mapping = json.loads(spec)
+def adopt_listeners(mapping: dict[str, list[int]]) -> dict[str, list[socket.socket]]:
+    """``{"server": [fd, ...]}`` → sockets wrapping those inherited fds."""
     return {name: [socket.socket(fileno=fd) for fd in fds] for name, fds in mapping.items()}
 
 
@@ -649,21 +646,7 @@ def drop_privileges(user: str | None, group: str | None) -> None:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m workers")
-    parser.add_argument("--config", required=True)
-    parser.add_argument("--config-digest", default=None)
-    parser.add_argument("--listeners", required=True,
-                        help='JSON {"server name": [fd, ...]} of inherited sockets')
-    parser.add_argument("--worker-id", type=int, default=0)
-    parser.add_argument("--generation", type=int, default=0)
-    parser.add_argument("--control-fd", type=int, default=None)
-    parser.add_argument("--scoreboard-fd", type=int, default=None)
-    parser.add_argument("--slot", type=int, default=0)
-    parser.add_argument("--state-fd", type=int, default=None)
-    parser.add_argument("--standby", action="store_true",
-                        help="boot, then wait for ACTIVATE before accepting")
-    parser.add_argument("--log", default=None)
-    args = parser.parse_args(argv)
+    args = parse(argv)
     logs.setup(args.log)
     control = socket.socket(fileno=args.control_fd) if args.control_fd is not None else None
 

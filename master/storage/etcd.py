@@ -24,6 +24,7 @@ from etcd3gw.utils import _encode, _increment_last_byte
 
 from master.storage import HISTORY_KEEP, ConfigStorage, ConflictError, HistoryItem, StorageError
 from master.storage.documents import Document, Layout
+from pingap.headers import split_host_port, unbracket
 from pingap.units import parse_duration
 
 T = TypeVar("T")
@@ -41,11 +42,11 @@ class EtcdStorage(ConfigStorage):
         query = {k: v[-1] for k, v in parse_qs(query_text, keep_blank_values=True).items()}
         self.addrs: list[tuple[str, int]] = []
         for item in hosts.split(","):
-            host, _, port = item.strip().rpartition(":")
+            host, port = split_host_port(item.strip())
             if not host or not port.isdigit():
                 raise StorageError(f"etcd: bad address '{item}' in {url.split('?')[0]} "
                                    f"(expected host:port)")
-            self.addrs.append((host.strip("[]"), int(port)))
+            self.addrs.append((unbracket(host), int(port)))
         self.prefix = "/" + path.strip("/")
         self.history_prefix = self.prefix.rstrip("/") + "-history"
         self.user = query.get("user", "")

@@ -30,6 +30,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
+from pingap.headers import Headers
 from pingap.plugins import (
     FetchedResponse,
     HttpFetcher,
@@ -49,7 +50,6 @@ log = logging.getLogger("pingap.plugins")
 # token, so a short secret is reported once, when the plugin is built
 warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
 
-Headers = list[tuple[bytes, bytes]]
 
 _NO_STORE = (b"Cache-Control", b"private, no-store")
 

@@ -27,9 +27,8 @@ import zstandard
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
+from pingap.headers import Headers
 from pingap.plugins import Plugin, register, remove_header, set_header
-
-Headers = list[tuple[bytes, bytes]]
 
 #: pingap's fixed preference among codings of equal weight
 PRIORITY = ("zstd", "br", "gzip")

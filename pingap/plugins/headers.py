@@ -18,6 +18,7 @@ from typing import Any
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import RequestContext
+from pingap.headers import Headers
 from pingap.plugins import (
     OptionProblems,
     Plugin,
@@ -31,8 +32,6 @@ from pingap.plugins import (
 from pingap.regexes import PingapRegex, compile_pingap_regex
 from pingap.units import parse_duration
 from pingap.variables import BAD_VALUE, TOKEN, HeaderRule, Resolver, compile_value, parse_header_rule
-
-Headers = list[tuple[bytes, bytes]]
 
 #: nanoid's URL-safe alphabet
 NANOID_ALPHABET = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"

@@ -21,10 +21,9 @@ from PIL import Image
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
+from pingap.headers import Headers
 from pingap.plugins import Plugin, register, remove_header, set_header
 from pingap.plugins.compression import add_vary, media_type
-
-Headers = list[tuple[bytes, bytes]]
 
 MAX_IMAGE = 32 * 1024 * 1024
 _SOURCES = {"image/png": "png", "image/jpeg": "jpeg"}

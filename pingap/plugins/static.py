@@ -27,12 +27,11 @@ from urllib.parse import quote, unquote_to_bytes
 from pingap import conditional
 from pingap.actions import CONTINUE, Continue, FilePart, Respond
 from pingap.context import RequestContext
+from pingap.headers import Headers
 from pingap.plugins import Plugin, plugin_response, register
 from pingap.plugins.compression import parse_accept_encoding, weight_of
 from pingap.units import parse_bytesize, parse_duration
 from pingap.variables import parse_header_rule
-
-Headers = list[tuple[bytes, bytes]]
 
 MIN_CHUNK = 4096
 _PRECOMPRESSED = (("br", ".br"), ("gzip", ".gz"))

@@ -21,11 +21,10 @@ from typing import Any
 import regex
 
 from pingap.context import BodyFilter, RequestContext
+from pingap.headers import Headers
 from pingap.plugins import Plugin, register, remove_header
 from pingap.plugins.compression import weaken_etag
 from pingap.regexes import compile_pingap_regex
-
-Headers = list[tuple[bytes, bytes]]
 
 MAX_HOLD = 65536
 

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
+from pingap.headers import Headers
 from pingap.plugins import Plugin, plugin_response, register
 from pingap.plugins.cache.policy import (
     DEFAULT_TTL,
@@ -41,8 +42,6 @@ from pingap.plugins.cache.policy import (
 )
 from pingap.regexes import compile_pingap_regex
 from pingap.units import parse_bytesize, parse_duration
-
-Headers = list[tuple[bytes, bytes]]
 
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 

@@ -14,8 +14,7 @@ import msgpack
 
 from pingap import conditional
 from pingap.context import header_value
-
-Headers = list[tuple[bytes, bytes]]
+from pingap.headers import Headers
 
 #: statuses stored (RFC 9111 §4.2.2's heuristically cacheable ones that make sense here)
 CACHEABLE_STATUS = frozenset({200, 203, 204, 300, 301, 308, 404, 410})
