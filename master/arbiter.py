@@ -46,6 +46,7 @@ from pingap.state import SIZE as STATE_SIZE
 from pingap.state import SharedState
 from pingap.system import logs, shm
 from pingap.system.workercmd import EXIT_BOOT_ERROR, WorkerArgs, command
+from pingap.webhook import config_diff
 
 log = logging.getLogger("pingap.master")
 
@@ -182,6 +183,7 @@ class Arbiter:
         self.reload_pending = False
         self.reload_seq = 0
         self.last_reload: dict[str, Any] | None = None
+        self._reload_diff: list[str] = []  # the last reload's changes, for diff_config
         self.handoff: Handoff | None = None
         self.upgrade_conn: socket.socket | None = None  # to the old master, until READY
         self.stopping = False
@@ -367,6 +369,7 @@ class Arbiter:
         self.last_reload = {"seq": rollout.seq, "ok": True, "at": time.time(),
                             "reason": rollout.reason, "generation": self.current.number,
                             "problems": []}
+        self._reload_diff = config_diff(old.config, self.current.config) if old else []
         log.info("generation %d serving (%s)", self.current.number, rollout.reason)
         self.on_ready()
         if self.reload_pending:
@@ -515,6 +518,10 @@ class Arbiter:
         if last["ok"]:
             if self.current is not None:
                 self.webhook.configure(self.current.config.basic)
+            if self._reload_diff:
+                self.webhook.notify("diff_config", "info", "Configuration changed",
+                                    "\n".join(self._reload_diff))
+                self._reload_diff = []
             self.webhook.notify("reload_config", "info", "Reload config success",
                                 f"{last.get('reason', '')}: generation "
                                 f"{self.current.number if self.current else 0} serving")

@@ -65,7 +65,8 @@ grace_period = "1s"
 threads = 2
 pid_file = "{tmp}/pingap.pid"
 webhook = "{hook}"
-webhook_notifications = ["backend_status", "reload_config", "reload_config_fail"]
+webhook_notifications = ["backend_status", "diff_config", "reload_config",
+                         "reload_config_fail"]
 {extra}
 [upstreams.u]
 addrs = ["{backend}"]
@@ -80,7 +81,7 @@ locations = ["all"]
 """
 
 
-def test_backend_down_up_and_reloads_each_notify_once(tmp_path: Path, receiver, backends,
+def test_backend_down_up_reloads_and_diff_each_notify_once(tmp_path: Path, receiver, backends,
                                                       pingap) -> None:
     backend = backends("app")
     port = free_port()
@@ -114,8 +115,10 @@ def test_backend_down_up_and_reloads_each_notify_once(tmp_path: Path, receiver, 
         wait_for(lambda: "reload_config_fail" in receiver.categories(), timeout=20,
                  what="the failed reload event")
         # the sender is one FIFO thread: every duplicate of an earlier event would be here
-        assert receiver.categories() == ["backend_status", "backend_status", "reload_config",
-                                         "reload_config_fail"]
-        assert "pingap.toml: line 8: invalid TOML" in receiver.posts[3]["message"]
+        assert receiver.categories() == ["backend_status", "backend_status", "diff_config",
+                                         "reload_config", "reload_config_fail"]
+        assert receiver.posts[2]["message"].splitlines() == [
+            "[MODIFIED] basic", "- log_level = None", "+ log_level = 'INFO'"]
+        assert "pingap.toml: line 9: invalid TOML" in receiver.posts[4]["message"]
     finally:
         revived.stop()

@@ -1,8 +1,16 @@
-"""pingap's webhook payloads: wecom and dingtalk markdown, and the generic JSON form."""
+"""pingap's webhook payloads: wecom and dingtalk markdown, the generic JSON form, and
+the diff_config message."""
 
 from __future__ import annotations
 
-from pingap.webhook import CATEGORIES, Notification, payload
+from pingap.config.model import (
+    BasicConfig,
+    CertificateConfig,
+    LocationConfig,
+    PingapConfig,
+    UpstreamConfig,
+)
+from pingap.webhook import CATEGORIES, Notification, config_diff, payload
 
 NOTE = Notification(category="backend_status", level="error",
                     title="Upstream backend status changed",
@@ -29,3 +37,24 @@ def test_wecom_and_dingtalk_are_markdown() -> None:
 def test_categories_are_pingaps() -> None:
     assert {"backend_status", "reload_config", "reload_config_fail", "lets_encrypt",
             "service_discover_fail"} <= set(CATEGORIES)
+
+
+def test_config_diff_names_added_removed_and_changed_keys_hiding_secrets() -> None:
+    old = PingapConfig(
+        basic=BasicConfig(),
+        upstreams={"u": UpstreamConfig(name="u", addrs=("127.0.0.1:1",))},
+        locations={"gone": LocationConfig(name="gone", upstream="u")},
+        certificates={"c": CertificateConfig(name="c", tls_key="SECRETKEY1")})
+    new = PingapConfig(
+        basic=BasicConfig(),
+        upstreams={"u": UpstreamConfig(name="u", addrs=("127.0.0.1:2",))},
+        locations={"new": LocationConfig(name="new", upstream="u")},
+        certificates={"c": CertificateConfig(name="c", tls_key="SECRETKEY22")})
+    lines = config_diff(old, new)
+    assert lines == [
+        "++ [ADDED] location:new", "-- [REMOVED] location:gone",
+        "[MODIFIED] upstream:u", "- addrs = ('127.0.0.1:1',)", "+ addrs = ('127.0.0.1:2',)",
+        "[MODIFIED] certificate:c", "- tls_key = '<hidden, 10 chars>'",
+        "+ tls_key = '<hidden, 11 chars>'"]
+    assert not any("SECRET" in line for line in lines)
+    assert config_diff(new, new) == []
