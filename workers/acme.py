@@ -454,9 +454,11 @@ class CertificateRenewer(_Job):
     def __init__(self, certificates: Mapping[str, Any], storage: AcmeStorage,
                  issuer: AcmeIssuer,
                  clock: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(
-                     datetime.UTC), on_issued: Callable[[], None] | None = None) -> None:
+                     datetime.UTC),
+                 on_issued: Callable[[str, tuple[str, ...]], None] | None = None) -> None:
         self.certificates = dict(certificates)
-        #: called once a new certificate is stored (this worker installs it at once)
+        #: called with (name, domains) once a new certificate is stored (this worker
+        #: installs it at once and tells the master, for the lets_encrypt webhook)
         self.on_issued = on_issued
         self.storage = storage
         self.issuer = issuer
@@ -547,7 +549,7 @@ class CertificateRenewer(_Job):
                  ", ".join(domains), time.monotonic() - started, issued.serial,
                  issued.not_after.isoformat())
         if self.on_issued is not None:
-            self.on_issued()
+            self.on_issued(name, domains)
         return next_check_in(issued, self.clock(), cfg.buffer_days)
 
     def _reason(self, name: str, current: IssuedCertificate | None,

@@ -15,6 +15,7 @@ log files; a closed control channel means the master is gone.
 from __future__ import annotations
 
 import grp
+import json
 import logging
 import os
 import platform
@@ -159,11 +160,20 @@ class Worker:
         basic = self.runtime.config.basic
         issuer = AcmeIssuer(self._acme_storage, basic.acme_directory_url,
                             basic.acme_ca_bundle)
-        watcher = self._cert_watcher
         self._renewer = CertificateRenewer(acme_certificates(self.runtime.config),
                                            self._acme_storage, issuer,
-                                           on_issued=watcher.scan if watcher else None)
+                                           on_issued=self._certificate_issued)
         self._renewer.start()
+
+    def _certificate_issued(self, name: str, domains: tuple[str, ...]) -> None:
+        """Serve the new certificate here at once; pingap's lets_encrypt event goes to the
+        master (only worker 0 renews, so it leaves the host once)."""
+        if self._cert_watcher is not None:
+            self._cert_watcher.scan()
+        self._send(MessageType.NOTIFY, {
+            "category": "lets_encrypt", "level": "info",
+            "title": "Generate new cert from let's encrypt",
+            "message": f"Domains: {json.dumps(list(domains))}"})
 
     def _bind_plugins(self, runtime: Runtime, state: SharedState | None, slot: int) -> None:
         services = Services()

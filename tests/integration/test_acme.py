@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 import re
+import signal
 import socket
 import ssl
 import threading
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pingap.acme import ca_directory_name
+from tests.integration.test_webhook import Receiver
 from tests.support.client import request
 from tests.support.cloudflare import FakeCloudflare
 from tests.support.pebble import PebbleServer
@@ -161,6 +163,35 @@ def test_two_name_certificate_is_issued_served_kept_and_ordered_anew_from_a_new_
         other.stop()
     assert stored(tmp_path, ca.directory_url).stat().st_mtime_ns == mtime  # kept for later
     assert "no certificate is stored" in third.log()
+
+
+def test_an_issued_certificate_sends_one_lets_encrypt_webhook_per_host(
+        tmp_path: Path, pebble, pingap) -> None:
+    """Two workers, one renewer: the receiver gets pingap's lets_encrypt event once."""
+    http, https = free_port(), free_port()
+    ca = pebble(http)
+    hook = Receiver()
+    try:
+        config = acme_config(tmp_path, http, https, ca.directory_url, ca_bundle=ca.ca_bundle,
+                             threads=2).replace("[basic]\n", f"""[basic]
+webhook = "{hook.url}"
+webhook_notifications = ["lets_encrypt", "reload_config"]
+""")
+        proc = pingap(config, port=http)
+        wait_for(lambda: "lets_encrypt" in hook.categories(), timeout=15,
+                 what="the lets_encrypt event")
+        assert hook.posts[0] == {
+            "name": "pingap", "level": "info", "hostname": hook.posts[0]["hostname"],
+            "ip": hook.posts[0]["ip"], "category": "lets_encrypt",
+            "message": 'Domains: ["a.pingap.test", "b.pingap.test"]'}
+        # the sender is one FIFO thread: a second lets_encrypt would come before this
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reload_config" in hook.categories(), timeout=20,
+                 what="the reload event")
+        assert hook.categories() == ["lets_encrypt", "reload_config"]
+        assert ca.orders() == 1
+    finally:
+        hook.stop()
 
 
 def test_a_ca_reset_at_the_same_url_orders_anew(tmp_path: Path, pingap) -> None:
