@@ -19,6 +19,7 @@ and the old one keeps serving; at start-up, a boot failure stops the master.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import select
@@ -46,11 +47,13 @@ from pingap.state import SIZE as STATE_SIZE
 from pingap.state import SharedState
 from pingap.system import logs, shm
 from pingap.system.workercmd import EXIT_BOOT_ERROR, WorkerArgs, command
+from pingap.tls import invalid_soon
 from pingap.webhook import config_diff
 
 log = logging.getLogger("pingap.master")
 
 BOOT_TIMEOUT = 60.0
+TLS_CHECK_INTERVAL = 24 * 3600.0
 HANDOFF_TAKER_WAIT = 5.0
 HANDOFF_READY_WAIT = 90.0
 TICK = 0.25
@@ -184,6 +187,7 @@ class Arbiter:
         self.reload_seq = 0
         self.last_reload: dict[str, Any] | None = None
         self._reload_diff: list[str] = []  # the last reload's changes, for diff_config
+        self._tls_check_due = 0.0  # monotonic time of the next tls_validity check
         self.handoff: Handoff | None = None
         self.upgrade_conn: socket.socket | None = None  # to the old master, until READY
         self.stopping = False
@@ -529,6 +533,18 @@ class Arbiter:
             self.webhook.notify("reload_config_fail", "error", "Reload config fail",
                                 f"{last.get('reason', '')}: "
                                 + "; ".join(last.get("problems") or []))
+
+    def check_tls_validity(self) -> None:
+        """pingap's tls_validity: once the first config serves, then daily, the host's
+        certificates close to expiry (or not valid yet) in one event."""
+        if self.current is None or time.monotonic() < self._tls_check_due:
+            return
+        self._tls_check_due = time.monotonic() + TLS_CHECK_INTERVAL
+        names = invalid_soon(self.current.config, datetime.datetime.now(datetime.UTC))
+        if names:
+            log.error("certificate %s will be expired", ",".join(names))
+            self.webhook.notify("tls_validity", "warn", "Certificate validity",
+                                f"certificate {','.join(names)} will be expired")
 
     @staticmethod
     def _admin_reply(worker: WorkerHandle, message: Any) -> Any:
@@ -953,6 +969,7 @@ class Arbiter:
         self.check_rollout()
         self.admin.poll()
         self.notify_reload()
+        self.check_tls_validity()
         self.check_timeouts()
         self.manage_workers()
         self.write_status()

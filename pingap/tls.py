@@ -21,6 +21,7 @@ from pingap.acme import (
     DNS_PROVIDERS,
     LETS_ENCRYPT,
     UNBUILT_DNS_PROVIDERS,
+    describe_certificate,
     parse_dns_service,
     parse_domains,
 )
@@ -186,3 +187,26 @@ def build_store(config: object) -> tuple[CertificateStore, list[Problem]]:
             problems.append(Problem(sources.get(f"certificates.{name}", ""),
                                     f"certificates.{name}.{key}", message))
     return store, problems
+
+
+VALIDITY_WARNING_DAYS = 7
+"""pingap's tls_validity threshold when a certificate sets no ``buffer_days``."""
+
+
+def invalid_soon(config: object, now: datetime.datetime) -> list[str]:
+    """Names of the configured (not ACME) certificates that expire within their
+    ``buffer_days`` (7 by default) or are not valid yet: pingap's tls_validity check.
+    ACME certificates are left out (their renewal covers them); an unreadable one is a
+    config error reported elsewhere."""
+    names = []
+    for name, cfg in config.certificates.items():  # type: ignore[attr-defined]
+        if cfg.acme or not cfg.tls_cert:
+            continue
+        try:
+            leaf = describe_certificate(load_pem(cfg.tls_cert))
+        except ValueError:
+            continue
+        buffer = datetime.timedelta(days=cfg.buffer_days or VALIDITY_WARNING_DAYS)
+        if now > leaf.not_after - buffer or now < leaf.not_before:
+            names.append(name)
+    return names

@@ -122,3 +122,51 @@ def test_backend_down_up_reloads_and_diff_each_notify_once(tmp_path: Path, recei
         assert "pingap.toml: line 9: invalid TOML" in receiver.posts[4]["message"]
     finally:
         revived.stop()
+
+
+def test_certificates_close_to_expiry_notify_once_per_host(tmp_path: Path, pingap) -> None:
+    """Two workers, then a reload: one tls_validity event at start naming only the
+    certificate within its buffer_days (the next check is a day later)."""
+    from tests.support.h2_backend import make_certificates
+
+    certs = make_certificates(tmp_path)  # valid for 30 more days
+    hook = Receiver()
+    port = free_port()
+    try:
+        config = f"""
+[basic]
+grace_period = "1s"
+threads = 2
+webhook = "{hook.url}"
+webhook_notifications = ["tls_validity", "reload_config"]
+
+[certificates.close]
+tls_cert = "{certs['cert']}"
+tls_key = "{certs['key']}"
+buffer_days = 40
+
+[certificates.fine]
+tls_cert = "{certs['self_cert']}"
+tls_key = "{certs['self_key']}"
+
+[upstreams.u]
+addrs = ["127.0.0.1:9"]
+
+[locations.all]
+upstream = "u"
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+"""
+        proc = pingap(config, port=port)
+        wait_for(lambda: "tls_validity" in hook.categories(), timeout=20,
+                 what="the tls_validity event")
+        assert hook.posts[0]["level"] == "warn"
+        assert hook.posts[0]["message"] == "certificate close will be expired"
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reload_config" in hook.categories(), timeout=20,
+                 what="the reload event")
+        assert hook.categories() == ["tls_validity", "reload_config"]
+    finally:
+        hook.stop()

@@ -1,7 +1,10 @@
-"""pingap's webhook payloads: wecom and dingtalk markdown, the generic JSON form, and
-the diff_config message."""
+"""pingap's webhook payloads: wecom and dingtalk markdown, the generic JSON form, the
+diff_config message, and which certificates tls_validity names."""
 
 from __future__ import annotations
+
+import datetime
+from pathlib import Path
 
 from pingap.config.model import (
     BasicConfig,
@@ -10,7 +13,9 @@ from pingap.config.model import (
     PingapConfig,
     UpstreamConfig,
 )
+from pingap.tls import invalid_soon
 from pingap.webhook import CATEGORIES, Notification, config_diff, payload
+from tests.support.h2_backend import make_certificates
 
 NOTE = Notification(category="backend_status", level="error",
                     title="Upstream backend status changed",
@@ -58,3 +63,19 @@ def test_config_diff_names_added_removed_and_changed_keys_hiding_secrets() -> No
         "+ tls_key = '<hidden, 11 chars>'"]
     assert not any("SECRET" in line for line in lines)
     assert config_diff(new, new) == []
+
+
+def test_invalid_soon_uses_buffer_days_default_seven_and_skips_acme(tmp_path: Path) -> None:
+    pem = make_certificates(tmp_path)["cert"].read_text()  # valid from yesterday for 30 days
+
+    def config(**certs: CertificateConfig) -> PingapConfig:
+        return PingapConfig(certificates=certs)
+
+    now = datetime.datetime.now(datetime.UTC)
+    fine = CertificateConfig(name="fine", tls_cert=pem)
+    close = CertificateConfig(name="close", tls_cert=pem, buffer_days=40)
+    acme = CertificateConfig(name="acme", tls_cert=pem, buffer_days=40, acme="lets_encrypt")
+    assert invalid_soon(config(fine=fine, close=close, acme=acme), now) == ["close"]
+    assert invalid_soon(config(fine=fine), now + datetime.timedelta(days=22)) == []
+    assert invalid_soon(config(fine=fine), now + datetime.timedelta(days=24)) == ["fine"]
+    assert invalid_soon(config(fine=fine), now - datetime.timedelta(days=2)) == ["fine"]
