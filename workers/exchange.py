@@ -16,7 +16,7 @@ few hooks that the HTTP/1 connection (``workers.h1``) and the HTTP/2 stream
   ``Connection: close``; nothing in HTTP/2);
 - ``switch_protocols(...)``: the 101 tunnel (HTTP/1 only).
 
-Timeouts use ``deadline`` (monotonic seconds, 0 = none): the worker's sweeper raises
+Timeouts use ``deadline`` (monotonic seconds, 0 = none): the accept loop's sweeper (``workers.accept``) raises
 TimeoutError in the exchange's greenlet once it passes.
 """
 
@@ -66,7 +66,7 @@ from workers.spool import spool_body
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime, UpstreamRuntime
     from workers.pool import UpstreamConnection
-    from workers.worker import Worker
+    from workers.services import RequestServices
 
 log = logging.getLogger("pingap.exchange")
 
@@ -85,7 +85,7 @@ def send_all(sock: socket.socket, data: bytes) -> None:
 class Exchange:
     """Serves requests through ``ProxySession``; subclasses supply the downstream I/O."""
 
-    worker: Worker
+    services: RequestServices
     server: ServerRuntime
     conn: ConnectionInfo
     deadline: float
@@ -155,9 +155,9 @@ class Exchange:
         """Handle one request; True if the connection may carry another."""
         self._body_replay = None
         server = self.server
-        worker = self.worker
+        services = self.services
         now = time.monotonic()
-        session = ProxySession(worker.runtime, server, self.conn, request,
+        session = ProxySession(services.runtime, server, self.conn, request,
                                now=now, wall=time.time())
         server.processing += 1
         server.accepted += 1
@@ -165,15 +165,16 @@ class Exchange:
         self._pending_head = None
         size = 0
         keep = False
-        metrics = worker.metrics
+        metrics = services.metrics
         counted = False
         try:
             if server.prometheus_metrics == session.ctx.path:
                 size, keep = self.respond(request, plugin_response(
-                    200, worker.metrics_text().encode(),
+                    200, services.metrics_text().encode(),
                     b"text/plain; version=0.0.4; charset=utf-8"))
                 return keep
-            challenge = worker.acme_answer(session.ctx.path)
+            acme = services.acme_answer
+            challenge = acme(session.ctx.path) if acme is not None else None
             if challenge is not None:
                 size, keep = self.respond(request, challenge)
                 return keep
@@ -190,8 +191,8 @@ class Exchange:
                 else:
                     size, keep = self.proxy(session, request, decision.upstream)
             else:
-                if isinstance(decision, AdminCall) and worker.admin is not None:
-                    decision = worker.admin.answer(decision, session.ctx, body_reader(self))
+                if isinstance(decision, AdminCall) and services.admin is not None:
+                    decision = services.admin.answer(decision, session.ctx, body_reader(self))
                 size, keep = self.respond(request, session.local_response(decision),
                                           session.ctx)
         except ClientGone:
@@ -203,14 +204,14 @@ class Exchange:
                 assert metrics is not None
                 metrics.request_finished(server.name, ctx,
                                          session.upstream.name if session.upstream else None)
-            worker.log_request(server, ctx)
+            services.log_request(server, ctx)
         return keep
 
     # --- local answers ----------------------------------------------------------
 
     def respond(self, request: RequestReceived, answer: Respond,
                 ctx: RequestContext | None = None) -> tuple[int, bool]:
-        close = answer.close or self.worker.draining
+        close = answer.close or self.services.draining
         if not self.body_done:
             if request.has_body:
                 close = True  # the unread body makes the connection unusable
@@ -300,7 +301,7 @@ class Exchange:
     def proxy(self, session: ProxySession, request: RequestReceived,
               upstream: UpstreamRuntime) -> tuple[int, bool]:
         ctx = session.ctx
-        pool = self.worker.pool
+        pool = self.services.pool
         location = session.location
         if location is not None and location.client_body_buffer_size is not None \
                 and request.has_body and not self.body_done:
@@ -392,7 +393,7 @@ class Exchange:
         half-written frame would break the connection for every stream on it.
         """
         ctx = session.ctx
-        pool = self.worker.pool
+        pool = self.services.pool
         bridge = self.grpc_web
         authority = next((v for n, v in headers if n.lower() == b"host"), ctx.host.encode())
         # (the session already kept "TE: trailers" when the client sent it, as gRPC does;
@@ -452,7 +453,7 @@ class Exchange:
                             continue
                         if bridge is not None:
                             out = bridge.response_headers(out)
-                        if self.worker.draining or not request.keep_alive:
+                        if self.services.draining or not request.keep_alive:
                             self.mark_close(out)
                         self._filtered_head(ctx, event.status, out, event.reason)
                     else:
@@ -481,7 +482,7 @@ class Exchange:
                         self.flush()
                         stream = None
                         pool.release(up, reusable=True)
-                        close = self.worker.draining or not request.keep_alive
+                        close = self.services.draining or not request.keep_alive
                         return size, not close
                 if events:
                     self.flush()
@@ -629,7 +630,7 @@ class Exchange:
                     headers = session.response_headers(event.status, event.headers)
                     if session.replacement is not None:
                         continue
-                    close = self.worker.draining or not request.keep_alive
+                    close = self.services.draining or not request.keep_alive
                     if close:
                         self.mark_close(headers)
                     self._filtered_head(ctx, event.status, headers, event.reason)
@@ -637,7 +638,7 @@ class Exchange:
                     assert isinstance(event, ResponseEnded)
                     ctx.upstream_response_time = time.monotonic() - body_start
                     if session.replacement is not None:
-                        self.worker.pool.release(up, reusable=event.keep_alive)
+                        self.services.pool.release(up, reusable=event.keep_alive)
                         return self.respond(request,
                                             session.local_response(session.replacement), ctx)
                     if ctx.body_filters:
@@ -648,7 +649,7 @@ class Exchange:
                             self.write_body(tail)
                     self.write_end(event.trailers)
                     self.flush()
-                    self.worker.pool.release(up, reusable=event.keep_alive)
+                    self.services.pool.release(up, reusable=event.keep_alive)
                     return size, not close
             if wrote:
                 # one write per read: the head goes out with the first piece of body
@@ -665,7 +666,7 @@ class Exchange:
                     ctx.upstream_response_time = time.monotonic() - body_start
                     self.write_end(ended.trailers)
                     self.flush()
-                    self.worker.pool.release(up, reusable=ended.keep_alive)
+                    self.services.pool.release(up, reusable=ended.keep_alive)
                     return size, not close
 
     def splice_body(self, src: socket.socket, dst: socket.socket, owed: int,

@@ -39,7 +39,7 @@ from workers.turns import REQUESTS_PER_TURN, Turn
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime
     from workers.pool import UpstreamConnection
-    from workers.worker import Worker
+    from workers.services import RequestServices
 
 log = logging.getLogger("pingap.h1")
 
@@ -53,9 +53,9 @@ LINGER_MAX_BYTES = 1 << 20
 class H1Connection(Exchange):
     """Serves one accepted socket until it closes."""
 
-    def __init__(self, worker: Worker, server: ServerRuntime, sock: socket.socket,
-                 conn: ConnectionInfo, codec: ServerCodec | None = None) -> None:
-        self.worker = worker
+    def __init__(self, services: RequestServices, server: ServerRuntime,
+                 sock: socket.socket, conn: ConnectionInfo, codec: ServerCodec | None = None) -> None:
+        self.services = services
         self.server = server
         self.sock = sock
         self.conn = conn
@@ -63,7 +63,7 @@ class H1Connection(Exchange):
         self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
         self.write_timeout = server.write_timeout or DEFAULT_IDLE_TIMEOUT
         # Timeouts: before each blocking step the loop sets ``deadline`` (monotonic
-        # seconds; 0 = none) and the worker's sweeper raises TimeoutError in this
+        # seconds; 0 = none) and the accept loop's sweeper raises TimeoutError in this
         # connection's greenlet once it passes. Cheaper than a gevent Timeout per call.
         self.deadline = 0.0
         self.busy = False

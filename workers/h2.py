@@ -76,7 +76,7 @@ from workers.turns import FRAMES_PER_TURN, Turn
 
 if TYPE_CHECKING:
     from pingap.runtime import ServerRuntime
-    from workers.worker import Worker
+    from workers.services import RequestServices
 
 log = logging.getLogger("pingap.h2")
 
@@ -229,9 +229,9 @@ class _StreamErrorsH2(h2.connection.H2Connection):
 class H2Connection:
     """Serves one HTTP/2 client connection until it closes."""
 
-    def __init__(self, worker: Worker, server: ServerRuntime, sock: socket.socket,
-                 conn: ConnectionInfo, initial: bytes = b"") -> None:
-        self.worker = worker
+    def __init__(self, services: RequestServices, server: ServerRuntime,
+                 sock: socket.socket, conn: ConnectionInfo, initial: bytes = b"") -> None:
+        self.services = services
         self.server = server
         self.sock = sock
         self.conn = conn
@@ -468,11 +468,11 @@ class H2Connection:
         stream = H2Stream(self, stream_id, list(event.headers), event.stream_ended is not None)
         self.streams[stream_id] = stream
         stream.greenlet = gevent.spawn(stream.run)
-        self.worker.track_stream(stream, stream.greenlet)
+        self.services.streams[stream] = stream.greenlet
 
     def stream_done(self, stream: H2Stream) -> None:
         self.streams.pop(stream.stream_id, None)
-        self.worker.untrack_stream(stream)
+        self.services.streams.pop(stream, None)
         # hand back the connection window the stream's unread DATA still holds
         unread = stream.unacked
         stream.unacked = 0
@@ -514,7 +514,7 @@ class H2Stream(Exchange):
     def __init__(self, connection: H2Connection, stream_id: int, headers: Headers,
                  end_stream: bool) -> None:
         self.connection = connection
-        self.worker = connection.worker
+        self.services = connection.services
         self.server = connection.server
         self.conn = connection.conn
         self.stream_id = stream_id

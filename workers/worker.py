@@ -22,10 +22,8 @@ import platform
 import pwd
 import signal
 import socket
-import ssl
 import time
 from importlib.metadata import entry_points
-from itertools import count
 from typing import Any
 
 import gevent
@@ -33,32 +31,33 @@ import psutil
 from gevent.event import Event
 
 from pingap import __version__
-from pingap.accesslog import file_sink_settings
 from pingap.acme import challenge_answer, challenge_token
 from pingap.actions import Respond
 from pingap.config import load_config
-from pingap.context import ConnectionInfo, RequestContext
+from pingap.context import RequestContext
 from pingap.control import Decoder, MessageType, encode
 from pingap.errors import ConfigError
 from pingap.metrics import MetricsRecorder, process_lines, request_counts
 from pingap.metrics import render as render_metrics
-from pingap.plugins import Services, load_entry_points
-from pingap.runtime import Runtime, ServerRuntime, build_runtime
+from pingap.plugins import load_entry_points
+from pingap.runtime import Runtime, build_runtime
 from pingap.scoreboard import Scoreboard, SlotState
-from pingap.state import SharedState, ShmCounters
+from pingap.state import SharedState
 from pingap.system import logs
 from pingap.system.shm import open_scoreboard, open_state
 from pingap.system.workercmd import EXIT_BOOT_ERROR, parse
 from pingap.units import format_duration_spans, format_size_human
-from workers.accesslog import FileAccessLog, LoggerAccessLog
+from workers.accept import Acceptor
 from workers.admin import AdminService, basic_info
 from workers.cache_store import CacheStores
-from workers.files import LocalFiles
-from workers.h1 import H1Connection
-from workers.h2 import PREFACE, H2Connection, H2Stream, is_preface
 from workers.health import HealthProber
-from workers.plugin_io import PluginHttpClient
 from workers.pool import UpstreamPool
+from workers.services import (
+    RequestServices,
+    bind_plugins,
+    open_access_logs,
+    plugin_services,
+)
 
 log = logging.getLogger("pingap.worker")
 
@@ -91,20 +90,10 @@ class Worker:
         self.worker_id = worker_id
         self.generation = generation
         self.control = control
-        self.admin: AdminService | None = None   # set when a location runs ``admin``
         self.scoreboard = scoreboard
         self.slot = slot
-        self.pool = UpstreamPool(runtime.keepalive_pool_size)
-        self.draining = False
         self.ppid = os.getppid()
-        self.accepted = 0
-        self.requests = 0
         self._stop = Event()
-        self._conn_ids = count(1)
-        self._unregistered = 0  # accepted, not yet in _connections
-        self._connections: dict[H1Connection | H2Connection, gevent.Greenlet] = {}
-        self._streams: dict[H2Stream, gevent.Greenlet] = {}  # HTTP/2 request streams
-        self._accepters: list[gevent.Greenlet] = []
         for upstream in runtime.upstreams.values():
             upstream.shared = state
         self._probers: list[HealthProber] = []
@@ -117,15 +106,15 @@ class Worker:
             from workers.tls import TLSAcceptor  # ssl contexts only where TLS is served
             self._tls = {server.name: TLSAcceptor(runtime.certificates, server)
                          for server in runtime.servers.values() if server.tls}
-        self._bind_plugins(runtime, state, slot)
-        self._access_logs: dict[str, FileAccessLog | LoggerAccessLog] = {}
-        for server in runtime.servers.values():
-            if server.access_log is not None:
-                path = server.access_log.spec.path
-                if (path or "") not in self._access_logs:
-                    self._access_logs[path or ""] = (
-                        FileAccessLog(path, file_sink_settings(server.access_log.spec))
-                        if path else LoggerAccessLog())
+        plugins = plugin_services(runtime, state, slot, self.plugin_stats, self.cache_stores)
+        bind_plugins(runtime, plugins)
+        self.services = RequestServices(
+            runtime, UpstreamPool(runtime.keepalive_pool_size), metrics=self.metrics,
+            access_logs=open_access_logs(runtime), metrics_text=self.metrics_text,
+            acme_answer=self.acme_answer if self._acme_storage is not None else None,
+            plugins=plugins)
+        self.acceptor = Acceptor(self.services, listeners, tls=self._tls,
+                                 scoreboard=scoreboard, on_change=self._publish_current)
 
     def _setup_acme(self, runtime: Runtime) -> None:
         """With ``acme`` certificates: load what is stored (so it serves from the first
@@ -174,26 +163,6 @@ class Worker:
             "category": "lets_encrypt", "level": "info",
             "title": "Generate new cert from let's encrypt",
             "message": f"Domains: {json.dumps(list(domains))}"})
-
-    def _bind_plugins(self, runtime: Runtime, state: SharedState | None, slot: int) -> None:
-        services = Services()
-        basic = runtime.config.basic
-        if basic.redis_url:
-            from workers.redis_store import RedisCounters
-            services.counters = RedisCounters(basic.redis_url,
-                                              fail_open=basic.redis_failure_mode == "open")
-        elif state is not None:
-            services.counters = ShmCounters(state, slot, time.time)
-        services.stats = self.plugin_stats
-        services.http = PluginHttpClient()
-        services.files = LocalFiles()
-        services.cache_store = self.cache_stores
-        seen: set[int] = set()
-        for location in runtime.locations.values():
-            for plugin in location.plugins:
-                if id(plugin) not in seen:
-                    seen.add(id(plugin))
-                    plugin.bind(services)
 
     def plugin_stats(self, ctx: RequestContext) -> dict[str, object]:
         """What the ``stats`` plugin answers: pingap's fields, counted over the whole host
@@ -291,10 +260,7 @@ class Worker:
     # --- serving ------------------------------------------------------------------
 
     def _start_serving(self) -> None:
-        for name, socks in self.listeners.items():
-            server = self.runtime.servers[name]
-            for sock in socks:
-                self._accepters.append(gevent.spawn(self._accept_loop, server, sock))
+        self.acceptor.start()
         # one prober per host: worker 0 of each generation probes, everyone reads
         if self.worker_id == 0 or self.state is None:
             self._probers = [HealthProber(u, self.state, self._backend_flipped)
@@ -312,7 +278,7 @@ class Worker:
 
     def activate(self, worker_id: int) -> None:
         """A standby worker takes the place of one that died: serve at once."""
-        if not self.standby or self.draining:
+        if not self.standby or self.services.draining:
             return
         self.standby = False
         self.worker_id = worker_id
@@ -339,123 +305,10 @@ class Worker:
         if self.control is not None:
             gevent.spawn(self._read_control)
         gevent.spawn(self._heartbeat)
-        gevent.spawn(self._sweep_deadlines)
+        gevent.spawn(self.acceptor.sweep_deadlines)
         self._stop.wait()
         self._shutdown()
         return 0
-
-    def _overloaded(self) -> bool:
-        board = self.scoreboard
-        if board is None:
-            return False
-        return len(self._connections) > board.serving_average() + BALANCE_SLACK
-
-    def _accept_loop(self, server: ServerRuntime, sock: socket.socket) -> None:
-        while not self.draining:
-            if self._overloaded():
-                gevent.sleep(0.002)  # let less busy workers take the next connections
-                continue
-            try:
-                client, peer = sock.accept()
-            except OSError as exc:
-                if self.draining:
-                    return
-                log.warning("accept on %s failed: %s", server.name, exc)
-                gevent.sleep(0.05)
-                continue
-            self.accepted += 1
-            self._unregistered += 1  # counted as live from accept on
-            self._publish(SlotState.SERVING)
-            gevent.spawn(self._serve_connection, server, client, peer)
-            gevent.sleep(0)  # one connection per wake-up: others get their turn
-
-    def _serve_connection(self, server: ServerRuntime, client: socket.socket,
-                          peer: tuple[str, int]) -> None:
-        handshake: float | None = None
-        try:
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            local = client.getsockname()
-            acceptor = self._tls.get(server.name)
-            if acceptor is not None:
-                client, handshake = acceptor.wrap(client)
-        except (OSError, ssl.SSLError) as exc:
-            self._unregistered -= 1
-            log.debug("connection from %s dropped: %s", peer, exc)
-            client.close()
-            return
-        info = ConnectionInfo(
-            connection_id=next(self._conn_ids),
-            remote_addr=peer[0] if isinstance(peer, tuple) else "",
-            remote_port=peer[1] if isinstance(peer, tuple) else 0,
-            server_addr=local[0] if isinstance(local, tuple) else "",
-            server_port=local[1] if isinstance(local, tuple) else 0,
-            accepted_at=time.monotonic(),
-        )
-        if handshake is not None:
-            tls = client  # an ssl.SSLSocket
-            info.tls = True
-            info.tls_version = tls.version()  # type: ignore[attr-defined]
-            cipher = tls.cipher()  # type: ignore[attr-defined]
-            info.tls_cipher = cipher[0] if cipher else None
-            info.tls_handshake_time = handshake
-        conn: H1Connection | H2Connection
-        if handshake is not None:
-            if client.selected_alpn_protocol() == "h2":  # type: ignore[attr-defined]
-                conn = H2Connection(self, server, client, info)
-            else:
-                conn = H1Connection(self, server, client, info)
-        elif server.enabled_h2:
-            try:
-                initial = self._first_bytes(server, client)
-            except OSError:
-                self._unregistered -= 1
-                client.close()
-                return
-            if is_preface(initial):
-                conn = H2Connection(self, server, client, info, initial)
-            else:
-                conn = H1Connection(self, server, client, info)
-                conn.codec.receive_data(initial)
-        else:
-            conn = H1Connection(self, server, client, info)
-        self._connections[conn] = gevent.getcurrent()  # type: ignore[assignment]
-        self._unregistered -= 1
-        try:
-            conn.run()
-        finally:
-            self._connections.pop(conn, None)
-            self._publish(SlotState.DRAINING if self.draining else SlotState.SERVING)
-
-    @staticmethod
-    def _first_bytes(server: ServerRuntime, client: socket.socket) -> bytes:
-        """On a plaintext server with HTTP/2 enabled: read until the bytes either are the
-        whole h2c preface or cannot be, so the connection goes to the right protocol."""
-        data = b""
-        with gevent.Timeout(server.read_timeout or 60.0, TimeoutError("idle")):
-            while len(data) < len(PREFACE) and is_preface(data or PREFACE):
-                piece = client.recv(65536)
-                if not piece:
-                    break
-                data += piece
-        return data
-
-    def track_stream(self, stream: H2Stream, greenlet: gevent.Greenlet) -> None:
-        """An HTTP/2 stream runs in its own greenlet: its deadlines are swept too."""
-        self._streams[stream] = greenlet
-
-    def untrack_stream(self, stream: H2Stream) -> None:
-        self._streams.pop(stream, None)
-
-    def _sweep_deadlines(self) -> None:
-        """Raise TimeoutError in every connection or stream whose deadline has passed."""
-        while True:
-            gevent.sleep(DEADLINE_TICK)
-            now = time.monotonic()
-            for table in (self._connections, self._streams):
-                for conn, greenlet in list(table.items()):  # type: ignore[attr-defined]
-                    if 0.0 < conn.deadline < now:
-                        conn.deadline = 0.0
-                        greenlet.kill(TimeoutError("timed out"), block=False)
 
     def acme_answer(self, path: str) -> Respond | None:
         """The answer to an ACME HTTP-01 challenge request, or None for any other path.
@@ -470,28 +323,25 @@ class Worker:
             return None
         return challenge_answer(self._acme_storage.read_token(token))
 
-    def log_request(self, server: ServerRuntime, ctx: RequestContext) -> None:
-        self.requests += 1
-        access_log = server.access_log
-        if access_log is None:
-            return
-        sink = self._access_logs.get(access_log.spec.path or "")
-        if sink is not None:
-            sink.write(access_log.format(ctx))
-
     # --- master communication ---------------------------------------------------------
 
     def _publish(self, state: SlotState) -> None:
         if self.scoreboard is not None:
+            acceptor = self.acceptor
             self.scoreboard.write(self.slot, pid=os.getpid(), generation=self.generation,
-                                  state=state,
-                                  connections=len(self._connections) + self._unregistered,
-                                  accepted=self.accepted, requests=self.requests,
+                                  state=state, connections=acceptor.live,
+                                  accepted=acceptor.accepted,
+                                  requests=self.services.requests,
                                   heartbeat=time.monotonic())
 
+    def _publish_current(self) -> None:
+        self._publish(SlotState.DRAINING if self.services.draining else
+                      SlotState.STANDBY if self.standby else SlotState.SERVING)
+
     def stats(self) -> dict[str, int]:
-        return {"connections": len(self._connections), "accepted": self.accepted,
-                "requests": self.requests, "pid": os.getpid()}
+        return {"connections": len(self.acceptor.connections),
+                "accepted": self.acceptor.accepted, "requests": self.services.requests,
+                "pid": os.getpid()}
 
     def _send(self, message_type: MessageType, payload: object = None) -> None:
         if self.control is None:
@@ -504,8 +354,7 @@ class Worker:
     def _heartbeat(self) -> None:
         while not self._stop.is_set():
             self._send(MessageType.HEARTBEAT, self.stats())
-            self._publish(SlotState.DRAINING if self.draining else
-                          SlotState.STANDBY if self.standby else SlotState.SERVING)
+            self._publish_current()
             gevent.sleep(HEARTBEAT_INTERVAL)
 
     def _read_control(self) -> None:
@@ -528,8 +377,9 @@ class Worker:
                     self.activate(int(message.payload["worker_id"]))
                 elif message.type == MessageType.STATS:
                     self._send(MessageType.STATS, self.stats())
-                elif message.type == MessageType.ADMIN_RESULT and self.admin is not None:
-                    self.admin.resolve(message.payload or {})
+                elif (message.type == MessageType.ADMIN_RESULT
+                      and self.services.admin is not None):
+                    self.services.admin.resolve(message.payload or {})
 
     def _backend_flipped(self, upstream: str, addr: str, healthy: bool) -> None:
         """pingap's backend_status event; the master sends it to the webhook."""
@@ -553,62 +403,32 @@ class Worker:
         """Stop accepting and finish what is open. ``take_queue``: also serve what the
         kernel already queued on the listeners before closing them (a stop; after a reload
         the new generation accepts those)."""
-        if self.draining:
+        if self.services.draining:
             return
-        self.draining = True
+        self.services.draining = True
         self._publish(SlotState.DRAINING)
         log.info("worker %d (generation %d) draining %d connections", self.worker_id,
-                 self.generation, len(self._connections))
-        for greenlet in self._accepters:
-            greenlet.kill(block=False)
+                 self.generation, len(self.acceptor.connections))
+        takers = self.acceptor.stop(take_queue)
         if self._renewer is not None:  # the new generation's worker 0 takes over
             self._renewer.stop()
-        for conn in list(self._connections):
-            conn.drain()
-        takers = [gevent.spawn(self._take_queue, self.runtime.servers[name], sock)
-                  for name, socks in self.listeners.items() for sock in socks
-                  ] if take_queue else []
+        self.acceptor.drain()
         gevent.spawn(self._drain, takers)
-
-    def _take_queue(self, server: ServerRuntime, sock: socket.socket) -> None:
-        """Draining: serve the connections the kernel already queued on ``sock`` (their
-        clients completed the handshake and wait for an answer), then close our copy of
-        it. The last copy closed with connections queued would reset them; on a stop the
-        master first makes the listener drop new handshakes
-        (``master.listeners.ListenerSet.refuse_new_connections``), so the queue only
-        empties. A second pass after ``QUEUE_SETTLE`` takes handshakes that were half way
-        through."""
-        sock.settimeout(0.0)
-        try:
-            for settle in (False, True):
-                if settle:
-                    gevent.sleep(QUEUE_SETTLE)
-                for _ in range(BACKLOG_TAKE):
-                    try:
-                        client, peer = sock.accept()
-                    except OSError:  # BlockingIOError: the queue is empty
-                        break
-                    self.accepted += 1
-                    self._unregistered += 1
-                    gevent.spawn(self._serve_connection, server, client, peer)
-        finally:
-            sock.close()
 
     def _drain(self, takers: list[gevent.Greenlet]) -> None:
         gevent.joinall(takers)
         grace = self.runtime.config.basic.grace_period
         deadline = time.monotonic() + grace
         idle_close = time.monotonic() + min(IDLE_CLOSE_GRACE, grace)
-        while (self._connections or self._unregistered) and time.monotonic() < deadline:
+        acceptor = self.acceptor
+        while acceptor.live and time.monotonic() < deadline:
             if time.monotonic() >= idle_close:
-                for conn, greenlet in list(self._connections.items()):
-                    if not conn.busy:
-                        greenlet.kill(block=False)
+                acceptor.close_idle()
             gevent.sleep(0.05)
         self._stop.set()
 
     def reopen_logs(self) -> None:
-        for sink in self._access_logs.values():
+        for sink in self.services.access_logs.values():
             sink.reopen()
         logs.reopen()
 
@@ -618,11 +438,10 @@ class Worker:
         for job in (self._renewer, self._cert_watcher):
             if job is not None:
                 job.stop()
-        for greenlet in list(self._connections.values()):
-            greenlet.kill(block=False)
-        for sink in self._access_logs.values():
+        self.acceptor.close_all()
+        for sink in self.services.access_logs.values():
             sink.close()
-        self.pool.close_all()
+        self.services.pool.close_all()
 
 
 def adopt_listeners(mapping: dict[str, list[int]]) -> dict[str, list[socket.socket]]:
@@ -639,7 +458,6 @@ def drop_privileges(user: str | None, group: str | None) -> None:
         return
     socket.getaddrinfo("localhost", 80)  # loads gevent's resolver
     import http.client  # noqa: F401  (push gateway)
-    import ssl  # noqa: F401  (https health checks)
 
     import workers.push
     import workers.redis_store  # noqa: F401
@@ -687,12 +505,12 @@ def main(argv: list[str]) -> int:
                         slot=args.slot, state=state, standby=args.standby)
         if any(p.category == "admin" for loc in runtime.locations.values()
                for p in loc.plugins):
-            worker.admin = AdminService(worker._send,
-                                        lambda: basic_info(worker),
-                                        lambda: list(worker.runtime.certificates.entries),
-                                        lambda: worker.draining,
-                                        lambda: {n: s for n, s in worker.runtime.servers.items()
-                                                 if n != "pingap:admin"})
+            worker.services.admin = AdminService(
+                worker._send, lambda: basic_info(worker),
+                lambda: list(worker.runtime.certificates.entries),
+                lambda: worker.services.draining,
+                lambda: {n: s for n, s in worker.runtime.servers.items()
+                         if n != "pingap:admin"})
         drop_privileges(config.basic.user, config.basic.group)
     except ConfigError as err:
         return boot_error(f"invalid config: {err}")

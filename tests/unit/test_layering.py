@@ -4,7 +4,10 @@
 ``master``, and never gevent. ``master/`` never imports gevent (it forks and runs
 threads); ``workers/`` never imports ``master/``. Every import counts: at module level,
 inside functions and under ``TYPE_CHECKING``, since each is a dependency a reader must
-follow. A concept has one home: ``Headers`` and ``HOP_BY_HOP`` in ``pingap/headers.py``,
+follow. Within ``workers/`` no module imports one that (directly or not) imports it
+back, and request code (the exchange, the HTTP/1 and HTTP/2 connections) gets its
+services passed in (``workers.services``), never from ``workers.worker``. A concept has
+one home: ``Headers`` and ``HOP_BY_HOP`` in ``pingap/headers.py``,
 ``EXIT_BOOT_ERROR`` in ``pingap/system/workercmd.py``.
 """
 
@@ -70,6 +73,52 @@ def test_a_package_imports_nothing_above_it(package: str, forbidden: set[str]) -
                        for module, names in MODULES.items() if _top(module) == package
                        for name in names if _top(name) in forbidden)
     assert offending == []
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle in ``graph`` (as the list of modules around it), or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_among_workers() -> None:
+    workers = {name for name in MODULES if _top(name) == "workers"}
+    graph = {name: {dep for dep in MODULES[name] if dep in workers and dep != name}
+             for name in workers}
+    # "workers" itself is the package: importing a submodule runs it, not a cycle
+    graph["workers"] = set()
+    assert _cycle(graph) is None
+
+
+def test_request_code_never_reaches_up_into_the_worker() -> None:
+    for module in ("workers.exchange", "workers.h1", "workers.h2"):
+        assert "workers.worker" not in MODULES[module], module
 
 
 def _module_level_names(path: Path) -> set[str]:
