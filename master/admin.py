@@ -40,6 +40,8 @@ log = logging.getLogger("pingap.master")
 
 ADMIN_NAME = "pingap:admin"
 ADMIN_DOCUMENT_KEY = "pingap-admin.toml"
+RESTART_REASON = "admin restart"
+"""The reload reason of ``/api/restart`` (its webhook is restart / restart_fail)."""
 
 
 def admin_document(spec: str) -> Document:
@@ -108,7 +110,7 @@ class AdminWriter:
             elif op == "import":
                 self.import_config(str((payload.get("values") or {}).get("toml", "")), reply)
             elif op == "reload":
-                self._reload_then(reply, "admin restart", {"message": "reloaded"})
+                self._reload_then(reply, RESTART_REASON, {"message": "reloaded"})
             elif op in ("save", "delete"):
                 self.write(payload, reply)
             else:

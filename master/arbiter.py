@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master import files, handoff
-from master.admin import AdminWriter, admin_document
+from master.admin import RESTART_REASON, AdminWriter, admin_document
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from master.snapshot import ConfigSnapshots
@@ -183,7 +183,9 @@ class Arbiter:
         self.workers: dict[int, WorkerHandle] = {}   # by pid
         self.current: Generation | None = None
         self.rollout: Rollout | None = None
-        self.reload_pending = False
+        #: the reason of a reload asked for during a rollout (an admin restart wins, so it
+        #: is reported as one)
+        self.reload_pending: str | None = None
         self.reload_seq = 0
         self.last_reload: dict[str, Any] | None = None
         self._reload_diff: list[str] = []  # the last reload's changes, for diff_config
@@ -377,8 +379,8 @@ class Arbiter:
         log.info("generation %d serving (%s)", self.current.number, rollout.reason)
         self.on_ready()
         if self.reload_pending:
-            self.reload_pending = False
-            self.reload("pending change")
+            reason, self.reload_pending = self.reload_pending, None
+            self.reload(f"pending change: {reason}" if reason != RESTART_REASON else reason)
 
     def abort_rollout(self, reason: str) -> None:
         rollout = self.rollout
@@ -401,7 +403,8 @@ class Arbiter:
         if self.stopping or self.handoff is not None:
             return
         if self.rollout is not None:
-            self.reload_pending = True
+            if self.reload_pending != RESTART_REASON:
+                self.reload_pending = reason
             return
         notify("RELOADING=1", monotonic_usec())
         self.paused = False
@@ -512,7 +515,8 @@ class Arbiter:
                             str(event.get("title", "")), message)
 
     def notify_reload(self) -> None:
-        """pingap's reload_config / reload_config_fail, once per reload."""
+        """pingap's reload_config / reload_config_fail (restart / restart_fail for
+        ``/api/restart``), with diff_config first, once per reload."""
         last = self.last_reload
         if not last or last["seq"] == self._notified_seq:
             return
@@ -526,9 +530,16 @@ class Arbiter:
                 self.webhook.notify("diff_config", "info", "Configuration changed",
                                     "\n".join(self._reload_diff))
                 self._reload_diff = []
-            self.webhook.notify("reload_config", "info", "Reload config success",
-                                f"{last.get('reason', '')}: generation "
-                                f"{self.current.number if self.current else 0} serving")
+            serving = f"generation {self.current.number if self.current else 0} serving"
+            if last.get("reason") == RESTART_REASON:
+                self.webhook.notify("restart", "info", "Restart",
+                                    f"Restart now, pid:{os.getpid()}: {serving}")
+            else:
+                self.webhook.notify("reload_config", "info", "Reload config success",
+                                    f"{last.get('reason', '')}: {serving}")
+        elif last.get("reason") == RESTART_REASON:
+            self.webhook.notify("restart_fail", "error", "Restart fail",
+                                "; ".join(last.get("problems") or []))
         else:
             self.webhook.notify("reload_config_fail", "error", "Reload config fail",
                                 f"{last.get('reason', '')}: "

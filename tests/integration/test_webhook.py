@@ -170,3 +170,42 @@ locations = ["all"]
         assert hook.categories() == ["tls_validity", "reload_config"]
     finally:
         hook.stop()
+
+
+def test_admin_restart_sends_restart_or_restart_fail(tmp_path: Path, backends) -> None:
+    """``/api/restart`` is reported as pingap's restart / restart_fail, not as a reload."""
+    from tests.integration.test_admin import Admin
+    from tests.support.proc import PingapProcess, port_open
+
+    backend = backends("app")
+    hook = Receiver()
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "pingap.toml"
+    good = _config(port, backend.addr, hook.url, tmp_path).replace(
+        '["backend_status", "diff_config", "reload_config",\n                         '
+        '"reload_config_fail"]',
+        '["restart", "restart_fail", "reload_config", "reload_config_fail"]')
+    assert '"restart_fail"' in good
+    conf.write_text(good)
+    proc = PingapProcess(conf, port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
+    try:
+        wait_for(lambda: port_open(admin_port), what="the admin port")
+        admin = Admin(admin_port)
+        status, _, body = admin.call("POST", "/api/restart")
+        assert status == 200 and body["reload"]["ok"], body
+        wait_for(lambda: "restart" in hook.categories(), timeout=20, what="the restart event")
+        assert hook.posts[0]["level"] == "info"
+        assert hook.posts[0]["message"].startswith(f"Restart now, pid:{proc.pid}")
+
+        conf.write_text(good.replace('upstream = "u"', 'upstream = "missing"'))
+        status, _, body = admin.call("POST", "/api/restart")
+        assert status == 500 and not body["reload"]["ok"], body
+        wait_for(lambda: "restart_fail" in hook.categories(), timeout=20,
+                 what="the restart_fail event")
+        assert hook.posts[1]["level"] == "error"
+        assert "locations.all.upstream" in hook.posts[1]["message"]
+        assert hook.categories() == ["restart", "restart_fail"]
+    finally:
+        proc.stop()
+        hook.stop()
