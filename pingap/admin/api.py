@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from pingap.actions import Respond
+from pingap.aes import aes_decrypt, aes_encrypt
 
 CATEGORIES = {"basic": "basic", "server": "servers", "location": "locations",
               "upstream": "upstreams", "plugin": "plugins", "certificate": "certificates",
@@ -111,6 +112,8 @@ def route(request: AdminRequest, config: Mapping[str, Any],
                           name=args[1] if len(args) > 1 else "")
     if resource == "restart" and method == "POST":
         return MasterCall(op="reload")
+    if resource == "aes" and method == "POST":
+        return _aes(request)
     if resource == "schema" and method == "GET":
         return json_response(200, schema())
     if resource == "route-test" and method == "POST":
@@ -175,6 +178,27 @@ def _configs(request: AdminRequest, method: str, args: list[str], config: Mappin
     if not isinstance(values, dict):
         return error(400, "the body must be a JSON object of the entry's fields")
     return MasterCall(op="save", category=section, name=name, values=values, expected=expected)
+
+
+def _aes(request: AdminRequest) -> Respond:
+    """pingap's ``POST /api/aes``: ``{"category": "encrypt"|other, "key", "data"}`` ->
+    ``{"value"}``; any category but ``encrypt`` decrypts, as pingap."""
+    try:
+        params = json.loads(request.body or b"{}")
+    except ValueError as exc:
+        return error(400, f"invalid JSON: {exc}")
+    if not isinstance(params, dict) or not all(
+            isinstance(params.get(k), str) for k in ("category", "key", "data")):
+        return error(400, 'expected {"category": "encrypt" or "decrypt", "key": text, '
+                     '"data": text}')
+    try:
+        if params["category"] == "encrypt":
+            value = aes_encrypt(params["key"], params["data"])
+        else:
+            value = aes_decrypt(params["key"], params["data"])
+    except ValueError as exc:
+        return error(400, str(exc))
+    return json_response(200, {"value": value})
 
 
 def schema() -> dict[str, Any]:

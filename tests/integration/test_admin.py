@@ -245,3 +245,19 @@ def test_control_panel_serves_the_admin_only(tmp_path: Path) -> None:
     run = subprocess.run(["pingap", "-c", str(conf), "--cp"], capture_output=True, text=True,
                          timeout=30)
     assert run.returncode == 1 and "needs --admin" in run.stderr
+
+
+def test_aes_encrypts_and_decrypts_as_pingap(setup) -> None:
+    from pingap.aes import aes_encrypt
+
+    _, _, admin, _, _, _ = setup
+    body = {"category": "encrypt", "key": "k" * 40, "data": "db password"}
+    assert admin.call("POST", "/api/aes", body, auth=False)[0] == 401
+    status, _, sealed = admin.call("POST", "/api/aes", body)
+    assert status == 200 and sealed == {"value": aes_encrypt("k" * 32, "db password")}
+    status, _, plain = admin.call("POST", "/api/aes", {"category": "decrypt", "key": "k" * 40,
+                                                       "data": sealed["value"]})
+    assert status == 200 and plain == {"value": "db password"}
+    status, _, failed = admin.call("POST", "/api/aes", {"category": "decrypt", "key": "x",
+                                                        "data": sealed["value"]})
+    assert status == 400 and "wrong key" in failed["message"]
