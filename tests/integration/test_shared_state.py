@@ -197,7 +197,7 @@ def test_metrics_totals_are_exact_after_100_worker_restarts(tmp_path: Path, back
         reload = subprocess.run(["pingapctl", "reload", "--pid-file",
                                  str(tmp_path / "pingap.pid")], capture_output=True, text=True,
                                 timeout=60)
-        assert reload.returncode == 0, reload.stderr
+        assert reload.returncode == 0, reload.stderr + proxy.log()[-4000:]
     wait_for(lambda: len(proxy.worker_pids()) == 2, timeout=20, what="old workers gone")
     started = time.monotonic()
     reply = request(port, path="/metrics")
