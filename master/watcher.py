@@ -12,12 +12,14 @@ import os
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from master.wakeup import WakePipe
+
 DEBOUNCE = 0.5
 
 
 class _Wake(FileSystemEventHandler):
-    def __init__(self, wfd: int, target: str) -> None:
-        self.wfd = wfd
+    def __init__(self, pipe: WakePipe, target: str) -> None:
+        self.pipe = pipe
         self.target = os.path.abspath(target)
         self.is_dir = os.path.isdir(self.target)
 
@@ -32,36 +34,23 @@ class _Wake(FileSystemEventHandler):
             else os.path.abspath(p).startswith(self.target + os.sep) and p.endswith(".toml")
             for p in paths)
         if relevant:
-            try:
-                os.write(self.wfd, b"w")
-            except OSError:
-                pass
+            self.pipe.wake()
 
 
-class ConfigWatcher:
+class ConfigWatcher(WakePipe):
     """Watches a config file or directory; ``fd`` becomes readable on changes."""
 
     def __init__(self, path: str) -> None:
+        super().__init__()
         self.path = os.path.abspath(path)
-        self.fd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._observer = Observer()
         watch_dir = self.path if os.path.isdir(self.path) else os.path.dirname(self.path)
-        self._observer.schedule(_Wake(self._wfd, self.path), watch_dir,
+        self._observer.schedule(_Wake(self, self.path), watch_dir,
                                 recursive=os.path.isdir(self.path))
         self._observer.daemon = True
 
     def start(self) -> None:
         self._observer.start()
-
-    def drain(self) -> bool:
-        """Consume pending wake-ups; True if there were any."""
-        seen = False
-        try:
-            while os.read(self.fd, 4096):
-                seen = True
-        except BlockingIOError:
-            pass
-        return seen
 
     def stop(self) -> None:
         self._observer.stop()

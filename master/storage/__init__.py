@@ -17,7 +17,6 @@ document that holds it, only if the entry is still the version the caller saw, e
 from __future__ import annotations
 
 import abc
-import os
 import re
 import threading
 from collections.abc import Mapping
@@ -32,6 +31,7 @@ from master.storage.documents import (
     entry_values,
     place_entry,
 )
+from master.wakeup import WakePipe
 from pingap.config.sources import Source
 
 __all__ = ["ConfigStorage", "ConflictError", "Document", "HistoryItem", "PollingWatcher",
@@ -152,7 +152,7 @@ class ConfigStorage(abc.ABC):
         return out
 
 
-class PollingWatcher:
+class PollingWatcher(WakePipe):
     """Wakes the master (a byte on a pipe) when ``storage.fingerprint()`` changes.
 
     Runs in a thread of the master (never gevent). While the storage is unreachable it
@@ -161,9 +161,9 @@ class PollingWatcher:
     that could not read the storage)."""
 
     def __init__(self, storage: ConfigStorage, interval: float = 0.2) -> None:
+        super().__init__()
         self.storage = storage
         self.interval = interval
-        self.fd, self._wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.debounce = 0.05
         try:
             self._last: Any = storage.fingerprint()
@@ -186,19 +186,7 @@ class PollingWatcher:
                 continue
             if current != self._last:
                 self._last = current
-                try:
-                    os.write(self._wfd, b"w")
-                except OSError:
-                    pass
-
-    def drain(self) -> bool:
-        seen = False
-        try:
-            while os.read(self.fd, 4096):
-                seen = True
-        except BlockingIOError:
-            pass
-        return seen
+                self.wake()
 
     def stop(self) -> None:
         self._stop.set()
