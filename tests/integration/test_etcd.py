@@ -49,9 +49,10 @@ def _answer(port: int, proxies: list[PingapProcess]) -> tuple[str | None, int]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
     try:
         conn.request("GET", "/")
+        assert conn.sock is not None
+        local = conn.sock.getsockname()[1]  # before a Connection: close answer drops it
         reply = conn.getresponse()
         reply.read()
-        local = conn.sock.getsockname()[1]
         for index, proxy in enumerate(proxies):
             for pid in proxy.worker_pids():
                 try:

@@ -189,6 +189,9 @@ def test_metrics_totals_are_exact_after_100_worker_restarts(tmp_path: Path, back
     port = free_port()
     conf_text = config(tmp_path, port, backend.addr, server='prometheus_metrics = "/metrics"')
     proxy = pingap(conf_text, port=port)
+    # the port opens with the first worker; pingapctl finds the master once the whole
+    # generation serves and the pid file is written
+    wait_for(lambda: (tmp_path / "pingap.pid").exists(), what="pid file")
     sent = 0
     for _ in range(50):  # 50 reloads x 2 workers
         for _ in range(6):
