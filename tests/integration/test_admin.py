@@ -15,6 +15,7 @@ import pytest
 
 from pingap.admin.auth import make_token
 from tests.support.client import request
+from tests.support.configs import per_entry_conf_dir
 from tests.support.proc import PingapProcess, free_port, port_open, wait_for
 
 CONFIG = """# the team's proxy
@@ -173,13 +174,7 @@ def test_history_of_a_per_entry_directory(tmp_path: Path, backends) -> None:
     a, b = backends("a"), backends("b")
     port, admin_port = free_port(), free_port()
     conf = tmp_path / "conf"
-    (conf / "upstreams").mkdir(parents=True)
-    (conf / "basic.toml").write_text(f'[basic]\ngrace_period = "1s"\n'
-                                     f'pid_file = "{tmp_path}/pingap.pid"\n')
-    (conf / "upstreams" / "u.toml").write_text(f'[upstreams.u]\naddrs = ["{a.addr}"]\n')
-    (conf / "all.toml").write_text(f'[locations.all]\nupstream = "u"\n[servers.s]\n'
-                                   f'addr = "127.0.0.1:{port}"\nlocations = ["all"]\n')
-    proc = PingapProcess(f"{conf}?separation=true&enable_history=true", port, tmp_path,
+    proc = PingapProcess(per_entry_conf_dir(tmp_path, port, a.addr), port, tmp_path,
                          args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
     try:
         wait_for(lambda: port_open(admin_port), what="the admin port")

@@ -15,6 +15,7 @@ from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.support.client import request
+from tests.support.configs import per_entry_conf_dir
 from tests.support.proc import ROOT, PingapProcess, free_port, port_open, wait_for
 
 DOCS = ROOT / "docs"
@@ -70,13 +71,7 @@ def test_admin_ui_edits_and_rolls_back(tmp_path: Path, backends, browser) -> Non
     a, b = backends("a"), backends("b")
     port, admin_port = free_port(), free_port()
     conf = tmp_path / "conf"
-    (conf / "upstreams").mkdir(parents=True)
-    (conf / "basic.toml").write_text(f'[basic]\ngrace_period = "1s"\n'
-                                     f'pid_file = "{tmp_path}/pingap.pid"\n')
-    (conf / "upstreams" / "u.toml").write_text(f'[upstreams.u]\naddrs = ["{a.addr}"]\n')
-    (conf / "main.toml").write_text(f'[locations.all]\nupstream = "u"\n[servers.s]\n'
-                                    f'addr = "127.0.0.1:{port}"\nlocations = ["all"]\n')
-    proc = PingapProcess(f"{conf}?separation=true&enable_history=true", port, tmp_path,
+    proc = PingapProcess(per_entry_conf_dir(tmp_path, port, a.addr), port, tmp_path,
                          args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
     driver = browser
     try:
