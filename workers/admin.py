@@ -8,25 +8,38 @@ master's answer — the reload's result — without blocking other greenlets.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
+import platform
 import time
 from collections.abc import Callable
 from itertools import count
 from pathlib import Path
 from typing import Any
 
+import gevent
 from gevent import Timeout
 from gevent.event import AsyncResult
 
 from pingap import __version__
 from pingap.actions import Respond
 from pingap.admin.api import MAX_BODY, AdminCall, AdminRequest, MasterCall, error, json_response, route
+from pingap.admin.dashboard import (
+    RequestRate,
+    certificate_expiry,
+    open_connections,
+    upstream_health,
+    worker_rows,
+)
 from pingap.admin.route_test import explain
 from pingap.context import RequestContext
 from pingap.control import MessageType
 from pingap.errors import DownstreamError
 from pingap.events import BodyReceived, MessageEnded
+from pingap.metrics import request_counts
+from pingap.scoreboard import SlotView
+from pingap.system.processes import process_figures
 
 log = logging.getLogger("pingap.admin")
 
@@ -185,9 +198,81 @@ def body_reader(exchange: Any) -> Callable[[int], bytes | None]:
     return read
 
 
+class RateSampler:
+    """Samples the host's accepted-requests total every second while someone watches the
+    dashboard (a ``/api/basic`` call in the last ``WATCH`` seconds), so requests/s is
+    ready at the next call whichever worker takes it."""
+
+    WATCH = 60.0
+
+    def __init__(self, read_total: Callable[[], int]) -> None:
+        self.rate = RequestRate()
+        self._read_total = read_total
+        self._watched_until = 0.0
+        self._greenlet: gevent.Greenlet | None = None
+
+    def watch(self, total: int) -> float | None:
+        """Requests/s now, given the current ``total``; keeps sampling a while."""
+        now = time.monotonic()
+        self.rate.add(now, total)
+        self._watched_until = now + self.WATCH
+        if self._greenlet is None or self._greenlet.dead:
+            self._greenlet = gevent.spawn(self._run)
+        return self.rate.per_second()
+
+    def _run(self) -> None:
+        while time.monotonic() < self._watched_until:
+            gevent.sleep(1.0)
+            self.rate.add(time.monotonic(), self._read_total())
+
+
+_sampler: RateSampler | None = None
+"""This worker process's sampler (one worker per process)."""
+
+
+def _host_counts(worker: Any) -> tuple[list[SlotView], dict[str, int]]:
+    """The host's worker slots and request counts (this worker's own without shared
+    memory: a worker built by hand in tests)."""
+    slots = list(worker.scoreboard.slots()) if worker.scoreboard is not None else []
+    if worker.state is not None:
+        return slots, request_counts(worker.state, [s.index for s in slots], None)
+    servers = worker.runtime.servers.values()
+    return slots, {"processing": sum(s.processing for s in servers),
+                   "accepted": sum(s.accepted for s in servers)}
+
+
 def basic_info(worker: Any) -> dict[str, Any]:
-    """``GET /api/basic``: what pingap's admin shows about the running process."""
-    return {"version": __version__, "pid": os.getppid(), "worker_pid": os.getpid(),
-            "worker_id": worker.worker_id, "generation": worker.generation,
-            "start_time": int(worker.started_at), "now": int(time.time()),
-            "config_digest": worker.runtime.config.digest}
+    """``GET /api/basic``: pingap's fields (process figures summed over the master and
+    every worker) and the live dashboard's: worker processes, open connections,
+    requests/s, each upstream's backends as the health checks see them, certificate
+    expiry. Every figure is the host's, whichever worker answers."""
+    global _sampler
+    from pingap.config.plugin_schema import PLUGIN_SCHEMAS
+
+    slots, counts = _host_counts(worker)
+    if _sampler is None:
+        _sampler = RateSampler(lambda: _host_counts(worker)[1]["accepted"])
+    rows = worker_rows(slots, time.monotonic())
+    runtime = worker.runtime
+    basic = runtime.config.basic
+    state = worker.state
+    health = state.health if state is not None else \
+        (lambda name, addr: runtime.upstreams[name].health.get(addr))
+    return {
+        **process_figures([os.getppid(), *(r["pid"] for r in rows if r["pid"])]),
+        "version": __version__, "rustc_version": f"Python {platform.python_version()}",
+        "config_hash": runtime.config.digest, "config_digest": runtime.config.digest,
+        "user": basic.user or "", "group": basic.group or "",
+        "processing": counts["processing"], "accepted": counts["accepted"],
+        "features": ["default"], "supported_plugins": sorted(PLUGIN_SCHEMAS),
+        "upstream_healthy_status": upstream_health(runtime.upstreams.values(), health),
+        "now": int(time.time()),
+        "pid": os.getppid(), "worker_pid": os.getpid(), "worker_id": worker.worker_id,
+        "generation": worker.generation,
+        "workers": sum(r["state"] == "serving" for r in rows),
+        "worker_processes": rows,
+        "connections": open_connections(rows),
+        "requests_per_second": _sampler.watch(counts["accepted"]),
+        "certificates": certificate_expiry(runtime.certificates.entries,
+                                           datetime.datetime.now(datetime.UTC)),
+    }

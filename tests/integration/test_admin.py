@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -256,3 +257,106 @@ def test_aes_encrypts_and_decrypts_as_pingap(setup) -> None:
     status, _, failed = admin.call("POST", "/api/aes", {"category": "decrypt", "key": "x",
                                                         "data": sealed["value"]})
     assert status == 400 and "wrong key" in failed["message"]
+
+
+@pytest.fixture
+def two_workers(tmp_path: Path, backends):
+    """The proxy with two workers, upstream ``u`` on a live and a dead backend (checked
+    every 200 ms), and the admin on its own port."""
+    from tests.support.h2_backend import make_certificates
+
+    a = backends("a")
+    dead = f"127.0.0.1:{free_port()}"
+    certs = make_certificates(tmp_path)
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(CONFIG.format(tmp=tmp_path, backend=a.addr, port=port, cert=certs["cert"],
+                                  key=certs["key"])
+                    .replace('grace_period = "1s"\n', 'grace_period = "1s"\nthreads = 2\n')
+                    .replace(f'addrs = ["{a.addr}"] # primary',
+                             f'addrs = ["{a.addr}", "{dead}"]\nhealth_check = '
+                             f'"tcp://u?check_frequency=200ms&failure=1&success=1"'))
+    proc = PingapProcess(conf, port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
+    wait_for(lambda: port_open(admin_port), what="the admin port")
+    yield port, Admin(admin_port), a.addr, dead, proc
+    proc.stop()
+
+
+def _connections_to_each_worker(admin: Admin, how_many: int = 2
+                                ) -> list[http.client.HTTPConnection]:
+    """Keep-alive admin connections, each taken by a different worker (a connection stays
+    with the worker that accepted it)."""
+    found: dict[int, http.client.HTTPConnection] = {}
+    extra = []
+    for _ in range(60):
+        conn = http.client.HTTPConnection("127.0.0.1", admin.port, timeout=30)
+        pid = _basic(admin, conn)["worker_pid"]
+        if pid in found:
+            extra.append(conn)  # held open, so the busier worker lets the other accept
+        else:
+            found[pid] = conn
+        if len(found) == how_many:
+            break
+    for conn in extra:
+        conn.close()
+    assert len(found) == how_many, f"only {len(found)} workers took admin connections"
+    return list(found.values())
+
+
+def _basic(admin: Admin, conn: http.client.HTTPConnection) -> dict[str, Any]:
+    conn.request("GET", "/api/basic", headers={
+        "Authorization": make_token(admin.user, admin.password, int(time.time()))})
+    reply = conn.getresponse()
+    body = json.loads(reply.read())
+    assert reply.status == 200, body
+    return dict(body)
+
+
+def _worker_requests(info: dict[str, Any]) -> int:
+    return sum(w["requests"] for w in info["worker_processes"])
+
+
+def test_dashboard_figures_are_the_hosts(two_workers) -> None:
+    port, admin, live, dead, proc = two_workers
+    first, second = _connections_to_each_worker(admin)
+    info = _basic(admin, first)
+    serving = [w["pid"] for w in info["worker_processes"] if w["state"] == "serving"]
+    assert info["workers"] == 2 and sorted(serving) == sorted(proc.worker_pids())
+    # upstream health as the host's one prober sees it, whichever worker answers
+    for conn in (first, second):
+        health = wait_for(lambda conn=conn: (h := _basic(admin, conn)["upstream_healthy_status"]
+                                             ["u"])["backends"] == {live: "up", dead: "down"}
+                          and h, what="the dead backend reported down")
+        assert (health["healthy"], health["total"], health["unhealthy_backends"]) == \
+            (1, 2, [dead])
+    cert = info["certificates"]["c"]
+    assert "localhost" in cert["domains"] and cert["days_left"] > 0
+    assert cert["not_after"] > time.time() + cert["days_left"] * 86400 - 86400
+
+    # open connections: every worker's, counted by whichever worker answers
+    wait_for(lambda: _basic(admin, first)["connections"] == 2, what="only the admin's two")
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+    try:
+        wait_for(lambda: _basic(admin, second)["connections"] == 8, what="8 connections")
+        assert _basic(admin, first)["connections"] == 8
+    finally:
+        for sock in idle:
+            sock.close()
+    wait_for(lambda: _basic(admin, first)["connections"] == 2, what="the idle ones closed")
+
+    # requests: the host's totals (each fresh connection may go to either worker)
+    before = _basic(admin, first)
+    for _ in range(40):
+        assert request(port, "GET", "/").status == 200
+    after_first, after_second = _basic(admin, first), _basic(admin, second)
+    assert after_first["accepted"] >= before["accepted"] + 40
+    assert 0 <= after_second["accepted"] - after_first["accepted"] <= 2  # its own calls
+    # the workers table: each worker's own count, published with its heartbeat
+    wait_for(lambda: _worker_requests(_basic(admin, first)) >= _worker_requests(before) + 40,
+             what="the workers' request counts")
+    rate = wait_for(lambda: _basic(admin, first)["requests_per_second"], timeout=15,
+                    what="a request rate")
+    assert rate > 0
+    first.close()
+    second.close()

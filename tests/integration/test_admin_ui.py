@@ -5,6 +5,7 @@ the field and changes nothing; roll back from history. The README's screenshots 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,6 @@ def test_admin_ui_edits_and_rolls_back(tmp_path: Path, backends, browser) -> Non
         driver.find_element(By.CSS_SELECTOR, "#login button").click()
         _wait(driver, ec.presence_of_element_located((By.CLASS_NAME, "stat")))
         shots = DOCS if os.environ.get("PINGAP_SCREENSHOTS") else tmp_path
-        assert driver.save_screenshot(str(shots / "admin-dashboard.png"))
 
         # a new upstream, a new location, and the server routes to it
         driver.get(f"http://127.0.0.1:{admin_port}/#/edit/upstreams/")
@@ -140,6 +140,71 @@ def test_admin_ui_edits_and_rolls_back(tmp_path: Path, backends, browser) -> Non
         _wait(driver, lambda d: d.find_element(By.ID, "f-addrs").get_attribute("value") ==
             f'["{a.addr}"]')
         assert _served_by(port, "/x") == "a"
+    finally:
+        proc.stop()
+
+
+def _stat(driver, name: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, f"#stat-{name} b").text)
+
+
+def _number(driver, name: str) -> float | None:
+    text = _stat(driver, name).replace(",", "")
+    try:
+        return float(text)
+    except ValueError:
+        return None  # not measured yet ("…")
+
+
+def test_dashboard_is_live(tmp_path: Path, backends, browser) -> None:
+    """The dashboard's figures are the host's and refresh by themselves: workers, open
+    connections, requests/s, upstream health, certificate expiry."""
+    from tests.support.h2_backend import make_certificates
+
+    a = backends("a")
+    dead = f"127.0.0.1:{free_port()}"
+    certs = make_certificates(tmp_path)
+    port, admin_port = free_port(), free_port()
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(f'[basic]\nthreads = 2\ngrace_period = "1s"\n'
+                    f'pid_file = "{tmp_path}/pingap.pid"\n'
+                    f'[upstreams.u]\naddrs = ["{a.addr}", "{dead}"]\n'
+                    f'health_check = "tcp://u?check_frequency=200ms&failure=1&success=1"\n'
+                    f'[locations.all]\nupstream = "u"\n[servers.s]\n'
+                    f'addr = "127.0.0.1:{port}"\nlocations = ["all"]\n'
+                    f'[certificates.site]\ntls_cert = "{certs["cert"]}"\n'
+                    f'tls_key = "{certs["key"]}"\n')
+    proc = PingapProcess(conf, port, tmp_path,
+                         args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
+    driver = browser
+    try:
+        wait_for(lambda: port_open(admin_port), what="the admin port")
+        driver.get(f"http://127.0.0.1:{admin_port}/")
+        _set(driver, "user", "admin")
+        _set(driver, "password", "s3cret")
+        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        _wait(driver, lambda d: _number(d, "workers") == 2)
+        _wait(driver, lambda d: f"{dead} down" in d.find_element(By.ID, "upstream-u").text)
+        assert f"{a.addr} up" in driver.find_element(By.ID, "upstream-u").text
+        assert "1/2 up" in driver.find_element(By.ID, "upstream-u").text
+        assert "days" in driver.find_element(By.ID, "certificate-site").text
+        # the page refreshes itself: requests and connections made elsewhere show up
+        accepted = _wait(driver, lambda d: _number(d, "accepted"))
+        baseline = _wait(driver, lambda d: (n := _number(d, "connections")) is not None
+                         and (n,))[0]
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(5)]
+        try:
+            _wait(driver, lambda d: (_number(d, "connections") or 0) >= baseline + 5)
+        finally:
+            for sock in idle:
+                sock.close()
+        for _ in range(60):
+            assert request(port, "GET", "/").status == 200
+        _wait(driver, lambda d: (_number(d, "accepted") or 0) >= accepted + 60)
+        _wait(driver, lambda d: (_number(d, "rps") or 0) > 0)
+        _wait(driver, lambda d: (_number(d, "connections") or 0) < baseline + 5)
+        shots = DOCS if os.environ.get("PINGAP_SCREENSHOTS") else tmp_path
+        assert driver.save_screenshot(str(shots / "admin-dashboard.png"))
     finally:
         proc.stop()
 

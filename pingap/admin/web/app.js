@@ -98,24 +98,55 @@ function buildNav() {
   nav.hidden = false;
 }
 
+const REFRESH_MS = 2000;
+
 async function dashboard() {
+  // live: the figures are fetched again every REFRESH_MS while this page is shown
   const ticket = state.render;
-  const [basic, configs, certs] = await Promise.all(
-    [api("GET", "basic"), api("GET", "configs"), api("GET", "certificates")]);
-  const info = basic.data || {};
-  const stat = (label, value) => el("div", {class: "stat"}, el("b", {}, value), label);
-  const counts = SECTIONS.map((s) => stat(s, Object.keys((configs.data || {})[s] || {}).length));
-  const rows = Object.entries(certs.data || {}).map(([name, cert]) => {
-    const days = Math.floor((cert.not_after * 1000 - Date.now()) / 86400000);
-    return el("tr", {}, el("td", {}, name), el("td", {}, cert.domains.join(", ")),
+  const [configs, certs] = await Promise.all([api("GET", "configs"), api("GET", "certificates")]);
+  const counts = SECTIONS.map((s) => [s, Object.keys((configs.data || {})[s] || {}).length]);
+  const refresh = async () => {
+    if (ticket !== state.render) return;  // another page is shown now
+    if (!document.hidden) {
+      const basic = await api("GET", "basic");
+      if (basic.status === 200) renderDashboard(ticket, basic.data, counts, certs.data || {});
+    }
+    setTimeout(refresh, REFRESH_MS);
+  };
+  await refresh();
+}
+
+function renderDashboard(ticket, info, counts, certs) {
+  const stat = (id, label, value) => el("div", {class: "stat", id: `stat-${id}`},
+                                        el("b", {}, value === null || value === undefined ? "…" : value), label);
+  const table = (head, rows) => el("table", {}, el("tr", {}, head.map((h) => el("th", {}, h))), rows);
+  const workers = (info.worker_processes || []).map((w) => el("tr", {},
+    el("td", {}, w.pid), el("td", {}, w.generation), el("td", {}, w.state),
+    el("td", {}, w.connections), el("td", {}, w.requests)));
+  const upstreams = Object.entries(info.upstream_healthy_status || {}).map(([name, u]) => el("tr", {id: `upstream-${name}`},
+    el("td", {}, name), el("td", {class: u.healthy < u.total ? "error" : "ok"}, `${u.healthy}/${u.total} up`),
+    el("td", {}, Object.entries(u.backends || {}).map(([addr, health]) =>
+      el("span", {class: `backend ${health}`}, `${addr} ${health}`)))));
+  const validity = info.certificates || {};
+  const rows = Object.entries(certs).map(([name, cert]) => {
+    const days = (validity[name] || {}).days_left ?? Math.floor((cert.not_after * 1000 - Date.now()) / 86400000);
+    return el("tr", {id: `certificate-${name}`}, el("td", {}, name), el("td", {}, cert.domains.join(", ")),
               el("td", {class: days < 14 ? "error" : ""}, `${days} days`));
   });
   show(ticket, el("h2", {}, "Dashboard"),
-       el("div", {class: "stats"}, stat("version", info.version), stat("master pid", info.pid),
-          stat("generation", info.generation), ...counts),
+       el("div", {class: "stats"}, stat("workers", "workers", info.workers),
+          stat("connections", "open connections", info.connections),
+          stat("rps", "requests/s", info.requests_per_second),
+          stat("processing", "processing", info.processing), stat("accepted", "accepted", info.accepted),
+          stat("memory", "memory", info.memory), stat("version", "version", info.version),
+          stat("pid", "master pid", info.pid), stat("generation", "generation", info.generation)),
+       el("p", {class: "counts"}, "Config: ", counts.map(([s, n]) => el("a", {href: `#/list/${s}`}, `${n} ${s}`))),
+       el("div", {class: "card"}, el("h3", {}, "Upstreams"),
+          table(["name", "health", "backends"], upstreams)),
+       el("div", {class: "card"}, el("h3", {}, "Workers"),
+          table(["pid", "generation", "state", "connections", "requests"], workers)),
        el("div", {class: "card"}, el("h3", {}, "Certificates"),
-          el("table", {}, el("tr", {}, el("th", {}, "name"), el("th", {}, "domains"),
-                                el("th", {}, "expires in")), rows)));
+          table(["name", "domains", "expires in"], rows)));
 }
 
 async function listView(section) {
