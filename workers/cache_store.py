@@ -8,6 +8,14 @@ whole entry or none, whatever happens mid-write. Its lock is an ``flock`` on a
 per-key lock file, which excludes other greenlets of this process (each opens its
 own file description) as well as other workers; a waiter polls it, with gevent
 sleeping in between, for at most the plugin's ``lock`` time.
+
+A directory's query options act per worker process (pingap is one process):
+``reading_max``/``writing_max`` cap the disk reads and fills in progress (over the cap
+a read is a miss, a fill is not written); ``cache_max`` keeps a hot layer of entries up
+to ``cache_file_max_weight`` pages in memory, each checked against its file on use so
+a purge or a newer entry from another worker is never hidden; ``max_size`` bounds the
+directory, evicting the entries least recently used (their access time, set on every
+use) when a write would pass it.
 """
 
 from __future__ import annotations
@@ -18,11 +26,13 @@ import logging
 import os
 import secrets
 import time
+from typing import NamedTuple
 
+import cachetools
 import gevent
 from gevent.event import Event
 
-from pingap.plugins.cache import file_store_options
+from pingap.plugins.cache import FileStoreOptions, file_store_options
 from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
 
@@ -33,6 +43,168 @@ _POLL = 0.005
 DEFAULT_INACTIVE = 48 * 3600.0
 #: how often a worker that stores entries sweeps the inactive ones
 SWEEP_EVERY = 3600.0
+#: pingap's weight unit for the hot layer's budget (``cache_max``) and entries
+PAGE = 4096
+#: how stale a hot entry's file access time may get (a hit from memory touches the file
+#: at most this often, so ``max_size`` and ``inactive`` do not drop what is in use)
+_TOUCH_EVERY = 1.0
+#: each worker measures the directory again once it has written this part of max_size,
+#: which bounds what the other workers' writes can add unseen
+_REMEASURE = 8
+
+
+def _pages(size: int) -> int:
+    return 1 if size <= PAGE else size // PAGE
+
+
+class _Slot:
+    """One disk read or write in progress (``Disk.reading``/``writing``)."""
+
+    __slots__ = ("_gauge",)
+
+    def __init__(self, gauge: _Gauge | None) -> None:
+        self._gauge = gauge
+
+    def release(self) -> None:
+        if self._gauge is not None:
+            self._gauge.busy -= 1
+            self._gauge = None
+
+
+class _Gauge:
+    __slots__ = ("busy", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.busy = 0
+        self.limit = limit
+
+    def acquire(self) -> _Slot | None:
+        """A slot, or None when ``limit`` (0: none) are already busy."""
+        if self.limit and self.busy >= self.limit:
+            return None
+        self.busy += 1
+        return _Slot(self)
+
+
+class _Hot(NamedTuple):
+    entry: Entry
+    #: (inode, size, mtime) of the file it was read from or written to
+    ident: tuple[int, int, int]
+    pages: int
+    touched: list[float]
+
+
+def _ident(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class Disk:
+    """A cache directory's per-worker side: its caps, hot layer and size account."""
+
+    def __init__(self, options: FileStoreOptions) -> None:
+        self.base = options.root
+        self.levels = options.levels
+        self.inactive = options.inactive
+        self.reading = _Gauge(options.reading_max)
+        self.writing = _Gauge(options.writing_max)
+        self.max_size = options.max_size
+        self.hot: cachetools.LRUCache[str, _Hot] | None = None
+        if options.cache_max:
+            self.hot = cachetools.LRUCache(maxsize=options.cache_max,
+                                           getsizeof=lambda hot: hot.pages)
+        self.hot_max_pages = options.cache_file_max_weight
+        #: bytes in the directory as last measured plus this worker's writes since
+        self._used: int | None = None
+        self._written = 0
+        self.swept = time.monotonic()
+
+    def hot_get(self, path: str) -> Entry | None:
+        if self.hot is None:
+            return None
+        hot = self.hot.get(path)
+        if hot is None:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        if st is None or _ident(st) != hot.ident:
+            self.hot.pop(path, None)  # purged, evicted or replaced since
+            return None
+        now = time.monotonic()
+        if now - hot.touched[0] > _TOUCH_EVERY:
+            hot.touched[0] = now
+            try:
+                os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
+            except OSError:
+                pass
+        return hot.entry
+
+    def hot_put(self, path: str, entry: Entry, st: os.stat_result) -> None:
+        if self.hot is None:
+            return
+        pages = _pages(st.st_size)
+        if pages < self.hot_max_pages and pages <= self.hot.maxsize:
+            self.hot[path] = _Hot(entry, _ident(st), pages, [time.monotonic()])
+        else:
+            self.hot.pop(path, None)
+
+    def forget(self, path: str | None = None, size: int = 0) -> None:
+        """``path`` (``size`` bytes) is gone; None: an unknown part of the directory."""
+        if path is None:
+            self._used = None
+            if self.hot is not None:
+                self.hot.clear()
+            return
+        if self.hot is not None:
+            self.hot.pop(path, None)
+        if self._used is not None:
+            self._used = max(self._used - size, 0)
+
+    def grew(self, size: int) -> None:
+        if self._used is not None:
+            self._used += size
+            self._written += max(size, 0)
+
+    def make_room(self, need: int) -> None:
+        """Remove the least recently used entries until ``need`` more bytes fit in
+        ``max_size``; the directory is measured again when this worker's account may be
+        off (first use, a write that does not fit, much written since)."""
+        if not self.max_size:
+            return
+        if (self._used is not None and self._used + need <= self.max_size
+                and self._written <= self.max_size // _REMEASURE):
+            return
+        files = []
+        for base, dirs, names in os.walk(self.base):
+            dirs[:] = [d for d in dirs if d != ".locks"]
+            for name in names:
+                if name.startswith(".tmp-"):
+                    continue  # a write in progress: its writer owns it
+                path = os.path.join(base, name)
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                files.append((st.st_atime_ns, st.st_size, path))
+        used = sum(size for _, size, _ in files)
+        if used + need > self.max_size:
+            files.sort()
+            for _, size, path in files:
+                if used + need <= self.max_size:
+                    break
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("cache: cannot evict %s: %s", path, exc)
+                    continue
+                used -= size
+                if self.hot is not None:
+                    self.hot.pop(path, None)
+        self._used = used
+        self._written = 0
 
 
 class _EventTicket:
@@ -88,19 +260,20 @@ class _FileTicket:
 
 
 class FileStore:
-    """Entries as files under ``root[/namespace]`` (see the module docstring)."""
+    """Entries as files under ``root`` (the directory or its namespace), see the module
+    docstring; ``disk`` is the directory's per-worker side, shared by its namespaces."""
 
     def __init__(self, root: str, levels: tuple[int, ...] = (),
-                 inactive: float = DEFAULT_INACTIVE) -> None:
+                 inactive: float = DEFAULT_INACTIVE, disk: Disk | None = None) -> None:
         self.root = root
-        self.levels = levels
-        self.inactive = inactive
-        self._swept = time.monotonic()
+        self.disk = disk if disk is not None else Disk(FileStoreOptions(root, levels, inactive))
+        self.levels = self.disk.levels
+        self.inactive = self.disk.inactive
         os.makedirs(os.path.join(root, ".locks"), exist_ok=True)
 
     def sweep(self) -> int:
-        """Remove entries not read or written for ``inactive`` seconds (pingap's inactive
-        sweep); the number removed."""
+        """Remove entries not used for ``inactive`` seconds (pingap's inactive sweep, by
+        access time); the number removed."""
         limit = time.time() - self.inactive
         removed = 0
         for base, dirs, files in os.walk(self.root):
@@ -108,8 +281,10 @@ class FileStore:
             for name in files:
                 path = os.path.join(base, name)
                 try:
-                    if os.stat(path).st_mtime < limit:
+                    st = os.stat(path)
+                    if st.st_atime < limit:
                         os.unlink(path)
+                        self.disk.forget(path, st.st_size)
                         removed += 1
                 except OSError:
                     continue
@@ -125,17 +300,38 @@ class FileStore:
         return os.path.join(*parts)
 
     def get(self, key: str) -> Entry | None:
+        path = self._path(key)
+        disk = self.disk
+        hot = disk.hot_get(path)
+        if hot is not None:
+            return hot
+        slot = disk.reading.acquire()
+        if slot is None:
+            return None  # pingap: a read over reading_max is a miss, not an error
         try:
-            with open(self._path(key), "rb") as handle:
+            with open(path, "rb") as handle:
+                st = os.fstat(handle.fileno())
                 data = handle.read()
-                # a read keeps the entry active: its mtime is what the sweep looks at,
-                # refreshed at most once per tenth of ``inactive``
-                modified = os.fstat(handle.fileno()).st_mtime
-                if time.time() - modified > self.inactive / 10:
-                    os.utime(handle.fileno())
+                # every use marks the entry as recently used (max_size, inactive)
+                os.utime(handle.fileno(), ns=(time.time_ns(), st.st_mtime_ns))
         except OSError:
             return None
-        return Entry.loads(data)
+        finally:
+            slot.release()
+        entry = Entry.loads(data)
+        if entry is None:  # torn or foreign: removed, so that it stops taking room
+            self._discard(path, st)
+            return None
+        disk.hot_put(path, entry, st)
+        return entry
+
+    def _discard(self, path: str, st: os.stat_result) -> None:
+        try:
+            if os.stat(path).st_ino == st.st_ino:  # not a newer entry renamed in since
+                os.unlink(path)
+                self.disk.forget(path, st.st_size)
+        except OSError:
+            pass
 
     def mark_uncacheable(self, key: str) -> None:
         """Note for every worker that ``key``'s response could not be stored: a marker
@@ -155,21 +351,38 @@ class FileStore:
         except OSError:
             return False
 
+    def write_slot(self) -> _Slot | None:
+        """A fill's right to write (held from its head to its end), or None over
+        ``writing_max``: then the response is not stored (pingap skips the write)."""
+        return self.disk.writing.acquire()
+
     def put(self, key: str, entry: Entry) -> None:
-        if time.monotonic() - self._swept > SWEEP_EVERY:
-            self._swept = time.monotonic()
+        disk = self.disk
+        if time.monotonic() - disk.swept > SWEEP_EVERY:
+            disk.swept = time.monotonic()
             gevent.spawn(self.sweep)  # after this fill, in this worker
         try:
             os.unlink(os.path.join(self.root, ".locks", key + ".nc"))
         except OSError:
             pass
+        data = entry.dumps()
         path = self._path(key)
+        if disk.max_size and len(data) > disk.max_size:
+            log.info("cache: %s (%d bytes) is larger than max_size", path, len(data))
+            return
+        try:
+            old = os.stat(path).st_size
+        except OSError:
+            old = 0
+        disk.make_room(len(data) - old)
         directory = os.path.dirname(path)
         tmp = os.path.join(directory, f".tmp-{key}-{secrets.token_hex(4)}")
         try:
             os.makedirs(directory, exist_ok=True)
             with open(tmp, "wb") as handle:
-                handle.write(entry.dumps())
+                handle.write(data)
+                handle.flush()
+                st = os.fstat(handle.fileno())
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cache: cannot store %s: %s", path, exc)
@@ -177,13 +390,19 @@ class FileStore:
                 os.unlink(tmp)
             except OSError:
                 pass
+            return
+        disk.grew(len(data) - old)
+        disk.hot_put(path, entry, st)
 
     def delete(self, key: str) -> bool:
+        path = self._path(key)
         try:
-            os.unlink(self._path(key))
-            return True
+            size = os.stat(path).st_size
+            os.unlink(path)
         except OSError:
             return False
+        self.disk.forget(path, size)
+        return True
 
     def purge_namespace(self, namespace: str) -> tuple[int, int] | None:
         purged = failed = 0
@@ -195,6 +414,7 @@ class FileStore:
                     purged += 1
                 except OSError:
                     failed += 1
+        self.disk.forget()
         return purged, failed
 
     def lock(self, key: str, timeout: float) -> _FileTicket | None:
@@ -225,6 +445,7 @@ class CacheStores:
 
     def __init__(self) -> None:
         self._stores: dict[str, FileStore] = {}
+        self._disks: dict[str, Disk] = {}
         self._memory: WorkerMemoryStore | None = None
 
     def __call__(self, directory: str, namespace: str = "") -> WorkerMemoryStore | FileStore:
@@ -234,8 +455,9 @@ class CacheStores:
             return self._memory
         found = self._stores.get(f"{directory}\n{namespace}")
         if found is None:
-            options = file_store_options(directory)
-            root = os.path.join(options.root, namespace) if namespace else options.root
-            found = self._stores[f"{directory}\n{namespace}"] = FileStore(
-                root, options.levels, options.inactive)
+            disk = self._disks.get(directory)
+            if disk is None:  # one per directory string, as pingap: namespaces share it
+                disk = self._disks[directory] = Disk(file_store_options(directory))
+            root = os.path.join(disk.base, namespace) if namespace else disk.base
+            found = self._stores[f"{directory}\n{namespace}"] = FileStore(root, disk=disk)
         return found

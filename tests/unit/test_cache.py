@@ -262,6 +262,7 @@ def test_file_store_survives_a_new_instance_and_writes_atomically(tmp_path: Path
     assert not [n for n in os.listdir(tmp_path / "a" / "bc") if n.startswith(".tmp")]
     (tmp_path / "a" / "bc" / "abcdef").write_bytes(entry.dumps()[:-10])  # a torn file
     assert store.get("abcdef") is None
+    assert not (tmp_path / "a" / "bc" / "abcdef").exists()  # removed, as pingap
 
 
 def test_file_lock_excludes_a_second_filler(tmp_path: Path) -> None:
@@ -276,12 +277,86 @@ def test_file_lock_excludes_a_second_filler(tmp_path: Path) -> None:
 
 
 def test_file_store_options_are_checked_at_config_time() -> None:
-    options = file_store_options("/opt/c?levels=1:2&inactive=1h&reading_max=10")
-    assert options == ("/opt/c", (1, 2), 3600.0)
-    assert file_store_options("~/c").inactive == 48 * 3600
-    for bad in ("/c?levels=1:2:3", "/c?levels=4", "/c?levels=a", "/c?inactive=soon"):
+    options = file_store_options("/opt/c?levels=1:2&inactive=1h&reading_max=10&writing_max=2"
+                                 "&cache_max=100&cache_file_max_weight=8&max_size=10mb"
+                                 "&cache_file_max_size=4096")  # ignored, as pingap
+    assert options == ("/opt/c", (1, 2), 3600.0, 10, 2, 100, 8, 10_000_000)
+    defaults = file_store_options("~/c")
+    assert defaults.inactive == 48 * 3600 and defaults.max_size == 0
+    assert (defaults.reading_max, defaults.writing_max, defaults.cache_max,
+            defaults.cache_file_max_weight) == (10_000, 1_000, 0, 256)  # pingap's
+    for bad in ("/c?levels=1:2:3", "/c?levels=4", "/c?levels=a", "/c?inactive=soon",
+                "/c?reading_max=-1", "/c?writing_max=many", "/c?max_size=big"):
         with pytest.raises(ValueError):
             Cache("c", {"directory": bad})
+
+
+def disk_store(tmp_path: Path, query: str) -> FileStore:
+    store = CacheStores()(f"{tmp_path}?{query}")
+    assert isinstance(store, FileStore)
+    return store
+
+
+def entry_of(size: int) -> Entry:
+    return make_entry(200, [], b"x" * size, [], 60, NOW)
+
+
+def test_max_size_evicts_the_least_recently_used(tmp_path: Path) -> None:
+    store = disk_store(tmp_path, "max_size=10kb")
+    for key in ("a", "b", "c"):
+        store.put(key, entry_of(3000))
+    assert store.get("a") is not None  # used: now the most recent
+    store.put("d", entry_of(3000))
+    assert store.get("b") is None  # the least recently used went
+    assert all(store.get(k) is not None for k in ("a", "c", "d"))
+    assert sum(f.stat().st_size for f in tmp_path.iterdir() if f.is_file()) <= 10_000
+    store.put("huge", entry_of(20_000))  # never fits: not stored, nothing evicted for it
+    assert store.get("huge") is None and store.get("a") is not None
+
+
+def test_max_size_counts_what_is_already_on_disk(tmp_path: Path) -> None:
+    disk_store(tmp_path, "").put("old", entry_of(6000))  # a previous run's entry
+    store = disk_store(tmp_path, "max_size=10kb")
+    store.put("new", entry_of(6000))
+    assert store.get("old") is None and store.get("new") is not None
+
+
+def test_reading_and_writing_caps(tmp_path: Path) -> None:
+    store = disk_store(tmp_path, "reading_max=1&writing_max=1")
+    store.put("a", entry_of(10))
+    first = store.write_slot()
+    assert first is not None and store.write_slot() is None  # over writing_max
+    first.release()
+    first.release()  # once only
+    second = store.write_slot()
+    assert second is not None
+    second.release()
+    held = store.disk.reading.acquire()  # a read in progress
+    assert store.get("a") is None  # over reading_max: a miss
+    assert held is not None
+    held.release()
+    assert store.get("a") is not None
+    assert disk_store(tmp_path / "n", "writing_max=0").write_slot() is not None  # 0: no cap
+
+
+def test_hot_layer_serves_from_memory_and_follows_the_file(tmp_path: Path) -> None:
+    store = disk_store(tmp_path, "cache_max=100&cache_file_max_weight=2")
+    small, big = entry_of(100), entry_of(9000)
+    store.put("s", small)
+    store.put("b", big)
+    # rewrite both files in place (same inode, size and mtime): only the hot one is
+    # still served, from memory
+    for key in ("s", "b"):
+        path = tmp_path / key
+        st = path.stat()
+        with open(path, "r+b") as handle:
+            handle.write(b"\0" * st.st_size)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert store.get("s") == small
+    assert store.get("b") is None  # 2 pages or more: not kept in memory
+    store.put("s", entry_of(200))  # replaced (another worker would do the same)
+    assert store.get("s") == entry_of(200)
+    assert store.delete("s") and store.get("s") is None
 
 
 def test_inactive_entries_are_swept_and_reads_keep_them(tmp_path: Path) -> None:

@@ -54,6 +54,12 @@ class FillTicket(Protocol):
     def release(self) -> None: ...
 
 
+class Slot(Protocol):
+    """A disk write in progress, counted against the store's ``writing_max``."""
+
+    def release(self) -> None: ...
+
+
 class CacheStore(Protocol):
     """Where entries live; ``lock`` waits at most ``timeout`` seconds for another
     fill of ``key`` to end, and returns the ticket (None: no lock could be had)."""
@@ -63,6 +69,7 @@ class CacheStore(Protocol):
     def delete(self, key: str) -> bool: ...
     def purge_namespace(self, namespace: str) -> tuple[int, int] | None: ...
     def lock(self, key: str, timeout: float) -> FillTicket | None: ...
+    def write_slot(self) -> Slot | None: ...
     def mark_uncacheable(self, key: str) -> None: ...
     def is_uncacheable(self, key: str) -> bool: ...
 
@@ -89,12 +96,27 @@ class FileStoreOptions(NamedTuple):
     root: str
     levels: tuple[int, ...]
     inactive: float
+    #: disk reads / writes in progress per worker beyond which a read is a miss and a
+    #: write is skipped (pingap's defaults; 0: no cap)
+    reading_max: int = 10_000
+    writing_max: int = 1_000
+    #: the in-memory hot layer's budget and the largest entry it takes, in 4 KiB pages
+    cache_max: int = 0
+    cache_file_max_weight: int = 256
+    #: bytes the directory may hold (0: no bound); least recently used entries go first
+    max_size: int = 0
+
+
+_COUNTS = ("reading_max", "writing_max", "cache_max", "cache_file_max_weight")
 
 
 def file_store_options(directory: str) -> FileStoreOptions:
-    """A file cache ``directory`` (``/path?levels=1:2&inactive=7d...``) read and checked:
-    ``levels`` are hash characters per directory level (each 1-3, at most two levels, as
-    pingap), ``inactive`` the unused time after which an entry is swept (48h)."""
+    """A file cache ``directory`` (``/path?levels=1:2&inactive=7d...``) read and checked,
+    with pingap's query options and defaults: ``levels`` are hash characters per
+    directory level (each 1-3, at most two levels), ``inactive`` the unused time after
+    which an entry is swept (48h), ``reading_max``/``writing_max``/``cache_max``/
+    ``cache_file_max_weight`` counts, ``max_size`` a size (``10gb``). Other keys are
+    ignored, as pingap ignores them."""
     split = urlsplit(directory)
     query = {k: v[-1] for k, v in parse_qs(split.query).items()}
     raw = query.get("levels", "")
@@ -105,7 +127,17 @@ def file_store_options(directory: str) -> FileStoreOptions:
     if len(levels) > 2 or any(not 1 <= w <= 3 for w in levels):
         raise ValueError(f"cache levels {raw!r}: at most two levels of 1-3 characters")
     inactive = parse_duration(query["inactive"]) if query.get("inactive") else 48 * 3600.0
-    return FileStoreOptions(os.path.abspath(os.path.expanduser(split.path)), levels, inactive)
+    counts: dict[str, int] = {}
+    for name in _COUNTS:
+        value = query.get(name, "").strip()
+        if value:
+            if not value.isdigit():
+                raise ValueError(f"cache {name} {value!r}: expected a whole number")
+            counts[name] = int(value)
+    size = query.get("max_size", "").strip()
+    max_size = parse_bytesize(size) if size else 0
+    return FileStoreOptions(os.path.abspath(os.path.expanduser(split.path)), levels, inactive,
+                            max_size=max_size, **counts)
 
 
 def _networks(items: Any) -> tuple[Any, ...]:
@@ -300,8 +332,13 @@ class Cache(Plugin):
             self.store.mark_uncacheable(lookup.key)
             lookup.release()  # nothing will be stored: let the waiters go now
             return None
+        slot = self.store.write_slot()
+        if slot is None:  # over the store's writing_max: relayed, not stored (pingap)
+            lookup.release()
+            return None
+        ctx.on_finish(slot.release)  # a response cut short gives its slot back too
         stored = [(n, v) for n, v in headers if n.lower() != b"x-cache-status"]
-        return _Filler(self, lookup, status, stored, ttl)
+        return _Filler(self, lookup, status, stored, ttl, slot)
 
 
 def _timings(ctx: RequestContext, headers: Headers) -> None:
@@ -315,11 +352,12 @@ def _timings(ctx: RequestContext, headers: Headers) -> None:
 class _Filler:
     """Passes the body through and keeps a copy; stores it once complete."""
 
-    __slots__ = ("plugin", "lookup", "status", "headers", "ttl", "parts", "size")
+    __slots__ = ("plugin", "lookup", "status", "headers", "ttl", "slot", "parts", "size")
 
     def __init__(self, plugin: Cache, lookup: _Lookup, status: int, headers: Headers,
-                 ttl: float) -> None:
+                 ttl: float, slot: Slot) -> None:
         self.plugin = plugin
+        self.slot = slot
         self.lookup = lookup
         self.status = status
         self.headers = headers
@@ -335,6 +373,7 @@ class _Filler:
                 if self.plugin.store is not None:
                     self.plugin.store.mark_uncacheable(self.lookup.key)
                 self.lookup.release()
+                self.slot.release()
             else:
                 self.parts.append(data)
         return data
@@ -346,5 +385,6 @@ class _Filler:
                                self.lookup.client_headers, self.ttl, now)
             self.plugin.store.put(self.lookup.key, entry)
         self.parts = None
+        self.slot.release()
         self.lookup.release()
         return b""

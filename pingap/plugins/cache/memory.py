@@ -37,6 +37,16 @@ def memory_size(directory: str) -> int:
     return parse_bytesize(raw)
 
 
+class _Unbounded:
+    """The write slot of a store whose writes are not capped."""
+
+    def release(self) -> None:
+        pass
+
+
+_UNBOUNDED = _Unbounded()
+
+
 class MemoryStore:
     """A per-worker ``CacheStore`` (see ``pingap.plugins.cache``)."""
 
@@ -56,6 +66,9 @@ class MemoryStore:
         self.uncacheable.pop(key, None)
         if _weight(entry) <= self.entries.maxsize:
             self.entries[key] = entry
+
+    def write_slot(self) -> _Unbounded:
+        return _UNBOUNDED
 
     def mark_uncacheable(self, key: str) -> None:
         self.uncacheable[key] = True

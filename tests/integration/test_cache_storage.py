@@ -1,0 +1,185 @@
+"""The cache directory's storage options through the real pingap against a recording
+origin: ``max_size`` evicts the least recently used entries, ``writing_max`` and
+``reading_max`` turn work over the cap into unstored fills and misses, ``cache_max``
+serves small entries from memory, the memory store's bound evicts the same way, and
+entries survive a restart while a write cut short by a crash is never served. What
+reached the origin proves each miss."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_body_plugins import Origin
+from tests.support.content_backend import text
+from tests.support.h2c import Answer, http1
+from tests.support.proc import PingapProcess, free_port, wait_for
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    server = Origin(tmp_path)
+    yield server
+    server.stop()
+
+
+def config(port: int, origin: Origin, directory: str, extra: str = "") -> str:
+    # one worker: the caps, the hot layer and the size account are per worker process
+    return f"""
+[basic]
+grace_period = "1s"
+threads = 1
+
+[upstreams.u]
+addrs = ["{origin.addr}"]
+
+[plugins.c]
+category = "cache"
+directory = "{directory}"
+max_file_size = "64mb"
+{extra}
+[locations.all]
+upstream = "u"
+plugins = ["c"]
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+"""
+
+
+def hits(origin: Origin, path: str) -> int:
+    return sum(1 for r in origin.requests() if r["path"] == path)
+
+
+def page(name: str, size: int) -> str:
+    return f"/text?n={size}&cc=max-age%3D600&k={name}"
+
+
+def get(port: int, path: str) -> Answer:
+    answer = http1(port, path=path)
+    assert answer.status == 200
+    return answer
+
+
+def status(port: int, path: str) -> str | None:
+    return get(port, path).header("x-cache-status")
+
+
+def held(port: int, path: str) -> socket.socket:
+    """A client that asks for ``path``, reads the response head and then stops reading,
+    so the response (and what it holds in pingap) stays in progress until closed."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        byte = sock.recv(1)
+        assert byte, head
+        head += byte
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return sock
+
+
+def entry_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file() and ".locks" not in p.parts]
+
+
+@pytest.mark.parametrize("store", ["file", "memory"])
+def test_max_size_evicts_the_least_recently_used(pingap: Callable[..., PingapProcess],
+                                                 origin: Origin, tmp_path: Path,
+                                                 store: str) -> None:
+    port = free_port()
+    root = tmp_path / "cache"
+    directory = f"{root}?max_size=100kb" if store == "file" else "memory://t?max_size=100kb"
+    pingap(config(port, origin, directory), port=port)
+    a, b, c, d = (page(n, 30_000) for n in "abcd")
+    for path in (a, b, c):
+        assert status(port, path) == "miss"
+    assert status(port, a) == "hit"  # a is used again: b is now the least recent
+    assert status(port, d) == "miss"  # 4 x 30 KB do not fit in 100 KB
+    for path in (a, c, d):
+        assert status(port, path) == "hit", path
+    assert [hits(origin, p) for p in (a, c, d)] == [1, 1, 1]
+    evicted = get(port, b)
+    assert evicted.header("x-cache-status") == "miss" and evicted.body == text(30_000)
+    assert hits(origin, b) == 2
+    if store == "file":
+        assert sum(p.stat().st_size for p in entry_files(root)) <= 100_000
+
+
+def test_writing_max_leaves_fills_over_the_cap_unstored(pingap: Callable[..., PingapProcess],
+                                                        origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    pingap(config(port, origin, f"{tmp_path / 'cache'}?writing_max=1"), port=port)
+    big, small = page("big", 20_000_000), page("small", 1000)
+    slow_client = held(port, big)  # its fill is the one write in progress
+    try:
+        assert status(port, small) == "miss"
+        # the second fill was over writing_max: relayed whole, not stored (pingap)
+        again = get(port, small)
+        assert again.header("x-cache-status") == "miss" and again.body == text(1000)
+        assert hits(origin, small) == 2
+    finally:
+        slow_client.close()
+    # the client that went away gave its write back: fills are stored again
+    wait_for(lambda: status(port, small) == "miss" and status(port, small) == "hit",
+             what="a stored fill once the slow response ended")
+    assert status(port, big) == "miss"  # the cut-short fill stored nothing
+
+
+def test_cache_max_serves_small_entries_from_memory(pingap: Callable[..., PingapProcess],
+                                                    origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    root = tmp_path / "cache"
+    pingap(config(port, origin, f"{root}?cache_max=100&cache_file_max_weight=2"), port=port)
+    small, large = page("small", 1000), page("large", 20_000)
+    assert status(port, small) == "miss" and status(port, large) == "miss"
+    # overwrite both files in place, keeping inode, size and modification time: only an
+    # entry held in memory can still be served whole
+    for path in entry_files(root):
+        st = path.stat()
+        with open(path, "r+b") as handle:
+            handle.write(b"\0" * st.st_size)
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hot = get(port, small)
+    assert hot.header("x-cache-status") == "hit" and hot.body == text(1000)
+    assert hits(origin, small) == 1
+    # 20 KB is 4 pages, not under cache_file_max_weight: read from its (ruined) file
+    cold = get(port, large)
+    assert cold.header("x-cache-status") == "miss" and cold.body == text(20_000)
+    assert hits(origin, large) == 2
+
+
+def test_restart_keeps_entries_and_never_serves_a_torn_write(
+        pingap: Callable[..., PingapProcess], origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    root = tmp_path / "cache"
+    first = pingap(config(port, origin, str(root)), port=port)
+    kept, torn, big = page("kept", 4000), page("torn", 4000), page("big", 20_000_000)
+    assert status(port, kept) == "miss"
+    before = set(entry_files(root))
+    assert status(port, torn) == "miss"
+    (torn_file,) = set(entry_files(root)) - before
+    slow_client = held(port, big)  # a fill in progress when the host dies
+    os.killpg(first.pid, signal.SIGKILL)
+    slow_client.close()
+    first.proc.wait(10)
+    # a crash mid-write of a store without atomic renames: half an entry on disk
+    torn_file.write_bytes(torn_file.read_bytes()[:2000])
+
+    port = free_port()
+    pingap(config(port, origin, str(root)), port=port, name="again.toml")
+    assert status(port, kept) == "hit" and hits(origin, kept) == 1
+    for path in (torn, big):
+        answer = get(port, path)
+        assert answer.header("x-cache-status") == "miss", path
+        assert hits(origin, path) == 2, path
+    assert len(get(port, big).body) == 20_000_000
+    assert status(port, torn) == "hit" and get(port, torn).body == text(4000)
