@@ -26,12 +26,14 @@ import logging
 import os
 import secrets
 import time
-from typing import NamedTuple
+from dataclasses import replace
+from typing import BinaryIO, NamedTuple
 
 import cachetools
 import gevent
 from gevent.event import Event
 
+from pingap.actions import FilePart
 from pingap.plugins.cache import FileStoreOptions, file_store_options
 from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
@@ -48,6 +50,10 @@ PAGE = 4096
 #: how stale a hot entry's file access time may get (a hit from memory touches the file
 #: at most this often, so ``max_size`` and ``inactive`` do not drop what is in use)
 _TOUCH_EVERY = 1.0
+#: entry files above this size are sent from the file (sendfile where the socket allows)
+#: unless the hot layer takes them; their read lasts until the body is sent
+STREAM_FROM = 32 * 1024
+_HEAD_READ = 16 * 1024
 #: each worker measures the directory again once it has written this part of max_size,
 #: which bounds what the other workers' writes can add unseen
 _REMEASURE = 8
@@ -84,6 +90,37 @@ class _Gauge:
             return None
         self.busy += 1
         return _Slot(self)
+
+
+class _Reading:
+    """An entry's open file while its body is sent: closing it ends the read."""
+
+    __slots__ = ("_file", "_slot")
+
+    def __init__(self, file: BinaryIO, slot: _Slot) -> None:
+        self._file = file
+        self._slot = slot
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+        self._slot.release()
+
+
+def _read_all(part: FilePart) -> bytes:
+    fd = part.file.fileno()
+    pieces = []
+    offset, left = part.offset, part.length
+    while left > 0:
+        data = os.pread(fd, min(left, 1 << 20), offset)
+        if not data:
+            raise OSError(errno.EIO, "cache entry file shorter than its head says")
+        pieces.append(data)
+        offset += len(data)
+        left -= len(data)
+    return b"".join(pieces)
 
 
 class _Hot(NamedTuple):
@@ -140,12 +177,18 @@ class Disk:
                 pass
         return hot.entry
 
+    def hot_takes(self, size: int) -> bool:
+        """Whether an entry file of ``size`` bytes belongs in the hot layer."""
+        if self.hot is None:
+            return False
+        pages = _pages(size)
+        return pages < self.hot_max_pages and pages <= self.hot.maxsize
+
     def hot_put(self, path: str, entry: Entry, st: os.stat_result) -> None:
         if self.hot is None:
             return
-        pages = _pages(st.st_size)
-        if pages < self.hot_max_pages and pages <= self.hot.maxsize:
-            self.hot[path] = _Hot(entry, _ident(st), pages, [time.monotonic()])
+        if self.hot_takes(st.st_size):
+            self.hot[path] = _Hot(entry, _ident(st), _pages(st.st_size), [time.monotonic()])
         else:
             self.hot.pop(path, None)
 
@@ -305,25 +348,55 @@ class FileStore:
         hot = disk.hot_get(path)
         if hot is not None:
             return hot
-        slot = disk.reading.acquire()
+        slot: _Slot | None = disk.reading.acquire()
         if slot is None:
             return None  # pingap: a read over reading_max is a miss, not an error
+        handle: BinaryIO | None
         try:
-            with open(path, "rb") as handle:
-                st = os.fstat(handle.fileno())
-                data = handle.read()
-                # every use marks the entry as recently used (max_size, inactive)
-                os.utime(handle.fileno(), ns=(time.time_ns(), st.st_mtime_ns))
+            handle = open(path, "rb")
+        except OSError:
+            slot.release()
+            return None
+        try:
+            fd = handle.fileno()
+            st = os.fstat(fd)
+            # every use marks the entry as recently used (max_size, inactive)
+            os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
+            if st.st_size > STREAM_FROM and not disk.hot_takes(st.st_size):
+                entry = self._streamed(handle, st, slot)
+                if entry is not None:
+                    handle = slot = None  # the entry's file owns them now
+                    return entry
+            else:
+                entry = Entry.loads(handle.read())
         except OSError:
             return None
         finally:
-            slot.release()
-        entry = Entry.loads(data)
+            if handle is not None:
+                handle.close()
+            if slot is not None:
+                slot.release()
         if entry is None:  # torn or foreign: removed, so that it stops taking room
             self._discard(path, st)
             return None
         disk.hot_put(path, entry, st)
         return entry
+
+    @staticmethod
+    def _streamed(handle: BinaryIO, st: os.stat_result, slot: _Slot) -> Entry | None:
+        """The entry of a large file with its body left in the file, to be sent from
+        there; its read stays in progress until the body's file is closed."""
+        fd = handle.fileno()
+        prefix = os.pread(fd, _HEAD_READ, 0)
+        wanted = 4 + int.from_bytes(prefix[:4], "big")
+        if len(prefix) < wanted <= st.st_size:
+            prefix = os.pread(fd, wanted, 0)  # a head larger than the first read
+        head = Entry.loads_head(prefix, st.st_size)
+        if head is None:
+            return None
+        entry, offset, length = head
+        part = FilePart(file=_Reading(handle, slot), offset=offset, length=length)
+        return replace(entry, part=part)
 
     def _discard(self, path: str, st: os.stat_result) -> None:
         try:
@@ -365,6 +438,8 @@ class FileStore:
             os.unlink(os.path.join(self.root, ".locks", key + ".nc"))
         except OSError:
             pass
+        if entry.part is not None:  # a revalidated entry still in its old file
+            entry = replace(entry, body=_read_all(entry.part), part=None)
         data = entry.dumps()
         path = self._path(key)
         if disk.max_size and len(data) > disk.max_size:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_body_plugins import Origin
+from tests.integration.test_body_plugins import DECODE, Origin
 from tests.support.content_backend import text
-from tests.support.h2c import Answer, http1
+from tests.support.h2c import Answer, http1, http2
 from tests.support.proc import PingapProcess, free_port, wait_for
 
 
@@ -50,6 +50,7 @@ plugins = ["c"]
 [servers.s]
 addr = "127.0.0.1:{port}"
 locations = ["all"]
+enabled_h2 = true
 """
 
 
@@ -71,7 +72,7 @@ def status(port: int, path: str) -> str | None:
     return get(port, path).header("x-cache-status")
 
 
-def held(port: int, path: str) -> socket.socket:
+def held(port: int, path: str) -> tuple[socket.socket, bytes]:
     """A client that asks for ``path``, reads the response head and then stops reading,
     so the response (and what it holds in pingap) stays in progress until closed."""
     sock = socket.socket()
@@ -84,7 +85,7 @@ def held(port: int, path: str) -> socket.socket:
         assert byte, head
         head += byte
     assert head.startswith(b"HTTP/1.1 200"), head
-    return sock
+    return sock, head.lower()
 
 
 def entry_files(root: Path) -> list[Path]:
@@ -114,12 +115,32 @@ def test_max_size_evicts_the_least_recently_used(pingap: Callable[..., PingapPro
         assert sum(p.stat().st_size for p in entry_files(root)) <= 100_000
 
 
+def test_large_hits_are_sent_from_their_file(pingap: Callable[..., PingapProcess],
+                                             origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    text_config = config(port, origin, str(tmp_path / "cache"), "").replace(
+        'plugins = ["c"]', 'plugins = ["c", "z"]') + (
+        '[plugins.z]\ncategory = "compression"\ngzip_level = 6\n')
+    pingap(text_config, port=port)
+    path = page("large", 300_000)
+    assert status(port, path) == "miss"
+    for fetch in (http1, http2):  # sendfile on plaintext HTTP/1.1, read in chunks for h2
+        answer = fetch(port, path=path)
+        assert answer.header("x-cache-status") == "hit" and answer.body == text(300_000)
+        assert answer.header("content-length") == "300000"
+        zipped = fetch(port, path=path, headers={"Accept-Encoding": "gzip"})
+        assert zipped.header("x-cache-status") == "hit"  # through the compression filter
+        assert zipped.header("content-encoding") == "gzip"
+        assert DECODE["gzip"](zipped.body) == text(300_000)
+    assert hits(origin, path) == 1
+
+
 def test_writing_max_leaves_fills_over_the_cap_unstored(pingap: Callable[..., PingapProcess],
                                                         origin: Origin, tmp_path: Path) -> None:
     port = free_port()
     pingap(config(port, origin, f"{tmp_path / 'cache'}?writing_max=1"), port=port)
     big, small = page("big", 20_000_000), page("small", 1000)
-    slow_client = held(port, big)  # its fill is the one write in progress
+    slow_client, _ = held(port, big)  # its fill is the one write in progress
     try:
         assert status(port, small) == "miss"
         # the second fill was over writing_max: relayed whole, not stored (pingap)
@@ -132,6 +153,25 @@ def test_writing_max_leaves_fills_over_the_cap_unstored(pingap: Callable[..., Pi
     wait_for(lambda: status(port, small) == "miss" and status(port, small) == "hit",
              what="a stored fill once the slow response ended")
     assert status(port, big) == "miss"  # the cut-short fill stored nothing
+
+
+def test_reading_max_makes_reads_over_the_cap_misses(pingap: Callable[..., PingapProcess],
+                                                      origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    pingap(config(port, origin, f"{tmp_path / 'cache'}?reading_max=1"), port=port)
+    big, small = page("big", 20_000_000), page("small", 1000)
+    assert status(port, big) == "miss" and status(port, small) == "miss"
+    slow_client, head = held(port, big)  # a hit sent from its file: the read in progress
+    try:
+        assert b"x-cache-status: hit" in head
+        over = get(port, small)
+        # over reading_max the entry is not read: a miss, fetched from the origin (pingap)
+        assert over.header("x-cache-status") == "miss" and over.body == text(1000)
+        assert hits(origin, small) == 2
+    finally:
+        slow_client.close()
+    wait_for(lambda: status(port, small) == "hit", what="reads once the slow hit ended")
+    assert hits(origin, big) == 1
 
 
 def test_cache_max_serves_small_entries_from_memory(pingap: Callable[..., PingapProcess],
@@ -167,7 +207,7 @@ def test_restart_keeps_entries_and_never_serves_a_torn_write(
     before = set(entry_files(root))
     assert status(port, torn) == "miss"
     (torn_file,) = set(entry_files(root)) - before
-    slow_client = held(port, big)  # a fill in progress when the host dies
+    slow_client, _ = held(port, big)  # a fill in progress when the host dies
     os.killpg(first.pid, signal.SIGKILL)
     slow_client.close()
     first.proc.wait(10)

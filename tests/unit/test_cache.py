@@ -339,6 +339,57 @@ def test_reading_and_writing_caps(tmp_path: Path) -> None:
     assert disk_store(tmp_path / "n", "writing_max=0").write_slot() is not None  # 0: no cap
 
 
+def test_large_entries_are_sent_from_their_file_and_read_until_closed(tmp_path: Path) -> None:
+    store = disk_store(tmp_path, "reading_max=1")
+    big = entry_of(100_000)
+    store.put("big", big)
+    store.put("small", entry_of(10))
+    got = store.get("big")
+    assert got is not None and got.body == b"" and got.part is not None
+    assert got.size == 100_000 and got.headers == big.headers
+    assert os.pread(got.part.file.fileno(), got.part.length, got.part.offset) == big.body
+    assert store.get("small") is None  # the big read is still in progress
+    got.part.file.close()
+    assert store.get("small") == entry_of(10)
+    (tmp_path / "big").write_bytes(big.dumps()[:60_000])  # torn: never an entry
+    assert store.get("big") is None and not (tmp_path / "big").exists()
+
+
+def test_a_hit_from_a_file_streams_and_a_revalidation_keeps_its_body(tmp_path: Path) -> None:
+    plugin = cache_plugin((CacheStores(), str(tmp_path)))
+    body = b"y" * 50_000
+    headers = [(b"Cache-Control", b"max-age=60"), (b"ETag", b'"e1"')]
+    miss_and_fill(plugin, "/f", headers, body)
+    ctx = make_ctx("/f")
+    hit = plugin.handle_request("request", ctx)
+    assert isinstance(hit, Respond) and hit.body == b"" and len(hit.stream) == 1
+    part = hit.stream[0]
+    assert not isinstance(part, bytes)
+    assert os.pread(part.file.fileno(), part.length, part.offset) == body
+    assert header(hit.headers, "content-length") == b"50000"
+    for cleanup in ctx.cleanups or ():
+        cleanup()
+    with pytest.raises(ValueError):
+        part.file.fileno()  # closed when the request finished
+    assert plugin.store is not None
+    key = plugin.key(make_ctx("/f"), "GET")
+    stale = plugin.store.get(key)
+    assert stale is not None and stale.part is not None
+    stale.part.file.close()
+    plugin.store.put(key, make_entry(200, headers, body, [], -1, NOW))  # expired
+    ctx = make_ctx("/f")
+    assert plugin.handle_request("request", ctx) is CONTINUE
+    assert header(ctx.request_headers, "if-none-match") == b'"e1"'
+    served = plugin.handle_response(ctx, 304, [(b"Cache-Control", b"max-age=60")])
+    assert served is not None and header(served.headers, "x-cache-status") == b"revalidated"
+    for cleanup in ctx.cleanups or ():
+        cleanup()
+    again = lookup(plugin, "/f")
+    assert again is not None and header(again.headers, "x-cache-status") == b"hit"
+    assert os.pread(again.stream[0].file.fileno(), 50_000,  # type: ignore[union-attr]
+                    again.stream[0].offset) == body  # type: ignore[union-attr]
+
+
 def test_hot_layer_serves_from_memory_and_follows_the_file(tmp_path: Path) -> None:
     store = disk_store(tmp_path, "cache_max=100&cache_file_max_weight=2")
     small, big = entry_of(100), entry_of(9000)

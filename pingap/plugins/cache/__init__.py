@@ -225,7 +225,7 @@ class Cache(Plugin):
         lookup = _Lookup(key, list(ctx.request_headers))
         ctx.plugin_state(self.name, lookup)
         start = time.monotonic()
-        entry = self._usable(store.get(key), ctx)
+        entry = self._fetch(key, ctx)
         now = time.time()
         if entry is not None and entry.fresh(now):
             ctx.cache_lookup_time = time.monotonic() - start
@@ -241,18 +241,23 @@ class Cache(Plugin):
                 ctx.on_finish(lookup.release)
                 if ticket.waited:
                     ctx.cache_lock_time = time.monotonic() - waited_from
-                    filled = self._usable(store.get(key), ctx)
+                    filled = self._fetch(key, ctx)
                     now = time.time()
                     if filled is not None and filled.fresh(now):
                         lookup.release()
+                        _close(entry)
                         return self._serve(ctx, filled, lookup, b"hit", now)
                     if store.is_uncacheable(key):
                         lookup.release()  # the fill we waited for found nothing to keep
-                    entry = filled or entry
+                    if filled is not None:
+                        _close(entry)
+                        entry = filled
         if entry is not None:
             lookup.status = b"expired"
             validators = entry.validators()
-            if validators:
+            if not validators:
+                _close(entry)
+            else:
                 lookup.stale = entry
                 kept = [(n, v) for n, v in ctx.request_headers
                         if n.lower() not in _CONDITIONAL and n.lower() != b"range"
@@ -260,8 +265,16 @@ class Cache(Plugin):
                 ctx.request_headers = kept + validators
         return CONTINUE
 
-    def _usable(self, entry: Entry | None, ctx: RequestContext) -> Entry | None:
+    def _fetch(self, key: str, ctx: RequestContext) -> Entry | None:
+        """The stored entry for ``key`` if it suits this request; one whose body is in
+        its file holds that open (and a read of the store) until closed, at the latest
+        when the request finishes."""
+        assert self.store is not None
+        entry = self.store.get(key)
+        if entry is not None and entry.part is not None:
+            ctx.on_finish(entry.part.file.close)
         if entry is None or not vary_matches(entry, ctx.request_headers):
+            _close(entry)
             return None
         return entry
 
@@ -271,6 +284,8 @@ class Cache(Plugin):
         lookup.done = True
         status, headers, body = answer(entry, lookup.client_headers, now, label)
         _timings(ctx, headers)
+        if status != 304 and entry.part is not None:  # sent from its file (sendfile)
+            return Respond(status=status, headers=headers, body=b"", stream=(entry.part,))
         return Respond(status=status, headers=headers, body=body)
 
     def _purge(self, ctx: RequestContext) -> Respond:
@@ -339,6 +354,12 @@ class Cache(Plugin):
         ctx.on_finish(slot.release)  # a response cut short gives its slot back too
         stored = [(n, v) for n, v in headers if n.lower() != b"x-cache-status"]
         return _Filler(self, lookup, status, stored, ttl, slot)
+
+
+def _close(entry: Entry | None) -> None:
+    """Let go of an entry's file early (closing twice is harmless)."""
+    if entry is not None and entry.part is not None:
+        entry.part.file.close()
 
 
 def _timings(ctx: RequestContext, headers: Headers) -> None:

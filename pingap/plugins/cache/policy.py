@@ -1,8 +1,9 @@
 """HTTP cache decisions (RFC 9111), pure: what may be stored, for how long, and how a
 stored entry answers a request.
 
-An ``Entry`` is one stored response: status, head, body, when it was stored, until
-when it is fresh, and the request header values its ``Vary`` names. Time is wall
+An ``Entry`` is one stored response: status, head, body (bytes, or a slice of the open
+file it is stored in), when it was stored, until when it is fresh, and the request
+header values its ``Vary`` names. Time is wall
 clock seconds (``time.time()``), as entries outlive processes in the file store.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, replace
 import msgpack
 
 from pingap import conditional
+from pingap.actions import FilePart
 from pingap.context import header_value
 from pingap.headers import Headers
 
@@ -37,6 +39,13 @@ class Entry:
     vary: tuple[tuple[bytes, bytes], ...] = ()
     #: the Age the response already had when it reached us
     initial_age: float = 0.0
+    #: the body as a slice of its file (then ``body`` is empty); whoever got the entry
+    #: from its store closes ``part.file`` once done with it
+    part: FilePart | None = None
+
+    @property
+    def size(self) -> int:
+        return self.part.length if self.part is not None else len(self.body)
 
     def fresh(self, now: float) -> bool:
         return now < self.expires
@@ -65,17 +74,30 @@ class Entry:
     @classmethod
     def loads(cls, data: bytes) -> Entry | None:
         """The entry, or None for anything but a complete entry of this format."""
+        head = cls.loads_head(data, len(data))
+        if head is None:
+            return None
+        entry, offset, _ = head
+        return replace(entry, body=data[offset:])
+
+    @classmethod
+    def loads_head(cls, prefix: bytes, total: int) -> tuple[Entry, int, int] | None:
+        """The entry without its body, the body's offset and length, from the first
+        bytes of a ``total``-byte serialisation; None unless that is whole and of this
+        format (a torn file is never taken for an entry)."""
         try:
-            size = int.from_bytes(data[:4], "big")
+            size = int.from_bytes(prefix[:4], "big")
+            if len(prefix) < 4 + size:
+                return None
             fmt, status, headers, stored, expires, vary, initial_age, length = \
-                msgpack.unpackb(data[4:4 + size])
+                msgpack.unpackb(prefix[4:4 + size])
         except (ValueError, TypeError, msgpack.UnpackException):
             return None
-        body = data[4 + size:]
-        if fmt != _FORMAT or len(body) != length:
+        if fmt != _FORMAT or not isinstance(length, int) or 4 + size + length != total:
             return None
-        return cls(status, [(bytes(n), bytes(v)) for n, v in headers], body, stored,
-                   expires, tuple((bytes(n), bytes(v)) for n, v in vary), initial_age)
+        entry = cls(status, [(bytes(n), bytes(v)) for n, v in headers], b"", stored, expires,
+                    tuple((bytes(n), bytes(v)) for n, v in vary), initial_age)
+        return entry, 4 + size, length
 
 
 def _directives(value: bytes | None) -> dict[str, str]:
@@ -188,5 +210,5 @@ def answer(entry: Entry, request_headers: Headers, now: float,
                                     etag.decode("latin-1") if etag else None, last):
             return 304, [(n, v) for n, v in headers if n.lower() != b"content-length"], b""
     if header_value(headers, b"content-length") is None:
-        headers.append((b"Content-Length", str(len(entry.body)).encode()))
+        headers.append((b"Content-Length", str(entry.size).encode()))
     return entry.status, headers, entry.body
