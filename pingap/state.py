@@ -73,6 +73,31 @@ def key_hash(text: str) -> int:
     return value or 1
 
 
+def _window(record: tuple[Any, ...], key: int, now: float, interval: float
+            ) -> tuple[list[int], int, float]:
+    """A rate record's bucket counts as of ``now`` (stale buckets zeroed), the bucket
+    ``now`` counts in, and the sliding-window estimate: ``RATE_BUCKETS`` sub-windows, the
+    oldest weighted by how much of it is still inside the window."""
+    ring = RATE_BUCKETS + 1
+    width = interval / RATE_BUCKETS
+    bucket = int(now // width)
+    fraction = (now - bucket * width) / width
+    counts = list(record[3:])
+    last = record[1]
+    if bucket < last and record[0] == key and last - bucket <= RATE_BUCKETS:
+        # a worker read the clock a moment before another but took the lock after it:
+        # count it in the newest bucket instead of rewinding the window
+        bucket, fraction = last, 0.0
+    if record[0] != key or bucket - last > RATE_BUCKETS or bucket < last:
+        counts = [0] * ring  # new key, idle for a whole window, or clock stepped
+    else:
+        for stale in range(last + 1, bucket + 1):
+            counts[stale % ring] = 0
+    estimate = sum(counts[(bucket - i) % ring] for i in range(RATE_BUCKETS))
+    estimate += counts[(bucket - RATE_BUCKETS) % ring] * (1.0 - fraction)
+    return counts, bucket, estimate
+
+
 def _no_lock(name: str) -> AbstractContextManager[object]:
     return nullcontext()
 
@@ -169,34 +194,32 @@ class SharedState:
         (a ring of one more), the oldest weighted by how much of it is still inside.
         Returns (admitted, estimate before this one)."""
         key = key_hash(name)
-        ring = RATE_BUCKETS + 1
-        width = interval / RATE_BUCKETS
-        bucket = int(now // width)
-        fraction = (now - bucket * width) / width
         with self.lock("counters"):
             slot = self._probe(COUNTERS_AT, COUNTER_SLOTS, _COUNTER, key,
                                lambda r: r[0] == key, lambda r: r[2] < now)
             offset = COUNTERS_AT + slot * _COUNTER.size
-            record = _COUNTER.unpack_from(self.buf, offset)
-            counts = list(record[3:])
-            last = record[1]
-            if bucket < last and record[0] == key and last - bucket <= RATE_BUCKETS:
-                # a worker read the clock a moment before another but took the lock
-                # after it: count it in the newest bucket instead of rewinding the window
-                bucket, fraction = last, 0.0
-            if record[0] != key or bucket - last > RATE_BUCKETS or bucket < last:
-                counts = [0] * ring  # new key, idle for a whole window, or clock stepped
-            else:
-                for stale in range(last + 1, bucket + 1):
-                    counts[stale % ring] = 0
-            estimate = sum(counts[(bucket - i) % ring] for i in range(RATE_BUCKETS))
-            estimate += counts[(bucket - RATE_BUCKETS) % ring] * (1.0 - fraction)
+            counts, bucket, estimate = _window(_COUNTER.unpack_from(self.buf, offset), key,
+                                               now, interval)
             admitted = estimate < limit
             if admitted:
-                counts[bucket % ring] += 1
+                counts[bucket % (RATE_BUCKETS + 1)] += 1
             # reusable by another key once nothing counted here is inside any window
             _COUNTER.pack_into(self.buf, offset, key, bucket, now + 2 * interval, *counts)
         return admitted, estimate
+
+    def rate_count(self, name: str, now: float, interval: float) -> float:
+        """What ``rate_acquire`` would estimate for ``name`` now, counting nothing."""
+        key = key_hash(name)
+        start = key % COUNTER_SLOTS
+        with self.lock("counters"):
+            for i in range(COUNTER_SLOTS):
+                record = _COUNTER.unpack_from(
+                    self.buf, COUNTERS_AT + (start + i) % COUNTER_SLOTS * _COUNTER.size)
+                if record[0] == key:
+                    return _window(record, key, now, interval)[2]
+                if record[0] == 0:
+                    break  # a key sits before the first never-used slot of its path
+        return 0.0
 
     # --- in-flight counters -----------------------------------------------------------------
 
@@ -330,6 +353,9 @@ class ShmCounters:
 
     def rate_acquire(self, name: str, interval: float, limit: float) -> bool:
         return self.state.rate_acquire(name, self.clock(), interval, limit)[0]
+
+    def rate_count(self, name: str, interval: float) -> float:
+        return self.state.rate_count(name, self.clock(), interval)
 
     def inflight_acquire(self, name: str, limit: int) -> bool:
         return self.state.inflight_acquire(name, self.owner, limit)[0]

@@ -26,12 +26,11 @@ INFLIGHT_TTL = 300
 
 # The same sliding window as the shared-memory store (pingap.state.rate_acquire):
 # RATE_BUCKETS sub-windows per interval, the oldest weighted by its share still inside.
-_RATE = """
+_WINDOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local interval = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local buckets = tonumber(ARGV[3])
+local buckets = tonumber(ARGV[2])
 local width = interval / buckets
 local bucket = math.floor(now / width)
 local fraction = (now - bucket * width) / width
@@ -41,13 +40,21 @@ for i = 0, buckets - 1 do
 end
 local oldest = tonumber(redis.call('GET', KEYS[1] .. ':' .. (bucket - buckets)) or '0')
 estimate = estimate + oldest * (1 - fraction)
-if estimate < limit then
+"""
+
+_RATE = _WINDOW + """
+if estimate < tonumber(ARGV[3]) then
   local current = KEYS[1] .. ':' .. bucket
   redis.call('INCR', current)
   redis.call('PEXPIRE', current, math.ceil(interval * 2000) + 1000)
   return 1
 end
 return 0
+"""
+
+# a Lua number would come back truncated to an integer: the estimate travels as text
+_COUNT = _WINDOW + """
+return tostring(estimate)
 """
 
 _INFLIGHT_ACQUIRE = """
@@ -76,10 +83,11 @@ class RedisCounters:
         self._down_until = 0.0
         self._failing = False
         self._rate = self.client.register_script(_RATE)
+        self._count = self.client.register_script(_COUNT)
         self._acquire = self.client.register_script(_INFLIGHT_ACQUIRE)
         self._release = self.client.register_script(_INFLIGHT_RELEASE)
 
-    def _run(self, script: Any, key: str, *args: object) -> int | None:
+    def _run(self, script: Any, key: str, *args: object) -> Any:
         now = time.monotonic()
         if now < self._down_until:
             return None
@@ -95,15 +103,21 @@ class RedisCounters:
         if self._failing:
             log.warning("redis %s is back; limits enforced again", self.url)
             self._failing = False
-        return int(result)
+        return result
 
     def rate_acquire(self, name: str, interval: float, limit: float) -> bool:
-        result = self._run(self._rate, name, interval, limit, RATE_BUCKETS)
-        return self.fail_open if result is None else result == 1
+        result = self._run(self._rate, name, interval, RATE_BUCKETS, limit)
+        return self.fail_open if result is None else int(result) == 1
+
+    def rate_count(self, name: str, interval: float) -> float:
+        result = self._run(self._count, name, interval, RATE_BUCKETS)
+        if result is None:
+            return 0.0 if self.fail_open else float("inf")
+        return float(result)
 
     def inflight_acquire(self, name: str, limit: int) -> bool:
         result = self._run(self._acquire, name, limit, INFLIGHT_TTL)
-        return self.fail_open if result is None else result == 1
+        return self.fail_open if result is None else int(result) == 1
 
     def inflight_release(self, name: str) -> None:
         self._run(self._release, name)

@@ -5,7 +5,9 @@ while ``ts`` is within ``max_age`` of now, so a login lasts ``max_age``. The hea
 custom (a browser never sends it by itself), which with the JSON-only writes is what
 keeps other sites from making an admin's browser change the config (CSRF). Digests are
 compared in constant time. An IP with ``ip_fail_limit`` failures inside ``FAIL_WINDOW``
-is refused (403) until the window passes.
+is refused (403) until the window passes. Failures are counted in the worker's counter
+store, as the limit plugins' requests are: shared memory, so every worker of the host
+sees every failure (Redis with ``basic.redis_url``: every host sharing it).
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import binascii
 import hashlib
 import hmac
 import time
-from collections import OrderedDict
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pingap.plugins import CounterStore
 
 FAIL_WINDOW = 300.0
 """Seconds a failed attempt counts against its IP."""
-MAX_TRACKED_IPS = 4096
 
 
 def decode_authorization(value: str) -> tuple[str, str] | None:
@@ -45,26 +49,28 @@ def make_token(user: str, password: str, ts: int) -> str:
 
 
 class AdminAuth:
-    def __init__(self, authorizations: list[str], max_age: float, ip_fail_limit: int) -> None:
+    def __init__(self, authorizations: list[str], max_age: float, ip_fail_limit: int,
+                 name: str = "") -> None:
         self.credentials = [c for c in map(decode_authorization, authorizations) if c]
         self.max_age = max_age
         self.ip_fail_limit = ip_fail_limit if ip_fail_limit > 0 else 10
-        self._fails: OrderedDict[str, list[float]] = OrderedDict()
+        self.name = name
+        self.counters: CounterStore | None = None  # lent by the worker (``bind``)
 
-    def locked(self, ip: str, now: float | None = None) -> bool:
-        now = time.time() if now is None else now
-        recent = [t for t in self._fails.get(ip, ()) if now - t < FAIL_WINDOW]
-        if recent:
-            self._fails[ip] = recent
-        else:
-            self._fails.pop(ip, None)
-        return len(recent) >= self.ip_fail_limit
+    def _key(self, ip: str) -> str:
+        return f"admin-fail:{self.name}:{ip}"
 
-    def failed(self, ip: str, now: float | None = None) -> None:
-        self._fails.setdefault(ip, []).append(time.time() if now is None else now)
-        self._fails.move_to_end(ip)
-        while len(self._fails) > MAX_TRACKED_IPS:
-            self._fails.popitem(last=False)
+    def _store(self) -> CounterStore:
+        if self.counters is None:
+            raise RuntimeError("the admin's failed-login count needs the worker's counters")
+        return self.counters
+
+    def locked(self, ip: str) -> bool:
+        return self._store().rate_count(self._key(ip), FAIL_WINDOW) >= self.ip_fail_limit
+
+    def failed(self, ip: str) -> None:
+        # counted up to the limit: beyond it the IP is refused anyway
+        self._store().rate_acquire(self._key(ip), FAIL_WINDOW, self.ip_fail_limit)
 
     def valid(self, header: str, now: float | None = None) -> bool:
         """Whether ``header`` is a current token of one of the credentials."""

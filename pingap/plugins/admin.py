@@ -2,7 +2,8 @@
 
 Options as pingap: ``path`` (prefix, default ``/``), ``authorizations`` (base64
 ``user:pass``), ``max_age`` (how long a login token lasts, default ``2d``),
-``ip_fail_limit`` (failed logins per IP before it is refused, default 10). The plugin
+``ip_fail_limit`` (failed logins per IP before it is refused, default 10; counted for the
+whole host in the worker's counter store). The plugin
 only decides that a request is the admin's; the worker's admin service answers it
 (``workers/admin.py``), because reading a body and asking the master are I/O.
 """
@@ -16,7 +17,7 @@ from pingap.actions import CONTINUE, Continue, Respond
 from pingap.admin.api import AdminCall
 from pingap.admin.auth import AdminAuth
 from pingap.context import RequestContext
-from pingap.plugins import OptionProblems, Plugin, register, str_list
+from pingap.plugins import OptionProblems, Plugin, Services, register, str_list
 from pingap.units import parse_duration
 
 DEFAULT_MAX_AGE = 2 * 24 * 3600.0
@@ -42,7 +43,12 @@ class Admin(Plugin):
                 problems.add("max_age", str(exc))
         problems.check()
         self.auth = AdminAuth(str_list(options, "authorizations"), max_age,
-                              int(options.get("ip_fail_limit") or 0))
+                              int(options.get("ip_fail_limit") or 0), name)
+
+    def bind(self, services: Services) -> None:
+        if services.counters is None:
+            raise ValueError("the admin plugin needs the worker's counter store")
+        self.auth.counters = services.counters
 
     def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
         path = ctx.path

@@ -116,7 +116,7 @@ def test_failed_logins_lock_the_ip_out(setup) -> None:
     wrong = Admin(admin.port, password="guess")
     for _ in range(10):  # pingap's default ip_fail_limit
         assert wrong.call("GET", "/api/configs")[0] == 401
-    # per worker: with one worker the eleventh attempt, even a right one, is refused
+    # the eleventh attempt, even a right one, is refused
     assert admin.call("GET", "/api/configs")[0] == 403
 
 
@@ -304,13 +304,14 @@ def _connections_to_each_worker(admin: Admin, how_many: int = 2
     return list(found.values())
 
 
-def _basic(admin: Admin, conn: http.client.HTTPConnection) -> dict[str, Any]:
+def _basic(admin: Admin, conn: http.client.HTTPConnection, status: int = 200
+           ) -> dict[str, Any]:
     conn.request("GET", "/api/basic", headers={
         "Authorization": make_token(admin.user, admin.password, int(time.time()))})
     reply = conn.getresponse()
-    body = json.loads(reply.read())
-    assert reply.status == 200, body
-    return dict(body)
+    raw = reply.read()
+    assert reply.status == status, raw
+    return dict(json.loads(raw)) if status == 200 else {}
 
 
 def _worker_requests(info: dict[str, Any]) -> int:
@@ -360,3 +361,77 @@ def test_dashboard_figures_are_the_hosts(two_workers) -> None:
     assert rate > 0
     first.close()
     second.close()
+
+
+def _fail_login(port: int, conn: http.client.HTTPConnection | None = None) -> int:
+    """One attempt with a wrong password (on ``conn``, or a connection of its own)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/api/configs",
+                 headers={"Authorization": make_token("admin", "guess", int(time.time()))})
+    reply = conn.getresponse()
+    reply.read()
+    if own:
+        conn.close()
+    return reply.status
+
+
+def test_ip_fail_limit_holds_for_the_whole_host(two_workers) -> None:
+    _, admin, *_ = two_workers
+    first, second = _connections_to_each_worker(admin)
+    # nine failures spread over both workers and fresh connections: not locked yet
+    for attempt in range(9):
+        conn = (first, second, None)[attempt % 3]
+        assert _fail_login(admin.port, conn) == 401
+    _basic(admin, first)
+    _basic(admin, second)
+    assert _fail_login(admin.port, second) == 401  # the tenth (pingap's default limit)
+    # now every worker refuses this IP, even with the right password
+    _basic(admin, first, status=403)
+    _basic(admin, second, status=403)
+    assert admin.call("GET", "/api/basic")[0] == 403
+    first.close()
+    second.close()
+
+
+def test_ip_fail_limit_with_redis_holds_for_every_host(tmp_path: Path, backends,
+                                                       redis_server) -> None:
+    """With ``redis_url`` the failures are counted in Redis, as the limit plugins'
+    requests: two proxies sharing it lock the IP out together."""
+    a = backends("a")
+    redis = redis_server()
+    ports: list[int] = []
+    procs = []
+    try:
+        for host in ("one", "two"):
+            home = tmp_path / host
+            home.mkdir()
+            port = free_port()
+            conf = home / "pingap.toml"
+            conf.write_text(f'[basic]\nredis_url = "{redis.url}"\n'
+                            f'pid_file = "{home}/pingap.pid"\n[upstreams.u]\n'
+                            f'addrs = ["{a.addr}"]\n[locations.all]\nupstream = "u"\n'
+                            f'plugins = ["guard"]\n[servers.s]\n'
+                            f'addr = "127.0.0.1:{port}"\nlocations = ["all"]\n'
+                            f'[plugins.guard]\ncategory = "admin"\npath = "/admin"\n'
+                            f'authorizations = ["admin:s3cret"]\nip_fail_limit = 4\n')
+            procs.append(PingapProcess(conf, port, home))
+            ports.append(port)
+        for attempt in range(3):
+            assert _fail_login_at(ports[attempt % 2]) == 401
+        assert [_login_at(port) for port in ports] == [200, 200]
+        assert _fail_login_at(ports[1]) == 401  # the fourth: ip_fail_limit
+        assert [_login_at(port) for port in ports] == [403, 403]
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def _fail_login_at(port: int) -> int:
+    return request(port, "GET", "/admin/api/configs", headers={
+        "Authorization": make_token("admin", "guess", int(time.time()))}).status
+
+
+def _login_at(port: int) -> int:
+    return request(port, "GET", "/admin/api/basic", headers={
+        "Authorization": make_token("admin", "s3cret", int(time.time()))}).status

@@ -6,10 +6,14 @@ import base64
 import json
 import tomllib
 
+import pytest
+
 from master.admin import admin_document
 from pingap.actions import Respond
 from pingap.admin.api import MASK, AdminRequest, MasterCall, entry_digest, mask, route, unmask
 from pingap.admin.auth import AdminAuth, make_token
+from pingap.state import SIZE as STATE_SIZE
+from pingap.state import SharedState, ShmCounters
 
 CONFIG = {"basic": {"threads": 1}, "upstreams": {"u": {"addrs": ["127.0.0.1:1"]}},
           "certificates": {"c": {"tls_cert": "x", "tls_key": "KEY"}}}
@@ -25,12 +29,30 @@ def test_token_is_pingaps_and_expires_after_max_age() -> None:
 
 
 def test_lockout_after_ip_fail_limit_within_the_window() -> None:
-    auth = AdminAuth(["a:b"], 60, 3)
-    for _ in range(3):
-        assert not auth.locked("1.2.3.4", now=100)
-        auth.failed("1.2.3.4", now=100)
-    assert auth.locked("1.2.3.4", now=101) and not auth.locked("5.6.7.8", now=101)
-    assert not auth.locked("1.2.3.4", now=100 + 301)
+    clock = [100.0]
+    shared = SharedState(bytearray(STATE_SIZE))
+    shared.initialise()
+    # two workers' plugins over one shared region: failures count for the host
+    workers = []
+    for owner in (0, 1):
+        auth = AdminAuth(["a:b"], 60, 3, "admin")
+        auth.counters = ShmCounters(shared, owner, lambda: clock[0])
+        workers.append(auth)
+    for attempt in range(3):
+        assert not workers[attempt % 2].locked("1.2.3.4")
+        workers[attempt % 2].failed("1.2.3.4")
+    clock[0] = 101.0
+    assert all(w.locked("1.2.3.4") and not w.locked("5.6.7.8") for w in workers)
+    other = AdminAuth(["a:b"], 60, 3, "another-admin")
+    other.counters = ShmCounters(shared, 0, lambda: clock[0])
+    assert not other.locked("1.2.3.4")  # each admin plugin keeps its own count
+    clock[0] = 100.0 + 301
+    assert not workers[0].locked("1.2.3.4")
+
+
+def test_an_unbound_admin_refuses_to_guess() -> None:
+    with pytest.raises(RuntimeError):
+        AdminAuth(["a:b"], 60, 3).locked("1.2.3.4")
 
 
 def _get(path: str) -> Respond:
