@@ -77,7 +77,11 @@ def test_answer_adds_age_and_answers_conditionals() -> None:
 def test_memory_size_and_bound() -> None:
     assert memory_size("memory://pingap?max_size=20") == BUDGET // 5
     assert memory_size("memory://pingap?max_size=1mb") == 1_000_000
-    assert memory_size("") == BUDGET
+    assert memory_size("") == BUDGET == 256_000_000  # pingap's 256mb
+    assert memory_size("memory://pingap?max_size=500") == BUDGET  # at most 100 %
+    assert memory_size("memory://pingap?max_size=5gb") == 1024 ** 3  # pingap's 1 GiB cap
+    with pytest.raises(ValueError, match="memory://p\\?max_size=lots"):
+        Cache("c", {"directory": "memory://p?max_size=lots"})
     store = MemoryStore(max_size=3000)
     for i in range(10):
         store.put(str(i), make_entry(200, [], b"x" * 1000, [], 60, NOW))
@@ -445,6 +449,14 @@ def test_uncacheable_keys_skip_the_lock_and_predictor_skips_lookup(
     miss_and_fill(plugin, "/api", CACHEABLE, b"hello")  # cacheable again: stored
     assert not plugin.store.is_uncacheable(key)
     assert lookup(plugin, "/api") is not None
+
+
+def test_eviction_on_a_file_cache_is_a_warning(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    Cache("pages", {"directory": "memory://m", "eviction": True})
+    assert not caplog.records
+    Cache("pages", {"directory": str(tmp_path), "eviction": True})
+    assert "plugins.pages: `eviction` applies to the memory cache only" in caplog.text
 
 
 def test_an_unusable_cache_directory_fails_the_bind_by_name(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import logging
 import os
 import time
 from collections.abc import Mapping
@@ -31,6 +32,7 @@ from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
 from pingap.headers import Headers
 from pingap.plugins import Plugin, plugin_response, register
+from pingap.plugins.cache.memory import memory_size
 from pingap.plugins.cache.policy import (
     DEFAULT_TTL,
     Entry,
@@ -42,6 +44,8 @@ from pingap.plugins.cache.policy import (
 )
 from pingap.regexes import compile_pingap_regex
 from pingap.units import parse_bytesize, parse_duration
+
+log = logging.getLogger("pingap.cache")
 
 _CONDITIONAL = frozenset({b"if-none-match", b"if-modified-since"})
 
@@ -161,8 +165,15 @@ class Cache(Plugin):
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
         self.directory = str(options.get("directory", "") or "").strip()
-        if self.directory and not self.directory.startswith("memory://"):
-            file_store_options(self.directory)  # a bad query is a config error
+        memory = not self.directory or self.directory.startswith("memory://")
+        try:  # a bad query is a config error
+            memory_size(self.directory) if memory else file_store_options(self.directory)
+        except ValueError as exc:
+            raise ValueError(f"`directory` {self.directory!r}: {exc}") from exc
+        if "eviction" in options and not memory:
+            log.warning("plugins.%s: `eviction` applies to the memory cache only (pingap "
+                        "ignores it on a file cache too); max_size in the directory's "
+                        "query bounds a file cache", name)
         self.namespace = str(options.get("namespace", "") or "")
         self.key_headers = [str(h).lower().encode("latin-1")
                             for h in options.get("headers", ()) or ()]

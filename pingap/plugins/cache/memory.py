@@ -14,8 +14,11 @@ import cachetools
 from pingap.plugins.cache.policy import Entry
 from pingap.units import parse_bytesize
 
-#: the budget a bare-number ``max_size`` (a percentage) is taken of, per worker
-BUDGET = 256 * 1024 * 1024
+#: the budget a bare-number ``max_size`` (a percentage) is taken of, per worker (pingap's
+#: ``256mb`` when it does not know the available memory)
+BUDGET = 256_000_000
+#: pingap's upper bound of a memory cache
+MAX_SIZE = 1024 * 1024 * 1024
 #: how long a key whose response could not be stored skips the fill lock
 UNCACHEABLE_TTL = 300.0
 UNCACHEABLE_KEYS = 100_000
@@ -27,14 +30,16 @@ def _weight(entry: Entry) -> int:
 
 def memory_size(directory: str) -> int:
     """``max_size`` of a ``memory://name?max_size=...`` string: a bare number is a
-    percentage of ``BUDGET`` (at most 100), a size with a unit is absolute."""
+    percentage of ``BUDGET`` (at most 100), a size with a unit is absolute; at most
+    ``MAX_SIZE``, as pingap. A size that does not parse raises ``ValueError`` (pingap
+    falls back to the default)."""
     query = parse_qs(urlsplit(directory).query)
-    raw = (query.get("max_size") or [""])[0].strip()
+    raw = (query.get("max_size") or [""])[-1].strip()
     if not raw:
         return BUDGET
     if raw.isdigit():
         return BUDGET * min(int(raw), 100) // 100
-    return parse_bytesize(raw)
+    return min(parse_bytesize(raw), MAX_SIZE)
 
 
 class _Unbounded:
