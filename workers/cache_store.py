@@ -27,7 +27,7 @@ import os
 import secrets
 import time
 from dataclasses import replace
-from typing import BinaryIO, NamedTuple
+from typing import NamedTuple
 
 import cachetools
 import gevent
@@ -53,7 +53,7 @@ _TOUCH_EVERY = 1.0
 #: entry files above this size are sent from the file (sendfile where the socket allows)
 #: unless the hot layer takes them; their read lasts until the body is sent
 STREAM_FROM = 32 * 1024
-_HEAD_READ = 16 * 1024
+_HEAD_READ = 4096
 #: each worker measures the directory again once it has written this part of max_size,
 #: which bounds what the other workers' writes can add unseen
 _REMEASURE = 8
@@ -95,18 +95,34 @@ class _Gauge:
 class _Reading:
     """An entry's open file while its body is sent: closing it ends the read."""
 
-    __slots__ = ("_file", "_slot")
+    __slots__ = ("_fd", "_slot")
 
-    def __init__(self, file: BinaryIO, slot: _Slot) -> None:
-        self._file = file
+    def __init__(self, fd: int, slot: _Slot) -> None:
+        self._fd = fd
         self._slot = slot
 
     def fileno(self) -> int:
-        return self._file.fileno()
+        if self._fd < 0:
+            raise ValueError("the cache entry's file is closed")
+        return self._fd
 
     def close(self) -> None:
-        self._file.close()
-        self._slot.release()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+            self._slot.release()
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    """The whole of a file of ``size`` bytes (short if it shrank meanwhile)."""
+    pieces: list[bytes] = []
+    offset = 0
+    while True:
+        data = os.pread(fd, max(size - offset, 0) + 1, offset)
+        if not data:
+            return b"".join(pieces)
+        pieces.append(data)
+        offset += len(data)
 
 
 def _read_all(part: FilePart) -> bytes:
@@ -348,55 +364,42 @@ class FileStore:
         hot = disk.hot_get(path)
         if hot is not None:
             return hot
-        slot: _Slot | None = disk.reading.acquire()
+        slot = disk.reading.acquire()
         if slot is None:
             return None  # pingap: a read over reading_max is a miss, not an error
-        handle: BinaryIO | None
         try:
-            handle = open(path, "rb")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             slot.release()
             return None
+        entry: Entry | None = None
         try:
-            fd = handle.fileno()
             st = os.fstat(fd)
             # every use marks the entry as recently used (max_size, inactive)
             os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
             if st.st_size > STREAM_FROM and not disk.hot_takes(st.st_size):
-                entry = self._streamed(handle, st, slot)
+                # sent from the file: its read lasts until the body's file is closed
+                prefix = os.pread(fd, _HEAD_READ, 0)
+                wanted = Entry.head_size(prefix)
+                if len(prefix) < wanted <= st.st_size:
+                    prefix = os.pread(fd, wanted, 0)  # a head larger than the first read
+                entry = Entry.in_file(prefix, st.st_size, _Reading(fd, slot))
                 if entry is not None:
-                    handle = slot = None  # the entry's file owns them now
                     return entry
             else:
-                entry = Entry.loads(handle.read())
+                entry = Entry.loads(_read_fd(fd, st.st_size))
         except OSError:
+            entry = None
             return None
         finally:
-            if handle is not None:
-                handle.close()
-            if slot is not None:
+            if entry is None or entry.part is None:
+                os.close(fd)
                 slot.release()
         if entry is None:  # torn or foreign: removed, so that it stops taking room
             self._discard(path, st)
             return None
         disk.hot_put(path, entry, st)
         return entry
-
-    @staticmethod
-    def _streamed(handle: BinaryIO, st: os.stat_result, slot: _Slot) -> Entry | None:
-        """The entry of a large file with its body left in the file, to be sent from
-        there; its read stays in progress until the body's file is closed."""
-        fd = handle.fileno()
-        prefix = os.pread(fd, _HEAD_READ, 0)
-        wanted = 4 + int.from_bytes(prefix[:4], "big")
-        if len(prefix) < wanted <= st.st_size:
-            prefix = os.pread(fd, wanted, 0)  # a head larger than the first read
-        head = Entry.loads_head(prefix, st.st_size)
-        if head is None:
-            return None
-        entry, offset, length = head
-        part = FilePart(file=_Reading(handle, slot), offset=offset, length=length)
-        return replace(entry, part=part)
 
     def _discard(self, path: str, st: os.stat_result) -> None:
         try:

@@ -10,6 +10,7 @@ clock seconds (``time.time()``), as entries outlive processes in the file store.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import msgpack
 
@@ -74,30 +75,37 @@ class Entry:
     @classmethod
     def loads(cls, data: bytes) -> Entry | None:
         """The entry, or None for anything but a complete entry of this format."""
-        head = cls.loads_head(data, len(data))
-        if head is None:
-            return None
-        entry, offset, _ = head
-        return replace(entry, body=data[offset:])
+        return cls._parse(data, len(data), data, None)
 
     @classmethod
-    def loads_head(cls, prefix: bytes, total: int) -> tuple[Entry, int, int] | None:
-        """The entry without its body, the body's offset and length, from the first
-        bytes of a ``total``-byte serialisation; None unless that is whole and of this
-        format (a torn file is never taken for an entry)."""
+    def in_file(cls, prefix: bytes, total: int, file: Any) -> Entry | None:
+        """The entry stored in the open ``file`` of ``total`` bytes, whose first bytes
+        are ``prefix`` (its head at least), with its body left in the file (``part``);
+        None unless the file is whole and of this format (a torn file is never taken
+        for an entry)."""
+        return cls._parse(prefix, total, None, file)
+
+    @staticmethod
+    def head_size(prefix: bytes) -> int:
+        """How many bytes from the start of a serialisation its head takes."""
+        return 4 + int.from_bytes(prefix[:4], "big")
+
+    @classmethod
+    def _parse(cls, prefix: bytes, total: int, data: bytes | None, file: Any) -> Entry | None:
         try:
-            size = int.from_bytes(prefix[:4], "big")
-            if len(prefix) < 4 + size:
+            offset = cls.head_size(prefix)
+            if len(prefix) < offset:
                 return None
             fmt, status, headers, stored, expires, vary, initial_age, length = \
-                msgpack.unpackb(prefix[4:4 + size])
+                msgpack.unpackb(prefix[4:offset])
         except (ValueError, TypeError, msgpack.UnpackException):
             return None
-        if fmt != _FORMAT or not isinstance(length, int) or 4 + size + length != total:
+        if fmt != _FORMAT or not isinstance(length, int) or offset + length != total:
             return None
-        entry = cls(status, [(bytes(n), bytes(v)) for n, v in headers], b"", stored, expires,
-                    tuple((bytes(n), bytes(v)) for n, v in vary), initial_age)
-        return entry, 4 + size, length
+        part = None if file is None else FilePart(file=file, offset=offset, length=length)
+        return cls(status, [(bytes(n), bytes(v)) for n, v in headers],
+                   data[offset:] if data is not None else b"", stored, expires,
+                   tuple((bytes(n), bytes(v)) for n, v in vary), initial_age, part)
 
 
 def _directives(value: bytes | None) -> dict[str, str]:
