@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import tomlkit
-
 from master.storage import ConfigStorage, ConflictError, StorageError
 from master.storage.documents import (
     CATEGORIES,
@@ -46,6 +44,8 @@ RESTART_REASON = "admin restart"
 
 def admin_document(spec: str) -> Document:
     """pingap's ``--admin [user:pass@]host:port[/path][?max_age=2d]`` as config."""
+    import tomlkit  # only with --admin: a master without it never loads tomlkit
+
     parts = urlsplit(f"http://{spec}")
     if not parts.hostname or not parts.port:
         raise ValueError(f"--admin {spec!r}: expected [user:pass@]host:port[/path]")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import tomlkit
-
 TEMPLATE = """
 [basic]
 log_level = "INFO"
@@ -81,6 +79,8 @@ def tls_files(cert: str, key: str | None) -> tuple[str, str]:
 def build_config(upstream: str, *, addr: str | None = None, domain: str | None = None,
                  cert: str | None = None, key: str | None = None) -> str:
     """The quick-start config as TOML text; raises ``QuickStartError``."""
+    import tomlkit  # only the quick start writes TOML; a master on a config file never does
+
     addrs = _split(upstream)
     if not addrs:
         raise QuickStartError("--upstream should not be empty")

@@ -15,11 +15,7 @@ import queue
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from typing import Any
-
-import psutil
 
 from pingap.webhook import Notification, payload
 
@@ -31,6 +27,8 @@ TIMEOUT = 10.0
 
 def local_ips() -> str:
     """Non-loopback addresses of this host, as pingap reports them."""
+    import psutil  # psutil and urllib (ssl, http.client) only once a webhook is sent
+
     found = []
     for addresses in psutil.net_if_addrs().values():
         for address in addresses:
@@ -90,6 +88,9 @@ class WebhookSender:
 
     @staticmethod
     def _post(url: str, body: bytes) -> str | None:
+        import urllib.error
+        import urllib.request
+
         request = urllib.request.Request(url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
         try:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import regex
-
 __all__ = ["PingapRegex", "check_pingap_regex", "compile_pingap_regex"]
 
 PingapRegex = Any
@@ -48,6 +46,8 @@ class _Reject(ValueError):
 def compile_pingap_regex(pattern: str) -> PingapRegex:
     """The compiled ``pattern`` (Rust ``regex`` syntax); raises ``ValueError`` with the
     reason when the Rust crate would refuse it (so pingap would too)."""
+    import regex  # loaded by the first config that has a regex, not by every process
+
     try:
         translated = _Translator(pattern).translate()
         return regex.compile(translated, regex.V1)

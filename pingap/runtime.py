@@ -234,13 +234,15 @@ def _rules(items: tuple[str, ...]) -> list[HeaderRule]:
 
 def _build_plugins(config: PingapConfig, report: Report) -> dict[str, Plugin]:
     """Every plugin this build can run, by name; a plugin whose options the config
-    checks refused is not built (it would only fail again)."""
+    checks refused is not built (it would only fail again). Built-ins are built only
+    when a location names them, so an unused one loads none of its libraries."""
     refused = {problem.key.split(".")[1] for problem in report.errors
                if problem.key.startswith("plugins.")}
+    named = {plugin for location in config.locations.values() for plugin in location.plugins}
     plugins: dict[str, Plugin] = {}
     for name, (category, options) in BUILTIN_PLUGINS.items():
-        if options is None:
-            continue  # defined only by a command-line flag (pingap:admin)
+        if options is None or name not in named:
+            continue  # unused, or defined only by a command-line flag (pingap:admin)
         plugin = build_plugin(name, category, options)
         if plugin is not None:
             plugins[name] = plugin

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import re
-from decimal import Decimal
 
 __all__ = [
     "format_duration_human",
@@ -133,8 +132,10 @@ def parse_bytesize(value: str | int) -> int:
             f"invalid byte size '{value}': unknown unit '{unit}' "
             "(use b, kb, mb, gb, tb, kib, mib, gib, tib)"
         )
-    # Decimal, not float: "4.1kb" is 4100 bytes, not 4099.
-    return int(Decimal(number) * factor)
+    # integers, not float: "4.1kb" is 4100 bytes, not 4099 (and no decimal module,
+    # ~0.5 MB, in every process for this one product)
+    whole, _, fraction = number.partition(".")
+    return int(whole or "0") * factor + int(fraction or "0") * factor // 10 ** len(fraction)
 
 
 def _with_one_decimal(value: int, divisor: int, unit: str) -> str:

@@ -14,13 +14,13 @@ import enum
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import tomlkit
-from tomlkit.items import Table
+from typing import TYPE_CHECKING, Any
 
 from pingap.admin.api import entry_digest
 from pingap.config.sources import SECTIONS
+
+if TYPE_CHECKING:
+    from tomlkit.items import Table
 
 __all__ = ["CATEGORIES", "Document", "Layout", "Placement", "check_name", "entry_digest",
            "entry_values", "place_entry", "render_entry"]
@@ -119,6 +119,11 @@ def place_entry(documents: Sequence[Document], layout: Layout, single_key: str,
 
     The entry is edited in the document that already holds it, wherever the user put
     it; a new entry goes where ``layout`` puts new entries."""
+    # tomlkit (~2 MB) only where an entry is written: a master that is never edited
+    # does not load it
+    import tomlkit
+    from tomlkit.items import Table
+
     holder, _ = entry_values(documents, category, name)
     if holder is None and values is None:
         raise KeyError(f"{category}.{name}" if category != "basic" else "basic")

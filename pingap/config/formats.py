@@ -18,7 +18,8 @@ KDL values: a child node with one argument is that value, with several an array 
 an array for the list keys below), with only properties a table; a node whose children
 are all ``item`` nodes is an array of tables; repeated nodes append; ``null`` is ``""``.
 HCL is parsed by ``python-hcl2``, KDL (v1 and v2, as pingap's ``kdl`` crate) by ``ckdl``;
-``kdl-py`` locates a KDL syntax error (ckdl reports none).
+``kdl-py`` locates a KDL syntax error (ckdl reports none). The three are imported by
+the reader that needs them: a TOML config (and every worker) never loads them.
 
 Where we differ from pingap: a block or node type it silently ignores inside a server or
 location is an error here, like an unknown key.
@@ -29,11 +30,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import ckdl
-import hcl2
-import kdl
-from hcl2.utils import SerializationOptions
-
 __all__ = ["FormatError", "hcl_document", "kdl_document"]
 
 #: KDL keys that are arrays even when written with one argument (pingap's list)
@@ -43,8 +39,6 @@ LIST_KEYS = frozenset({"addrs", "locations", "plugins", "includes", "modules",
 SECTIONS = {"server": "servers", "location": "locations", "upstream": "upstreams",
             "plugin": "plugins", "certificate": "certificates", "storage": "storages"}
 
-_HCL_OPTIONS = SerializationOptions(with_comments=False, explicit_blocks=True,
-                                    preserve_heredocs=False, strip_string_quotes=True)
 _BLOCK = "__is_block__"
 
 Table = dict[str, Any]
@@ -161,8 +155,13 @@ def _require(label: str | None, kind: str) -> str:
 
 def hcl_document(text: str) -> Table:
     """The TOML document of pingap HCL ``text``; raises FormatError."""
+    import hcl2
+    from hcl2.utils import SerializationOptions
+
+    options = SerializationOptions(with_comments=False, explicit_blocks=True,
+                                   preserve_heredocs=False, strip_string_quotes=True)
     try:
-        parsed = hcl2.loads(text, serialization_options=_HCL_OPTIONS)
+        parsed = hcl2.loads(text, serialization_options=options)
     except Exception as exc:  # lark's parse errors, which carry line and column
         line, column = getattr(exc, "line", None), getattr(exc, "column", None)
         where = f" at line {line}, column {column}" if line is not None else ""
@@ -203,6 +202,8 @@ def _assemble(assembly: _Assembly, kind: str, label: str | None, body: Any,
 
 
 def _kdl_value(value: Any) -> Any:
+    import ckdl
+
     if isinstance(value, ckdl.Value):  # a type-annotated value: the annotation is dropped
         value = value.value
     return "" if value is None else value
@@ -298,6 +299,8 @@ def _kdl_attrs_for(kind: str) -> Callable[[Any], Table]:
 def _kdl_position(text: str) -> str:
     """Where the KDL v1 parser ``kdl-py`` stops, as a hint: ``ckdl`` (which also reads
     v2) gives no position. For a v2 document the hint may point at v2-only syntax."""
+    import kdl
+
     try:
         kdl.parse(text)
     except kdl.ParseError as exc:
@@ -309,6 +312,8 @@ def _kdl_position(text: str) -> str:
 
 def kdl_document(text: str) -> Table:
     """The TOML document of pingap KDL ``text`` (KDL v1 or v2); raises FormatError."""
+    import ckdl
+
     try:
         parsed = ckdl.parse(text, version="any")
     except ckdl.ParseError:

@@ -20,13 +20,8 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
-
-import jwt
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from jwt.warnings import InsecureKeyLengthWarning
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
@@ -44,11 +39,10 @@ from pingap.plugins import (
 )
 from pingap.units import parse_duration
 
-log = logging.getLogger("pingap.plugins")
+if TYPE_CHECKING:
+    import jwt
 
-# pingap accepts short HMAC secrets (its docs use "123123"); PyJWT would warn on every
-# token, so a short secret is reported once, when the plugin is built
-warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+log = logging.getLogger("pingap.plugins")
 
 
 _NO_STORE = (b"Cache-Control", b"private, no-store")
@@ -179,14 +173,23 @@ class KeyAuth(Plugin):
 
 # --- jwt ------------------------------------------------------------------------------
 
+# PyJWT and cryptography (~17 MB) are imported by the jwt plugin's constructor, so only a
+# config with a jwt plugin loads them, and a broken install still fails at load (pingap -t)
+
 _HMAC_ALGORITHMS = ("HS256", "HS512")
-#: asymmetric algorithm -> the public key types that can verify it
-_KEY_TYPES: dict[str, tuple[type, ...]] = {
-    **{alg: (rsa.RSAPublicKey,) for alg in
-       ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")},
-    **{alg: (ec.EllipticCurvePublicKey,) for alg in ("ES256", "ES384", "ES512")},
-    "EdDSA": (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey),
-}
+_ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                          "ES256", "ES384", "ES512", "EdDSA")
+
+
+def _key_types() -> dict[str, tuple[type, ...]]:
+    """Asymmetric algorithm -> the public key types that can verify it."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
+    return {alg: (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey) if alg == "EdDSA"
+            else (ec.EllipticCurvePublicKey,) if alg.startswith("ES")
+            else (rsa.RSAPublicKey,)
+            for alg in _ASYMMETRIC_ALGORITHMS}
+
 #: the most a signed claims body (``auth_path``) may hold
 MAX_CLAIMS_SIZE = 64 * 1024
 
@@ -218,6 +221,8 @@ class JwksKeys:
         return self.keys.get(kid)  # a stale key still verifies while the endpoint is away
 
     def refresh(self) -> None:
+        import jwt
+
         if self.fetcher is None:
             return
         try:
@@ -248,6 +253,8 @@ class ClaimsSigner:
         return b""
 
     def end(self) -> bytes:
+        import jwt
+
         token = jwt.api_jws.encode(bytes(self.buffer), self.secret, algorithm=self.algorithm)
         return json.dumps({"token": token}).encode()
 
@@ -263,8 +270,14 @@ class JwtAuth(Plugin):
     filter_rank = 8
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        from jwt.warnings import InsecureKeyLengthWarning
+
+        # pingap accepts short HMAC secrets (its docs use "123123"); PyJWT would warn on
+        # every token, so a short secret is reported once, below
+        warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
         # verification runs at request, minting at the response: one instance does both
         super().__init__(name, options, None)
+        self.key_types = _key_types()
         problems = OptionProblems()
         self.header = _str(options, "header").lower().encode("latin-1")
         self.cookie = _str(options, "cookie")
@@ -279,14 +292,15 @@ class JwtAuth(Plugin):
         self.jwks: JwksKeys | None = None
         public_key = _str(options, "public_key")
         jwks_url = _str(options, "jwks_url")
-        if self.algorithm in _KEY_TYPES:
+        if self.algorithm in _ASYMMETRIC_ALGORITHMS:
             if not public_key and not jwks_url:
                 problems.add("public_key", f"required for algorithm {self.algorithm}")
             elif public_key:
-                self.public_key = _load_public_key(self.algorithm, public_key, problems)
+                self.public_key = _load_public_key(self.key_types[self.algorithm],
+                                                   self.algorithm, public_key, problems)
         elif public_key and not jwks_url:
             problems.add("algorithm", "a public_key needs an asymmetric algorithm "
-                         f"({', '.join(_KEY_TYPES)})")
+                         f"({', '.join(_ASYMMETRIC_ALGORITHMS)})")
         if jwks_url:
             parts = urlsplit(jwks_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -297,7 +311,7 @@ class JwtAuth(Plugin):
         if self.public_key is None and self.jwks is None:
             if not self.secret and not problems.problems:
                 problems.add("secret", "Jwt secret is not allowed empty")
-            if self.algorithm not in ("", *_HMAC_ALGORITHMS) and self.algorithm not in _KEY_TYPES:
+            if self.algorithm not in ("", *_HMAC_ALGORITHMS, *_ASYMMETRIC_ALGORITHMS):
                 problems.add("algorithm", f"Jwt algorithm({self.algorithm}) is not supported, "
                              "expect HS256 or HS512, or set public_key/jwks_url")
         problems.check()
@@ -334,6 +348,8 @@ class JwtAuth(Plugin):
             return _denied(401, "Jwt authorization is missing")
         if token.count(".") != 2:
             return self._fail("format is invalid", delay=False)
+        import jwt  # loaded when the plugin was built
+
         options: jwt.types.Options = {"verify_aud": False}
         try:
             if self.public_key is not None:
@@ -342,10 +358,10 @@ class JwtAuth(Plugin):
             elif self.jwks is not None:
                 header = jwt.get_unverified_header(token)
                 alg, kid = header.get("alg"), header.get("kid")
-                if alg not in _KEY_TYPES or not isinstance(kid, str):
+                if alg not in self.key_types or not isinstance(kid, str):
                     return self._fail("is invalid")
                 key = self.jwks.key_for(kid)
-                if key is None or not isinstance(key.key, _KEY_TYPES[alg]):
+                if key is None or not isinstance(key.key, self.key_types[alg]):
                     return self._fail("is invalid")
                 # the raw key, not the PyJWK: a JWK without "alg" verifies any algorithm
                 # of its key type (as pingap), which the isinstance check above bounds
@@ -370,13 +386,16 @@ class JwtAuth(Plugin):
         return ClaimsSigner(self.secret, self.sign_algorithm)
 
 
-def _load_public_key(algorithm: str, pem: str, problems: OptionProblems) -> Any:
+def _load_public_key(key_types: tuple[type, ...], algorithm: str, pem: str,
+                     problems: OptionProblems) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     try:
         key = load_pem_public_key(pem.encode())
     except (ValueError, TypeError) as exc:
         problems.add("public_key", f"invalid public_key: {exc}")
         return None
-    if not isinstance(key, _KEY_TYPES[algorithm]):
+    if not isinstance(key, key_types):
         problems.add("public_key", f"a {type(key).__name__} cannot verify {algorithm}")
         return None
     return key

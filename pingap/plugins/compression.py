@@ -13,6 +13,9 @@ sets ``Content-Encoding``, weakens a strong ETag and adds ``Vary: Accept-Encodin
 the chosen coding to the cache key; the default (downstream) mode uses the broader
 list pingora's module compresses. ``decompression = true`` decodes a gzip/br/zstd
 response for a client that does not accept its coding.
+
+``brotli`` and ``zstandard`` are loaded when a compression plugin is built, not by every
+process that imports the negotiation helpers here.
 """
 
 from __future__ import annotations
@@ -21,9 +24,6 @@ import time
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
-
-import brotli
-import zstandard
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
@@ -142,11 +142,15 @@ class Encoder:
             self._flush = lambda: gz.flush(zlib.Z_SYNC_FLUSH)
             self._finish = gz.flush
         elif coding == "br":
+            import brotli
+
             br = brotli.Compressor(quality=level)
             self._compress = br.process
             self._flush = br.flush
             self._finish = br.finish
         elif coding == "zstd":
+            import zstandard
+
             zs = zstandard.ZstdCompressor(level=level).compressobj()
             self._compress = zs.compress
             self._flush = lambda: zs.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
@@ -194,10 +198,14 @@ class Decoder:
             self._process = gz.decompress
             self._finish = gz.flush
         elif coding == "br":
+            import brotli
+
             br = brotli.Decompressor()
             self._process = br.process
             self._finish = _nothing
         elif coding == "zstd":
+            import zstandard
+
             # a body may hold several frames (one per upstream flush)
             zs = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
             self._process = zs.decompress
@@ -228,6 +236,9 @@ class Compression(Plugin):
     filter_rank = 30  # last: it compresses what the other filters produced
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        import brotli  # noqa: F401  (a process without a compression plugin never loads them)
+        import zstandard  # noqa: F401
+
         super().__init__(name, options, step)
         self.levels = {"gzip": _level(options, "gzip_level", "gzip"),
                        "br": _level(options, "br_level", "br"),

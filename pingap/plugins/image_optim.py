@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from typing import Any
-
-from PIL import Image
+from typing import TYPE_CHECKING, Any
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import BodyFilter, RequestContext, header_value
@@ -28,6 +26,9 @@ from pingap.plugins.compression import add_vary, media_type
 MAX_IMAGE = 32 * 1024 * 1024
 _SOURCES = {"image/png": "png", "image/jpeg": "jpeg"}
 _FORMATS = ("webp", "avif", "png", "jpeg")
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def _quality(options: Mapping[str, Any], key: str, default: int, high: int = 100) -> int:
@@ -88,6 +89,10 @@ class ImageOptim(Plugin):
     filter_rank = 10  # first: the other filters see the image as it will be sent
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
+        # Pillow is loaded by the config that builds this plugin (a missing Pillow fails
+        # there), never by a process without one
+        from PIL import Image  # noqa: F401
+
         super().__init__(name, options, step)
         types = [t.strip().lower() for t in str(options.get("output_types", "")).split(",")
                  if t.strip()]
@@ -130,6 +135,8 @@ class ImageOptim(Plugin):
 
     def convert(self, data: bytes, source: str, target: str) -> bytes | None:
         """``data`` re-encoded as ``target``; None when Pillow cannot do it."""
+        from PIL import Image  # loaded when the plugin was built
+
         try:
             with Image.open(io.BytesIO(data)) as image:
                 if image.format is None or image.format.lower() != source:

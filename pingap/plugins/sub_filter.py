@@ -18,8 +18,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import regex
-
 from pingap.context import BodyFilter, RequestContext
 from pingap.headers import Headers
 from pingap.plugins import Plugin, register, remove_header
@@ -38,6 +36,8 @@ class Rule:
     __slots__ = ("pattern", "template", "every")
 
     def __init__(self, text: str) -> None:
+        import regex  # loaded when a sub_filter plugin is built
+
         found = _RULE.fullmatch(text)
         if found is None:
             raise ValueError(f"invalid filter {text!r}: expected "

@@ -1,0 +1,114 @@
+"""Heavy libraries load only where a configured feature needs them.
+
+Every worker and the master import the plugin families, the config readers and the
+storage code; PyJWT with cryptography, Pillow, python-hcl2 (lark), tomlkit and the rest
+would add ~18 MB to each process if they came with those imports. Each check runs a
+fresh interpreter (``sys.modules`` of this test process holds whatever other tests
+loaded) and reads the top-level modules it ended up with.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "etc" / "pingap.toml"
+
+#: what no process may load before its config asks for it
+HEAVY = frozenset({"PIL", "jwt", "cryptography", "maxminddb", "brotli", "zstandard",
+                   "tomlkit", "etcd3gw", "hcl2", "lark", "kdl", "ckdl", "regex", "redis",
+                   "acme", "josepy", "OpenSSL", "dns", "selenium"})
+
+
+def loaded_after(code: str) -> set[str]:
+    """The top-level modules a fresh interpreter holds after running ``code``."""
+    script = textwrap.dedent(code) + "\nimport json as _j, sys as _s\n" \
+        "print(_j.dumps(sorted({m.partition('.')[0] for m in _s.modules})))\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_a_worker_on_the_example_config_loads_no_heavy_library() -> None:
+    # what a worker does before it serves: patch, import its modules, compile the config
+    found = loaded_after(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import workers.worker
+        from pingap.runtime import load_runtime
+        load_runtime({str(EXAMPLE)!r})
+    """)
+    assert "workers" in found and "gevent" in found  # the imports did happen
+    assert found & HEAVY == set()
+
+
+def test_the_master_on_the_example_config_loads_no_heavy_library() -> None:
+    found = loaded_after(f"""
+        import master.arbiter, master.cli, master.storage, master.quickstart
+        from pingap.runtime import load_runtime
+        load_runtime({str(EXAMPLE)!r})
+    """)
+    assert "master" in found
+    # nor what only a sent webhook needs (psutil, urllib's http.client and ssl)
+    assert found & (HEAVY | {"gevent", "psutil", "http", "ssl"}) == set()
+
+
+FEATURES = {
+    "jwt": ('category = "jwt"\nheader = "Authorization"\nsecret = "123123"',
+            {"jwt", "cryptography"}),
+    "image_optim": ('category = "image_optim"\noutput_types = "webp"', {"PIL"}),
+    "compression": ('category = "compression"\ngzip_level = 6\nbr_level = 6\nzstd_level = 6',
+                    {"brotli", "zstandard"}),
+    "sub_filter": ('category = "sub_filter"\nfilters = ["subs_filter \'a+\' \'b\' g"]',
+                   {"regex"}),
+}
+
+
+@pytest.mark.parametrize("category", sorted(FEATURES))
+def test_building_a_plugin_loads_its_library(tmp_path: Path, category: str) -> None:
+    """The library comes with the plugin's build (so ``pingap -t`` fails on a broken
+    install), not later with its first request."""
+    options, libraries = FEATURES[category]
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(f"""
+[upstreams.up]
+addrs = ["127.0.0.1:9"]
+
+[locations.lo]
+upstream = "up"
+plugins = ["p"]
+
+[plugins.p]
+{options}
+
+[servers.web]
+addr = "127.0.0.1:6188"
+locations = ["lo"]
+""")
+    found = loaded_after(f"""
+        from pingap.runtime import load_runtime
+        runtime = load_runtime({str(conf)!r})
+        assert runtime.locations["lo"].plugins, "the plugin was not built"
+    """)
+    assert libraries <= found
+    assert found & HEAVY == libraries  # and nothing another feature needs
+
+
+def test_an_hcl_config_loads_the_hcl_reader(tmp_path: Path) -> None:
+    conf = tmp_path / "pingap.hcl"
+    conf.write_text('upstream "up" {\n  addrs = ["127.0.0.1:9"]\n}\n')
+    found = loaded_after(f"""
+        from pingap.config import load_config
+        load_config({str(conf)!r})
+    """)
+    assert {"hcl2", "lark"} <= found
+    assert not {"kdl", "ckdl"} & found
