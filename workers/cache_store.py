@@ -54,6 +54,10 @@ _TOUCH_EVERY = 1.0
 #: unless the hot layer takes them; their read lasts until the body is sent
 STREAM_FROM = 32 * 1024
 _HEAD_READ = 4096
+#: a temporary file untouched this long is what a dead write (a crash) left
+_DEAD_WRITE = 3600.0
+#: what eviction for max_size leaves, in per cent of it
+_LOW_WATER = 90
 #: each worker measures the directory again once it has written this part of max_size,
 #: which bounds what the other workers' writes can add unseen
 _REMEASURE = 8
@@ -226,9 +230,10 @@ class Disk:
             self._written += max(size, 0)
 
     def make_room(self, need: int) -> None:
-        """Remove the least recently used entries until ``need`` more bytes fit in
-        ``max_size``; the directory is measured again when this worker's account may be
-        off (first use, a write that does not fit, much written since)."""
+        """When ``need`` more bytes do not fit in ``max_size``, remove the least recently
+        used entries until they fit in ``_LOW_WATER`` % of it; the directory is measured
+        again when this worker's account may be off (first use, a write that does not
+        fit, much written since)."""
         if not self.max_size:
             return
         if (self._used is not None and self._used + need <= self.max_size
@@ -248,9 +253,12 @@ class Disk:
                 files.append((st.st_atime_ns, st.st_size, path))
         used = sum(size for _, size, _ in files)
         if used + need > self.max_size:
+            # down to a low-water mark, so that a full directory is not walked again
+            # for every write
+            target = self.max_size * _LOW_WATER // 100
             files.sort()
             for _, size, path in files:
-                if used + need <= self.max_size:
+                if used + need <= target:
                     break
                 try:
                     os.unlink(path)
@@ -332,16 +340,18 @@ class FileStore:
 
     def sweep(self) -> int:
         """Remove entries not used for ``inactive`` seconds (pingap's inactive sweep, by
-        access time); the number removed."""
+        access time) and what writes that died (a crash) left; the number removed."""
         limit = time.time() - self.inactive
         removed = 0
+        dead = time.time() - _DEAD_WRITE
         for base, dirs, files in os.walk(self.root):
             dirs[:] = [d for d in dirs if d != ".locks"]
             for name in files:
                 path = os.path.join(base, name)
                 try:
                     st = os.stat(path)
-                    if st.st_atime < limit:
+                    if st.st_atime < limit or (name.startswith(".tmp-")
+                                               and st.st_mtime < dead):
                         os.unlink(path)
                         self.disk.forget(path, st.st_size)
                         removed += 1

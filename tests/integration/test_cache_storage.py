@@ -100,16 +100,16 @@ def test_max_size_evicts_the_least_recently_used(pingap: Callable[..., PingapPro
     root = tmp_path / "cache"
     directory = f"{root}?max_size=100kb" if store == "file" else "memory://t?max_size=100kb"
     pingap(config(port, origin, directory), port=port)
-    a, b, c, d = (page(n, 30_000) for n in "abcd")
+    a, b, c, d = (page(n, 25_000) for n in "abcd")
     for path in (a, b, c):
         assert status(port, path) == "miss"
     assert status(port, a) == "hit"  # a is used again: b is now the least recent
-    assert status(port, d) == "miss"  # 4 x 30 KB do not fit in 100 KB
+    assert status(port, d) == "miss"  # 4 x 25 KB (and heads) do not fit in 100 KB
     for path in (a, c, d):
         assert status(port, path) == "hit", path
     assert [hits(origin, p) for p in (a, c, d)] == [1, 1, 1]
     evicted = get(port, b)
-    assert evicted.header("x-cache-status") == "miss" and evicted.body == text(30_000)
+    assert evicted.header("x-cache-status") == "miss" and evicted.body == text(25_000)
     assert hits(origin, b) == 2
     if store == "file":
         assert sum(p.stat().st_size for p in entry_files(root)) <= 100_000

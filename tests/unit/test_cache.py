@@ -4,6 +4,7 @@ fill, revalidation and purge decisions against real stores."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -308,9 +309,9 @@ def entry_of(size: int) -> Entry:
 def test_max_size_evicts_the_least_recently_used(tmp_path: Path) -> None:
     store = disk_store(tmp_path, "max_size=10kb")
     for key in ("a", "b", "c"):
-        store.put(key, entry_of(3000))
+        store.put(key, entry_of(2500))
     assert store.get("a") is not None  # used: now the most recent
-    store.put("d", entry_of(3000))
+    store.put("d", entry_of(2500))  # 4 x 2.6 KB: over 10 KB, b goes (down to 9 KB)
     assert store.get("b") is None  # the least recently used went
     assert all(store.get(k) is not None for k in ("a", "c", "d"))
     assert sum(f.stat().st_size for f in tmp_path.iterdir() if f.is_file()) <= 10_000
@@ -424,7 +425,13 @@ def test_inactive_entries_are_swept_and_reads_keep_them(tmp_path: Path) -> None:
         os.utime(tmp_path / key, (past, past))
     assert store.get("used") == entry  # a read marks it as used again
     store.mark_uncacheable("k")
-    assert store.sweep() == 1
+    dead = tmp_path / ".tmp-used-0bad"  # what a crash mid-write left
+    dead.write_bytes(entry.dumps()[:5])
+    os.utime(dead, (time.time(), time.time() - 7200))
+    live = tmp_path / ".tmp-used-0ok"  # a write in progress
+    live.write_bytes(b"")
+    assert store.sweep() == 2
+    assert not dead.exists() and live.exists()
     assert store.get("old") is None and store.get("used") == entry
     assert store.is_uncacheable("k")  # the lock directory is not swept
 
