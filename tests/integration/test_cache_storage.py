@@ -7,15 +7,19 @@ reached the origin proves each miss."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.integration.test_body_plugins import DECODE, Origin
+from tests.support.client import request
 from tests.support.content_backend import text
 from tests.support.h2c import Answer, http1, http2
 from tests.support.proc import PingapProcess, free_port, wait_for
@@ -28,12 +32,12 @@ def origin(tmp_path: Path) -> Iterator[Origin]:
     server.stop()
 
 
-def config(port: int, origin: Origin, directory: str, extra: str = "") -> str:
+def config(port: int, origin: Origin, directory: str, extra: str = "", threads: int = 1) -> str:
     # one worker: the caps, the hot layer and the size account are per worker process
     return f"""
 [basic]
 grace_period = "1s"
-threads = 1
+threads = {threads}
 
 [upstreams.u]
 addrs = ["{origin.addr}"]
@@ -195,6 +199,56 @@ def test_cache_max_serves_small_entries_from_memory(pingap: Callable[..., Pingap
     cold = get(port, large)
     assert cold.header("x-cache-status") == "miss" and cold.body == text(20_000)
     assert hits(origin, large) == 2
+
+
+def owner(proc: PingapProcess, client_port: int) -> int | None:
+    """The worker holding the connection from our ``client_port``."""
+    for pid in proc.worker_pids():
+        for held in psutil.Process(pid).net_connections("tcp"):
+            if held.raddr and held.raddr.port == client_port:
+                return pid
+    return None
+
+
+def connections_on_two_workers(proc: PingapProcess,
+                               port: int) -> tuple[http.client.HTTPConnection, ...]:
+    """Two keep-alive connections that two different workers accepted (each worker's
+    socket whose peer is our local port tells which)."""
+    by_worker: dict[int, http.client.HTTPConnection] = {}
+    opened = []
+    for _ in range(60):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.connect()
+        opened.append(conn)
+        local = conn.sock.getsockname()[1]
+        worker = wait_for(partial(owner, proc, local), what="the worker of a connection")
+        by_worker.setdefault(worker, conn)
+        if len(by_worker) == 2:
+            for other in opened:
+                if other not in by_worker.values():
+                    other.close()
+            return tuple(by_worker.values())
+    raise AssertionError("60 connections all went to one worker")
+
+
+def test_a_purge_reaches_every_workers_memory_layer(pingap: Callable[..., PingapProcess],
+                                                     origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    extra = 'purge_ip_list = ["127.0.0.1"]\n'
+    proc = pingap(config(port, origin, f"{tmp_path / 'cache'}?cache_max=100", extra,
+                         threads=2), port=port)
+    one, two = connections_on_two_workers(proc, port)
+    path = page("p", 1000)
+    assert request(port, path=path, conn=one).header("x-cache-status") == "miss"
+    for conn in (two, one):  # each worker now has the entry in its memory layer
+        assert request(port, path=path, conn=conn).header("x-cache-status") == "hit"
+    assert request(port, "PURGE", path, conn=one).status == 204
+    # the other worker's memory copy must not outlive the file the purge removed
+    again = request(port, path=path, conn=two)
+    assert again.header("x-cache-status") == "miss" and again.body == text(1000)
+    assert hits(origin, path) == 2
+    one.close()
+    two.close()
 
 
 def test_restart_keeps_entries_and_never_serves_a_torn_write(
