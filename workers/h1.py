@@ -1,7 +1,7 @@
 """One downstream HTTP/1.1 connection: read requests, proxy them, stream both ways.
 
-Written against ``pingap.http1.ServerCodec``; the request itself is served by
-``workers.exchange.Exchange`` through the hooks implemented here. All I/O is
+Written against ``pingap.http1.ServerCodec``; each request is served by its own
+``workers.exchange.Exchange`` through the ``Downstream`` hooks implemented here. All I/O is
 blocking-style on gevent sockets. Bodies stream in 64 KiB pieces in each
 direction and are never held whole.
 
@@ -33,7 +33,8 @@ from pingap.headers import Headers
 from pingap.http1 import H11ServerCodec, ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
-from workers.exchange import Exchange, send_all
+from workers.exchange import Downstream, Exchange
+from workers.h1upstream import send_all
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ LINGER_TIMEOUT = 0.5      # ... and this long waiting for each read
 LINGER_MAX_BYTES = 1 << 20
 
 
-class H1Connection(Exchange):
+class H1Connection(Downstream):
     """Serves one accepted socket until it closes."""
 
     def __init__(self, services: RequestServices, server: ServerRuntime,
@@ -67,7 +68,6 @@ class H1Connection(Exchange):
         # connection's greenlet once it passes. Cheaper than a gevent Timeout per call.
         self.deadline = 0.0
         self.busy = False
-        self.body_done = False
         self._out: list[bytes] = []
         self._turn = Turn(REQUESTS_PER_TURN)  # pipelined requests: yield to the hub every few
         self._reading_head = True  # no request head parsed yet in this cycle
@@ -131,7 +131,7 @@ class H1Connection(Exchange):
                 self.conn.requests += 1
                 self.busy = True
                 try:
-                    if not self.serve(event):
+                    if not Exchange(self.services, self, event).serve():
                         return
                 finally:
                     self.busy = False
@@ -188,7 +188,7 @@ class H1Connection(Exchange):
                 return
             discarded += len(data)
 
-    # --- Exchange hooks: the response goes out through the codec -------------------
+    # --- Downstream hooks: the response goes out through the codec -----------------
 
     def write_head(self, status: int, headers: Headers, reason: bytes = b"") -> None:
         self._out.append(self.codec.response_head(status, headers, reason))
@@ -219,7 +219,7 @@ class H1Connection(Exchange):
         self.codec.raw_body_sent(size)
 
     def switch_protocols(self, up: UpstreamConnection, session: ProxySession,
-                         events: Sequence[object], upstream_leftover: bytes) -> tuple[int, bool]:
+                         events: Sequence[object], upstream_leftover: bytes) -> int:
         """The backend accepted an Upgrade (101): relay the 101, then bytes both ways until
         either side closes. No deadline applies while tunnelling."""
         started = next(e for e in events if isinstance(e, ResponseStarted))
@@ -241,7 +241,7 @@ class H1Connection(Exchange):
             back.join()
         finally:
             up.close()
-        return sent[0], False
+        return sent[0]
 
 
 def _pump(src: socket.socket, dst: socket.socket, counter: list[int] | None) -> None:

@@ -3,7 +3,7 @@ ones, for servers with ``enabled_h2``.
 
 One greenlet per connection reads frames and feeds them to the ``h2`` library (no frame
 or HPACK code here); each request stream is an ``H2Stream`` running in its own greenlet
-through the same ``Exchange`` (so the same ``ProxySession``, plugins, upstream handling,
+through its own ``Exchange`` (so the same ``ProxySession``, plugins, upstream handling,
 access log and metrics) as HTTP/1.1.
 
 Defences and limits:
@@ -71,7 +71,7 @@ from pingap.events import BodyReceived, MessageEnded
 from pingap.h2request import request_from_h2
 from pingap.headers import HOP_BY_HOP, Headers
 from pingap.http1 import check_field_values
-from workers.exchange import Exchange
+from workers.exchange import Downstream, Exchange
 from workers.turns import FRAMES_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -508,8 +508,8 @@ class H2Connection:
             self.deadline = time.monotonic() + CLOSE_LINGER
 
 
-class H2Stream(Exchange):
-    """One request stream: the Exchange hooks map onto HEADERS/DATA frames."""
+class H2Stream(Downstream):
+    """One request stream: the Downstream hooks map onto HEADERS/DATA frames."""
 
     def __init__(self, connection: H2Connection, stream_id: int, headers: Headers,
                  end_stream: bool) -> None:
@@ -522,7 +522,6 @@ class H2Stream(Exchange):
         self.end_stream = end_stream
         self.deadline = 0.0
         self.busy = True
-        self.body_done = False
         self.finished = False       # our side ended (response complete or stream aborted)
         self.ended_pushed = False
         self.greenlet: gevent.Greenlet | None = None
@@ -578,7 +577,7 @@ class H2Stream(Exchange):
                 return
             self.conn.requests += 1
             self._head_only = request.method == b"HEAD"
-            self.serve(request)
+            Exchange(connection.services, self, request).serve()
         except ClientGone:
             pass
         except h2.exceptions.ProtocolError as exc:  # e.g. the stream closed under us
@@ -622,7 +621,7 @@ class H2Stream(Exchange):
         log.info("rejected h2 request from %s: %d %s", self.conn.remote_addr, err.status,
                  err.message)
 
-    # --- Exchange hooks -----------------------------------------------------------
+    # --- Downstream hooks ---------------------------------------------------------
 
     def next_event(self) -> object:
         while not self._events:
@@ -643,8 +642,6 @@ class H2Stream(Exchange):
             if not connection._dead and not self._aborted:
                 connection.h2.acknowledge_received_data(flow_length, self.stream_id)
                 connection.flush(self)
-        if isinstance(event, MessageEnded):
-            self.body_done = True
         return event
 
     def write_head(self, status: int, headers: Headers, reason: bytes = b"") -> None:

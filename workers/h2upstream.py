@@ -134,6 +134,13 @@ class H2UpstreamStream:
                  "conn", "error", "local_ended", "remote_ended", "send_error", "started",
                  "stream_id")
 
+    #: whatever happens to one stream, the shared connection stays (its own failures
+    #: close it); a stream is never upgraded nor spliced: the relay loop asks, as it asks
+    #: an ``H1UpstreamStream`` (``workers.h1upstream``)
+    reusable = True
+    upgraded = False
+    leftover = b""
+
     def __init__(self, conn: H2UpstreamConnection, stream_id: int) -> None:
         self.conn = conn
         self.stream_id = stream_id
@@ -237,6 +244,12 @@ class H2UpstreamStream:
         except H2StreamError:
             self._close(H2StreamError("stream cancelled", response_started=self.started))
         conn._stream_progressed(self)
+
+    def raw_owed(self) -> int:
+        return -1
+
+    def splice(self, sink: socket, owed: int, timeout: float) -> ResponseEnded | None:
+        return None
 
     # --- the reader's side ----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pingap.events import BodyReceived, MessageEnded, RequestReceived
 from pingap.headers import Headers, header_value
 from pingap.runtime import Runtime, build_runtime
 from pingap.upstream import Backend
-from workers.exchange import Exchange
+from workers.exchange import Downstream, Exchange
 from workers.pool import UpstreamConnection
 from workers.services import RequestServices
 
@@ -38,7 +38,7 @@ prometheus_metrics = "/metrics"
 """
 
 
-class FakeDownstream(Exchange):
+class FakeDownstream(Downstream):
     """Feeds request body events; records what the exchange writes, flush by flush."""
 
     def __init__(self, services: RequestServices, events: list[object]) -> None:
@@ -48,8 +48,6 @@ class FakeDownstream(Exchange):
                                    server_addr="127.0.0.1", server_port=8080,
                                    accepted_at=0.0, requests=1)
         self.deadline = 0.0
-        self.busy = True
-        self.body_done = False
         self.events = list(events)
         self.pending: list[tuple[str, object]] = []
         self.flushes: list[list[tuple[str, object]]] = []
@@ -156,6 +154,11 @@ def request(target: bytes = b"/", *, method: bytes = b"GET", content_length: int
                            path=target, query=b"")
 
 
+def serve(down: FakeDownstream, req: RequestReceived) -> bool:
+    """One request through its own exchange, as a connection serves it."""
+    return Exchange(down.services, down, req).serve()
+
+
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Up: 1\r\n\r\nhello"
 
 
@@ -167,7 +170,7 @@ def test_a_response_is_relayed_in_one_flush_and_the_connection_goes_back(runtime
     pool = FakePool([OK])
     services = services_of(runtime, pool)
     down = FakeDownstream(services, [MessageEnded()])
-    assert down.serve(request(b"/a")) is True
+    assert serve(down, request(b"/a")) is True
     assert pool.received(0).startswith(b"GET /a HTTP/1.1\r\n")
     [flush] = down.flushes  # head, body and end: one read, one write to the client
     assert [kind for kind, _ in flush] == ["head", "body", "end"]
@@ -182,11 +185,13 @@ def test_a_response_is_relayed_in_one_flush_and_the_connection_goes_back(runtime
 def test_a_stale_reused_connection_is_retried_once_on_a_fresh_one(runtime: Runtime) -> None:
     pool = FakePool([None, OK], reused=True)
     down = FakeDownstream(services_of(runtime, pool), [MessageEnded()])
-    assert down.serve(request()) is True
+    assert serve(down, request()) is True
     assert pool.opened == 1
     assert down.status == 200 and down.body == b"hello"
-    [(conn, reusable)] = pool.released  # the fresh one; the stale one was closed
-    assert reusable is True and conn.sock.fileno() != -1
+    # both went back through the one release: the stale one closed, the fresh one pooled
+    [(stale, stale_reusable), (fresh, fresh_reusable)] = pool.released
+    assert stale_reusable is False and stale.sock.fileno() == -1
+    assert fresh_reusable is True and fresh.sock.fileno() != -1
 
 
 def test_a_request_body_streams_up_after_100_continue(runtime: Runtime) -> None:
@@ -194,7 +199,7 @@ def test_a_request_body_streams_up_after_100_continue(runtime: Runtime) -> None:
     down = FakeDownstream(services_of(runtime, pool),
                           [BodyReceived(data=b"abc"), BodyReceived(data=b"de"), MessageEnded()])
     req = request(b"/post", method=b"POST", content_length=5, expect_continue=True)
-    assert down.serve(req) is True
+    assert serve(down, req) is True
     head, _, body = pool.received(0).partition(b"\r\n\r\n")
     assert head.startswith(b"POST /post HTTP/1.1") and body == b"abcde"
     assert b"expect" not in head.lower()
@@ -211,9 +216,10 @@ def test_a_backend_failing_before_its_head_gets_the_error_page(runtime: Runtime)
 
     pool = Cutting([b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"])
     down = FakeDownstream(services_of(runtime, pool), [MessageEnded()])
-    assert down.serve(request()) is False
+    assert serve(down, request()) is False
     assert down.status == 502
-    assert pool.released == [] and pool.cut.sock.fileno() == -1  # closed, not pooled
+    assert pool.released == [(pool.cut, False)]  # given back as not reusable: closed
+    assert pool.cut.sock.fileno() == -1
 
 
 def test_a_connect_failure_is_answered_without_a_connection(runtime: Runtime) -> None:
@@ -223,7 +229,7 @@ def test_a_connect_failure_is_answered_without_a_connection(runtime: Runtime) ->
 
     pool = Refusing([])
     down = FakeDownstream(services_of(runtime, pool), [MessageEnded()])
-    assert down.serve(request()) is False
+    assert serve(down, request()) is False
     assert down.status == 502 and pool.released == []
 
 
@@ -231,7 +237,7 @@ def test_the_metrics_path_is_answered_locally_from_the_services(runtime: Runtime
     pool = FakePool([])
     services = services_of(runtime, pool, metrics_text=lambda: "pingap_requests_total 7\n")
     down = FakeDownstream(services, [MessageEnded()])
-    assert down.serve(request(b"/metrics")) is True
+    assert serve(down, request(b"/metrics")) is True
     assert down.status == 200 and down.body == b"pingap_requests_total 7\n"
     assert pool.backends == []
 
@@ -241,6 +247,6 @@ def test_a_draining_worker_closes_the_connection_after_the_response(runtime: Run
     services = services_of(runtime, pool)
     services.draining = True
     down = FakeDownstream(services, [MessageEnded()])
-    assert down.serve(request()) is False
+    assert serve(down, request()) is False
     head_headers = down.written[0][1][1]  # type: ignore[index]
     assert header_value(head_headers, b"connection") == b"close"
