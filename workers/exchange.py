@@ -89,6 +89,8 @@ DEFAULT_UPSTREAM_TIMEOUT = 60.0
 METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 UpstreamStream = H1UpstreamStream | H2UpstreamStream
+#: methods sent again on a fresh connection when a pooled one turns out closed
+_REPLAYABLE = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
 class ResponseFilter(Protocol):
@@ -329,6 +331,9 @@ class Exchange:
                 return self.fail(err)
         fresh_only = False
         free_retry = True  # once, on the same backend: its connection failed, not it
+        # an idle connection the backend closed shows itself on the first write or read;
+        # only a request that could not be sent again needs it checked beforehand
+        probe = self.request.has_body or self.request.method not in _REPLAYABLE
         while True:
             try:
                 backend = session.next_backend()
@@ -342,7 +347,8 @@ class Exchange:
                     up, _ = pool.open(upstream, backend, ctx.host or None)
                     reused = False
                 else:
-                    up, reused, _ = pool.acquire(upstream, backend, ctx.host or None)
+                    up, reused, _ = pool.acquire(upstream, backend, ctx.host or None,
+                                                 probe=probe)
             except UpstreamError as err:
                 if err.retryable and session.may_retry(time.monotonic()):
                     continue

@@ -228,13 +228,16 @@ class UpstreamPool:
         self._connecting: dict[Any, AsyncResult] = {}
 
     def acquire(self, upstream: UpstreamRuntime, backend: Backend,
-                host: str | None = None) -> tuple[AnyConnection, bool, float]:
+                host: str | None = None, *, probe: bool = True) -> tuple[AnyConnection, bool, float]:
         """(connection, reused, connect seconds) for ``backend``.
 
         The connection is an ``UpstreamConnection`` (HTTP/1.1: one request at a time,
         give it back with ``release``) or a shared ``H2UpstreamConnection`` with room for
         a stream (open one on it with ``open_stream``, ``release`` when it is done).
-        ``host`` is the request's host (for ``sni = "$host"``).
+        ``host`` is the request's host (for ``sni = "$host"``). ``probe``: check that an
+        idle HTTP/1.1 connection is still open before handing it out (a ``poll``); a
+        request that may be sent again skips it and learns of a closed one from the
+        failed write or read (``StaleConnection``, retried on a fresh connection).
         """
         key = pool_key(upstream, backend, host)
         while True:
@@ -247,7 +250,8 @@ class UpstreamPool:
                 limit = upstream.idle_timeout
                 while idle:
                     conn = idle.pop()
-                    if (limit is None or now - conn.last_used < limit) and conn.alive():
+                    if (limit is None or now - conn.last_used < limit) and \
+                            (not probe or conn.alive()):
                         return conn, True, 0.0
                     conn.close()
             pending = self._connecting.get(key)

@@ -14,6 +14,7 @@ log files; a closed control channel means the master is gone.
 
 from __future__ import annotations
 
+import gc
 import grp
 import json
 import logging
@@ -306,6 +307,7 @@ class Worker:
             gevent.spawn(self._read_control)
         gevent.spawn(self._heartbeat)
         gevent.spawn(self.acceptor.sweep_deadlines)
+        settle_heap()
         self._stop.wait()
         self._shutdown()
         return 0
@@ -442,6 +444,20 @@ class Worker:
         for sink in self.services.access_logs.values():
             sink.close()
         self.services.pool.close_all()
+
+
+#: the young generation's threshold: the request path frees what it makes by reference
+#: counting, so collections find little; at CPython's 700 one ran every few requests
+GC_THRESHOLD = (20000, 20, 20)
+
+
+def settle_heap() -> None:
+    """Boot is over: what it made (modules, config, runtime) lives as long as the worker,
+    so a full collection need never walk it again (``gc.freeze``); and the collector runs
+    less often on the request path."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
 
 
 def adopt_listeners(mapping: dict[str, list[int]]) -> dict[str, list[socket.socket]]:

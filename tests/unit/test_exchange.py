@@ -97,6 +97,7 @@ class FakePool:
         self.backends: list[socket.socket] = []
         self.released: list[tuple[UpstreamConnection, bool]] = []
         self.opened = 0
+        self.probed: list[bool] = []
 
     def _connection(self) -> UpstreamConnection:
         ours, theirs = socket.socketpair()
@@ -108,8 +109,9 @@ class FakePool:
             theirs.sendall(response)
         return UpstreamConnection(ours, Backend(host="127.0.0.1", port=9000), 0.0)
 
-    def acquire(self, upstream: object, backend: object,
-                host: str | None = None) -> tuple[UpstreamConnection, bool, float]:
+    def acquire(self, upstream: object, backend: object, host: str | None = None, *,
+                probe: bool = True) -> tuple[UpstreamConnection, bool, float]:
+        self.probed.append(probe)
         conn = self._connection()
         if self.reused:
             conn.requests = 1  # it served a request before
@@ -187,6 +189,7 @@ def test_a_stale_reused_connection_is_retried_once_on_a_fresh_one(runtime: Runti
     down = FakeDownstream(services_of(runtime, pool), [MessageEnded()])
     assert serve(down, request()) is True
     assert pool.opened == 1
+    assert pool.probed == [False]  # a GET may go again: no poll() on the idle connection
     assert down.status == 200 and down.body == b"hello"
     # both went back through the one release: the stale one closed, the fresh one pooled
     [(stale, stale_reusable), (fresh, fresh_reusable)] = pool.released
@@ -204,6 +207,7 @@ def test_a_request_body_streams_up_after_100_continue(runtime: Runtime) -> None:
     assert head.startswith(b"POST /post HTTP/1.1") and body == b"abcde"
     assert b"expect" not in head.lower()
     assert down.informational == [100]
+    assert pool.probed == [True]  # a body cannot be sent twice: check the idle connection
 
 
 def test_a_backend_failing_before_its_head_gets_the_error_page(runtime: Runtime) -> None:
