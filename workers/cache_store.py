@@ -229,6 +229,37 @@ class Disk:
             self._used += size
             self._written += max(size, 0)
 
+    def due_sweep(self) -> None:
+        """Sweep in the background (in this worker) once ``SWEEP_EVERY`` has passed."""
+        if time.monotonic() - self.swept > SWEEP_EVERY:
+            self.swept = time.monotonic()
+            gevent.spawn(self.sweep)
+
+    def sweep(self) -> int:
+        """Remove the directory's entries (every namespace) not used for ``inactive``
+        seconds (pingap's inactive sweep, by access time) and what writes that died (a
+        crash) left; the number removed."""
+        limit = time.time() - self.inactive
+        dead = time.time() - _DEAD_WRITE
+        removed = 0
+        for base, dirs, files in os.walk(self.base):
+            dirs[:] = [d for d in dirs if d != ".locks"]
+            for name in files:
+                path = os.path.join(base, name)
+                try:
+                    st = os.stat(path)
+                    if name.startswith(".tmp-"):
+                        if st.st_mtime < dead:
+                            os.unlink(path)
+                            removed += 1
+                    elif st.st_atime < limit:
+                        os.unlink(path)
+                        self.forget(path, st.st_size)
+                        removed += 1
+                except OSError:
+                    continue
+        return removed
+
     def make_room(self, need: int) -> None:
         """When ``need`` more bytes do not fit in ``max_size``, remove the least recently
         used entries until they fit in ``_LOW_WATER`` % of it; the directory is measured
@@ -339,25 +370,7 @@ class FileStore:
         os.makedirs(os.path.join(root, ".locks"), exist_ok=True)
 
     def sweep(self) -> int:
-        """Remove entries not used for ``inactive`` seconds (pingap's inactive sweep, by
-        access time) and what writes that died (a crash) left; the number removed."""
-        limit = time.time() - self.inactive
-        removed = 0
-        dead = time.time() - _DEAD_WRITE
-        for base, dirs, files in os.walk(self.root):
-            dirs[:] = [d for d in dirs if d != ".locks"]
-            for name in files:
-                path = os.path.join(base, name)
-                try:
-                    st = os.stat(path)
-                    if st.st_atime < limit or (name.startswith(".tmp-")
-                                               and st.st_mtime < dead):
-                        os.unlink(path)
-                        self.disk.forget(path, st.st_size)
-                        removed += 1
-                except OSError:
-                    continue
-        return removed
+        return self.disk.sweep()
 
     def _path(self, key: str) -> str:
         parts = [self.root]
@@ -374,6 +387,7 @@ class FileStore:
         hot = disk.hot_get(path)
         if hot is not None:
             return hot
+        disk.due_sweep()
         slot = disk.reading.acquire()
         if slot is None:
             return None  # pingap: a read over reading_max is a miss, not an error
@@ -444,9 +458,7 @@ class FileStore:
 
     def put(self, key: str, entry: Entry) -> None:
         disk = self.disk
-        if time.monotonic() - disk.swept > SWEEP_EVERY:
-            disk.swept = time.monotonic()
-            gevent.spawn(self.sweep)  # after this fill, in this worker
+        disk.due_sweep()
         try:
             os.unlink(os.path.join(self.root, ".locks", key + ".nc"))
         except OSError:

@@ -415,6 +415,19 @@ def test_hot_layer_serves_from_memory_and_follows_the_file(tmp_path: Path) -> No
     assert store.delete("s") and store.get("s") is None
 
 
+def test_the_sweep_covers_every_namespace_of_the_directory(tmp_path: Path) -> None:
+    stores = CacheStores()
+    web = stores(f"{tmp_path}?inactive=1h", "web")
+    api = stores(f"{tmp_path}?inactive=1h", "api")
+    entry = make_entry(200, [], b"x", [], 60, NOW)
+    web.put("k", entry)
+    api.put("k", entry)
+    for key in ("web", "api"):
+        os.utime(tmp_path / key / "k", (NOW - 7200, NOW - 7200))
+    assert web.sweep() == 2
+    assert web.get("k") is None and api.get("k") is None
+
+
 def test_inactive_entries_are_swept_and_reads_keep_them(tmp_path: Path) -> None:
     store = FileStore(str(tmp_path), inactive=3600)
     entry = make_entry(200, [], b"x", [], 60, NOW)
