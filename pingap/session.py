@@ -8,7 +8,6 @@ backends, build the upstream request head and filter the response head, then cal
 
 from __future__ import annotations
 
-import html
 import ipaddress
 import json
 import re
@@ -347,4 +346,6 @@ def _escape(template: str, text: str) -> str:
     """The error text made safe for the template: JSON string content or HTML."""
     if template.lstrip().startswith("{"):
         return json.dumps(text, ensure_ascii=False)[1:-1]
+    import html  # its entity table costs every worker ~0.4 MB: loaded by the first error page
+
     return html.escape(text)
