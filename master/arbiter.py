@@ -33,6 +33,7 @@ from typing import Any
 
 from master import files, handoff
 from master.admin import RESTART_REASON, AdminWriter, admin_document
+from master.discovery import DiscoveryWatch
 from master.listeners import ListenerSet, address_key, systemd_sockets
 from master.notify import monotonic_usec, notify
 from master.snapshot import ConfigSnapshots
@@ -48,7 +49,7 @@ from pingap.state import SharedState
 from pingap.system import logs, shm
 from pingap.system.workercmd import EXIT_BOOT_ERROR, WorkerArgs, command
 from pingap.tls import invalid_soon
-from pingap.webhook import config_diff
+from pingap.webhook import certificate_parse_failures, config_diff
 
 log = logging.getLogger("pingap.master")
 
@@ -174,6 +175,7 @@ class Arbiter:
         self.snapshots = ConfigSnapshots(self.storage, extra, options.control_panel)
         self.webhook = WebhookSender()
         self.webhook.configure(config.basic)
+        self.discovery = DiscoveryWatch(self.webhook.notify)
         self._notified_seq = 0
         self._last_events: dict[str, str] = {}   # event key -> last message sent
         self.admin = AdminWriter(self.storage, extra, self.reload,
@@ -413,7 +415,8 @@ class Arbiter:
         except ConfigError as err:
             self.reload_seq += 1
             self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
-                                "reason": reason, "problems": [str(p) for p in err.problems]}
+                                "reason": reason, "problems": [str(p) for p in err.problems],
+                                "certificates": certificate_parse_failures(err.problems)}
             log.error("reload (%s) rejected, old config keeps serving:\n  %s", reason,
                       "\n  ".join(str(p) for p in err.problems))
             notify("READY=1", "STATUS=reload rejected: invalid config")
@@ -537,7 +540,10 @@ class Arbiter:
             else:
                 self.webhook.notify("reload_config", "info", "Reload config success",
                                     f"{last.get('reason', '')}: {serving}")
-        elif last.get("reason") == RESTART_REASON:
+            return
+        if last.get("certificates"):  # pingap: no title
+            self.webhook.notify("parse_certificate_fail", "error", "", last["certificates"])
+        if last.get("reason") == RESTART_REASON:
             self.webhook.notify("restart_fail", "error", "Restart fail",
                                 "; ".join(last.get("problems") or []))
         else:
@@ -937,6 +943,7 @@ class Arbiter:
             self.snapshots.remove()
             if self.watcher is not None:
                 self.watcher.stop()
+            self.discovery.stop()
             self.webhook.stop()
             files.remove_pid_file(self.pid_file)
 
@@ -981,6 +988,7 @@ class Arbiter:
         self.admin.poll()
         self.notify_reload()
         self.check_tls_validity()
+        self.discovery.follow(self.current.config if self.current is not None else None)
         self.check_timeouts()
         self.manage_workers()
         self.write_status()

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -22,6 +22,19 @@ LEVELS = ("info", "warn", "error")
 _SECTIONS = (("servers", "server"), ("locations", "location"), ("upstreams", "upstream"),
              ("plugins", "plugin"), ("certificates", "certificate"), ("storages", "storage"))
 _SECRET_FIELDS = frozenset({"tls_key", "secret", "value", "dns_service_url"})
+
+
+def certificate_parse_failures(problems: Iterable[Any]) -> str:
+    """pingap's ``parse_certificate_fail`` message for a config's problems: ``<error>(<name>)``
+    for each certificate whose ``tls_cert`` or ``tls_key`` cannot be read, joined by
+    ``;``; empty when there is none."""
+    found = []
+    for problem in problems:
+        for field in (".tls_cert", ".tls_key"):
+            if problem.key.startswith("certificates.") and problem.key.endswith(field):
+                name = problem.key[len("certificates."):-len(field)]
+                found.append(f"{field[1:]}: {problem.message}({name})")
+    return ";".join(found)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -45,9 +45,6 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         # basic
         "basic.sentry",
         "basic.pyroscope",
-        "basic.webhook",
-        "basic.webhook_type",
-        "basic.webhook_notifications",
         "basic.log_compress_algorithm",
         "basic.log_compress_level",
         "basic.log_compress_days_ago",
@@ -70,7 +67,6 @@ NOT_YET_SUPPORTED: frozenset[str] = frozenset(
         # locations
         # upstreams
         "upstreams.discovery",
-        "upstreams.update_frequency",
         "upstreams.dns_server",
         "upstreams.dns_domain",
         "upstreams.dns_search",
@@ -121,7 +117,7 @@ OBSOLETE_TLS_KEYS: Mapping[str, str] = {
 # Values of not-yet-supported fields that mean "feature off" besides the default
 # (compared lower-cased): no warning for them.
 INERT_VALUES: Mapping[str, frozenset[str]] = {
-    "upstreams.discovery": frozenset({"static", "", "transparent"}),
+    "upstreams.discovery": frozenset({"static", "", "transparent", "dns"}),
 }
 
 

@@ -209,3 +209,109 @@ def test_admin_restart_sends_restart_or_restart_fail(tmp_path: Path, backends) -
     finally:
         proc.stop()
         hook.stop()
+
+
+def _hooked_config(port: int, hook: str, categories: list[str], *, addrs: list[str],
+                   basic: str = "", upstream: str = "", certificate: str = "") -> str:
+    """Two workers, the webhook subscribed to ``categories``, upstream ``u`` on ``addrs``."""
+    return f"""
+[basic]
+grace_period = "1s"
+threads = 2
+webhook = "{hook}"
+webhook_notifications = {json.dumps(categories)}
+{basic}
+[upstreams.u]
+addrs = {json.dumps(addrs)}
+{upstream}
+[locations.all]
+upstream = "u"
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+{certificate}
+"""
+
+
+def test_unreadable_certificate_sends_parse_certificate_fail_once(tmp_path: Path, backends,
+                                                                  pingap) -> None:
+    """A reload to a config whose certificate cannot be parsed: pingap's
+    parse_certificate_fail (then reload_config_fail: the old config keeps serving)."""
+    from tests.support.h2_backend import make_certificates
+
+    certs = make_certificates(tmp_path)
+    broken = tmp_path / "broken.pem"
+    broken.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n"
+                      "-----END CERTIFICATE-----\n")
+    backend = backends("app")
+    hook = Receiver()
+    port = free_port()
+    categories = ["parse_certificate_fail", "reload_config", "reload_config_fail"]
+
+    def config(cert: str, level: str = "") -> str:
+        return _hooked_config(port, hook.url, categories, addrs=[backend.addr], basic=level,
+                              certificate=f'[certificates.site]\ntls_cert = "{cert}"\n'
+                                          f'tls_key = "{certs["key"]}"\n')
+    try:
+        proc = pingap(config(certs["cert"]), port=port)
+        Path(proc.config).write_text(config(str(broken)))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reload_config_fail" in hook.categories(), timeout=20,
+                 what="the failed reload")
+        first = hook.posts[0]
+        assert first == {"name": "pingap", "level": "error", "hostname": first["hostname"],
+                         "ip": first["ip"], "category": "parse_certificate_fail",
+                         "message": first["message"]}
+        assert first["message"].startswith("tls_cert: ") and first["message"].endswith("(site)")
+        # a later event from the same FIFO sender: nothing was sent twice meanwhile
+        Path(proc.config).write_text(config(certs["cert"], 'log_level = "INFO"'))
+        os.kill(proc.pid, signal.SIGHUP)
+        wait_for(lambda: "reload_config" in hook.categories(), timeout=20,
+                 what="the good reload")
+        assert hook.categories() == ["parse_certificate_fail", "reload_config_fail",
+                                     "reload_config"]
+    finally:
+        hook.stop()
+
+
+def test_a_name_that_stops_resolving_sends_service_discover_fail_once(tmp_path: Path,
+                                                                      backends,
+                                                                      pingap) -> None:
+    """An upstream on DNS discovery (a host name among its addresses) whose name does not
+    resolve: one service_discover_fail for the host (two workers), not one per pass (every
+    200 ms here) nor per worker, nor again after a reload while it lasts."""
+    backend = backends("app")
+    hook = Receiver()
+    port = free_port()
+    categories = ["service_discover_fail", "reload_config"]
+
+    def config(level: str = "") -> str:
+        return _hooked_config(port, hook.url, categories,
+                              addrs=[backend.addr, "missing.invalid:80"], basic=level,
+                              upstream='update_frequency = "200ms"')
+
+    def passes() -> int:
+        return proc.log().count('dns discovery resolve failed: ["missing.invalid"]')
+
+    try:
+        proc = pingap(config(), port=port)
+        wait_for(lambda: "service_discover_fail" in hook.categories(), timeout=20,
+                 what="the discovery event")
+        event = hook.posts[0]
+        assert event == {"name": "pingap", "level": "warn", "hostname": event["hostname"],
+                         "ip": event["ip"], "category": "service_discover_fail",
+                         "message": 'dns discovery resolve failed: ["missing.invalid"] '
+                                    '(upstream u)'}
+        for level in ("INFO", "WARN"):
+            seen = passes()
+            wait_for(lambda seen=seen: passes() >= seen + 3, what="three more failed passes")
+            reloads = hook.categories().count("reload_config")
+            Path(proc.config).write_text(config(f'log_level = "{level}"'))
+            os.kill(proc.pid, signal.SIGHUP)
+            wait_for(lambda reloads=reloads: hook.categories().count("reload_config") ==
+                     reloads + 1, timeout=20, what="the reload event")
+        assert hook.categories() == ["service_discover_fail", "reload_config",
+                                     "reload_config"]
+    finally:
+        hook.stop()

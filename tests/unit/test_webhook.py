@@ -13,8 +13,15 @@ from pingap.config.model import (
     PingapConfig,
     UpstreamConfig,
 )
+from pingap.errors import Problem
 from pingap.tls import invalid_soon
-from pingap.webhook import CATEGORIES, Notification, config_diff, payload
+from pingap.webhook import (
+    CATEGORIES,
+    Notification,
+    certificate_parse_failures,
+    config_diff,
+    payload,
+)
 from tests.support.h2_backend import make_certificates
 
 NOTE = Notification(category="backend_status", level="error",
@@ -79,3 +86,15 @@ def test_invalid_soon_uses_buffer_days_default_seven_and_skips_acme(tmp_path: Pa
     assert invalid_soon(config(fine=fine), now + datetime.timedelta(days=22)) == []
     assert invalid_soon(config(fine=fine), now + datetime.timedelta(days=24)) == ["fine"]
     assert invalid_soon(config(fine=fine), now - datetime.timedelta(days=2)) == ["fine"]
+
+
+def test_parse_certificate_fail_names_each_unreadable_certificate() -> None:
+    problems = [Problem("a.toml", "certificates.site.tls_cert", "no PEM data"),
+                Problem("a.toml", "upstreams.u.addrs", "bad"),
+                Problem("a.toml", "certificates.api.tls_key", "the key does not belong to "
+                        "the certificate"),
+                Problem("a.toml", "certificates.x.acme", "unknown ACME provider")]
+    assert certificate_parse_failures(problems) == (
+        "tls_cert: no PEM data(site);tls_key: the key does not belong to the "
+        "certificate(api)")
+    assert certificate_parse_failures(problems[1:2]) == ""
