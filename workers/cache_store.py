@@ -237,18 +237,24 @@ class Disk:
 
     def sweep(self) -> int:
         """Remove the directory's entries (every namespace) not used for ``inactive``
-        seconds (pingap's inactive sweep, by access time) and what writes that died (a
-        crash) left; the number removed."""
-        limit = time.time() - self.inactive
-        dead = time.time() - _DEAD_WRITE
+        seconds (pingap's inactive sweep, by access time), the lock files of keys not
+        filled for as long, ended markers and what writes that died (a crash) left; the
+        number of entries and temporary files removed."""
+        now = time.time()
+        limit = now - self.inactive
+        dead = now - _DEAD_WRITE
         removed = 0
-        for base, dirs, files in os.walk(self.base):
-            dirs[:] = [d for d in dirs if d != ".locks"]
+        for base, _, files in os.walk(self.base):
+            locks = os.path.basename(base) == ".locks"
             for name in files:
                 path = os.path.join(base, name)
                 try:
                     st = os.stat(path)
-                    if name.startswith(".tmp-"):
+                    if locks:  # not counted: a lock file (touched when taken) or a
+                        # marker (its mtime is when it ends), one per key ever filled
+                        if st.st_mtime < (now if name.endswith(".nc") else limit):
+                            os.unlink(path)
+                    elif name.startswith(".tmp-"):
                         if st.st_mtime < dead:
                             os.unlink(path)
                             removed += 1
@@ -528,6 +534,7 @@ class FileStore:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                os.utime(fd)  # in use: the sweep leaves it
                 return _FileTicket(fd, waited)
             except OSError as exc:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):

@@ -443,10 +443,16 @@ def test_inactive_entries_are_swept_and_reads_keep_them(tmp_path: Path) -> None:
     os.utime(dead, (time.time(), time.time() - 7200))
     live = tmp_path / ".tmp-used-0ok"  # a write in progress
     live.write_bytes(b"")
+    store.lock("gone", 1.0).release()  # type: ignore[union-attr]
+    store.lock("filled", 1.0).release()  # type: ignore[union-attr]
+    os.utime(tmp_path / ".locks" / "gone", (past, past))
+    store.mark_uncacheable("ended")
+    os.utime(tmp_path / ".locks" / "ended.nc", (past, past))
     assert store.sweep() == 2
     assert not dead.exists() and live.exists()
+    assert sorted(os.listdir(tmp_path / ".locks")) == ["filled", "k.nc"]
     assert store.get("old") is None and store.get("used") == entry
-    assert store.is_uncacheable("k")  # the lock directory is not swept
+    assert store.is_uncacheable("k")  # a marker still in force stays
 
 
 def test_uncacheable_keys_skip_the_lock_and_predictor_skips_lookup(
