@@ -7,15 +7,14 @@
 #
 # pingap: one master + one worker pinned to cpu 0 (the harness default), access log off as
 # the harness's nginx; configs in scripts/bench/pingap-{static,cache}.toml.tpl and
-# scripts/bench/nginx-cache.conf.tpl. Other arguments go to proxybench.py.
+# scripts/bench/nginx-cache.conf.tpl. Other arguments go to proxybench.py; SHARED, PYTHON,
+# PINGAP, RESULTS_DIR, NO_INSTALL as in scripts/bench-common.sh.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bench_py="${SHARED:-$root/../shared}/bench/proxybench.py"
-python="${PYTHON:-python3}"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 kind="${1:?usage: bench-body.sh static|cache [proxybench args]}"; shift
-export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
-pingap_prog="$(command -v pingap)"
+bench_harness
+bench_tools nginx wrk taskset
+bench_python gevent h11 httptools
 subst="sed -e 's|@PORT@|{port}|g' -e 's|@UPSTREAM@|{upstream}|g' -e 's|@WORKDIR@|{workdir}/{name}|g' -e 's|@WWW@|{workdir}/www|g'"
 pingap_cmd="$subst $here/bench/pingap-$kind.toml.tpl > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec $pingap_prog -c '{workdir}/{name}.toml'"
 proxies=(--proxy "pingap-$kind=$pingap_cmd")
@@ -23,4 +22,8 @@ if [[ "$kind" == cache ]]; then
   nginx_cmd="mkdir -p '{workdir}/{name}/cache' && $subst $here/bench/nginx-cache.conf.tpl > '{workdir}/{name}.conf' && exec nginx -c '{workdir}/{name}.conf' -p '{workdir}/{name}/' -e '{workdir}/{name}/error.log'"
   proxies+=(--proxy "nginx-cache=$nginx_cmd")
 fi
-exec "$python" "$bench_py" --path /100k.bin "${proxies[@]}" "$@"
+# a work dir of our own: proxybench's default (mkdtemp, mode 0700) is unreadable to the
+# backend nginx's workers, which then answer 403
+mkdir -p "$results"
+exec "$python" "$bench_py" --path /100k.bin "${proxies[@]}" \
+  --json "$results/body-$kind-$stamp.json" --workdir "$results/body-$kind-$stamp-wd" "$@"

@@ -3,14 +3,16 @@
 # nginx (gzip on, gzip_comp_level 6), same file, one worker each on cpu 0, wrk on cpu 1
 # with "Accept-Encoding: gzip" (proxybench's wrk sends none, hence this script).
 #   scripts/bench-gzip.sh [seconds]
+# PYTHON, PINGAP, NO_INSTALL as in scripts/bench-common.sh.
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-export PYTHONPATH="$(cd "$here/.." && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
+bench_tools nginx wrk taskset curl
+bench_python gevent h11 httptools
 secs="${1:-8}"
 work="$(mktemp -d)"
 trap 'kill $(cat "$work"/*.pid 2>/dev/null) 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir -p "$work/www"
-python3 - "$work/www/100k.txt" <<'PY'
+"$python" - "$work/www/100k.txt" <<'PY'
 import random, sys
 rng = random.Random(1)
 words = ["proxy", "pingap", "worker", "gevent", "stream", "header", "body", "cache"]
@@ -49,7 +51,7 @@ http {
     server { listen 127.0.0.1:19302; root $work/www; default_type text/plain; }
 }
 CONF
-taskset -c 0 pingap -c "$work/pingap.toml" > "$work/pingap.log" 2>&1 &
+taskset -c 0 sh -c "exec $pingap_prog -c $(q "$work/pingap.toml")" > "$work/pingap.log" 2>&1 &
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work/" -e "$work/nginx-error.log" &
 for port in 19301 19302; do
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/100k.txt" && break; sleep 0.1; done

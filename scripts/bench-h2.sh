@@ -15,47 +15,17 @@
 # scripts/bench/pingap-bench.toml.tpl with HTTP/2 turned on). Both proxies are pinned to cpu 0,
 # h2load and the backend nginx share cpu 1.
 #
-# Environment:
-#   SHARED=/path        the shared dir holding bench/proxybench.py (default: <repo>/../shared)
-#   RESULTS_DIR=/path   where the JSON results and kept work dirs go (default: <repo>/tmp/bench,
-#                       git-ignored). Each invocation writes h2-<mode>-<path>-<stamp>.json there
-#                       and keeps its work dir (configs, pingap.log, access log, h2load outputs)
-#                       unless you pass --json / --workdir yourself.
-#   PYTHON=python3      interpreter for the harness (and for pingap when `pingap` is not on PATH)
-#   PINGAP=cmd          program to run as pingap (gets `-c CONFIG`; default: `pingap` on PATH)
-#   NO_INSTALL=1        never run apt-get; just fail if a tool is missing
+# Environment: SHARED, RESULTS_DIR, PYTHON, PINGAP, NO_INSTALL as in scripts/bench-common.sh;
+# RESULTS_DIR gets h2-<mode>-<path>-<stamp>.json and its work dir (configs, pingap.log, access
+# log, h2load outputs) unless you pass --json / --workdir yourself.
 set -euo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(git -C "$here" rev-parse --show-toplevel 2>/dev/null || (cd "$here/.." && pwd))"
-shared="${SHARED:-$root/../shared}"
-bench_py="$shared/bench/proxybench.py"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-common.sh"
 h2bench="$here/bench/h2bench.py"
-python="${PYTHON:-python3}"
+bench_harness
+bench_tools nginx h2load taskset openssl
+bench_python gevent h11 h2 httptools
 
-[[ -f "$bench_py" ]] || { echo "bench-h2.sh: $bench_py not found (set SHARED=/path/to/shared)" >&2; exit 2; }
-
-# --- 1. tools: nginx, h2load, taskset, openssl (apt-get only what is missing) ---------------
-missing=()
-command -v nginx   >/dev/null 2>&1 || missing+=(nginx-light)
-command -v h2load  >/dev/null 2>&1 || missing+=(nghttp2-client)
-command -v taskset >/dev/null 2>&1 || missing+=(util-linux)
-command -v openssl >/dev/null 2>&1 || missing+=(openssl)
-if ((${#missing[@]})); then
-  if [[ -n "${NO_INSTALL:-}" ]]; then
-    echo "bench-h2.sh: missing packages: ${missing[*]} (NO_INSTALL is set)" >&2; exit 2
-  fi
-  sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
-  echo "bench-h2.sh: installing ${missing[*]}" >&2
-  $sudo apt-get install -y "${missing[@]}" || { $sudo apt-get update && $sudo apt-get install -y "${missing[@]}"; }
-fi
-if [[ -z "${PINGAP:-}" ]]; then
-  "$python" -c 'import gevent, h11, h2, httptools' 2>/dev/null || {
-    echo "bench-h2.sh: $python cannot import pingap's dependencies; run: pip install -e $root" >&2; exit 2; }
-fi
-
-# --- 2. results dir, JSON and work dir unless given ------------------------------------------
-results="${RESULTS_DIR:-$root/tmp/bench}"
+# --- results dir, JSON and work dir unless given ---------------------------------------------
 mkdir -p "$results"
 path="/"; mode="h2c"; have_json=""; have_wd=""
 args=("$@")
@@ -69,7 +39,6 @@ for ((i = 0; i < ${#args[@]}; i++)); do
   esac
 done
 slug="$(printf '%s' "$path" | tr -c 'A-Za-z0-9.' '_' | sed 's/^_*//')"; slug="${slug:-pong}"
-stamp="$(date +%Y%m%d-%H%M%S)"
 extra=(--proxybench "$bench_py")
 [[ -n "$have_json" ]] || extra+=(--json "$results/h2-$mode-$slug-$stamp.json")
 [[ -n "$have_wd" ]] || extra+=(--workdir "$results/h2-$mode-$slug-$stamp-wd")
