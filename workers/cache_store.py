@@ -117,6 +117,15 @@ class _Reading:
             self._slot.release()
 
 
+def _touch(file: int | str, st: os.stat_result) -> None:
+    """Mark an entry as used now (``max_size`` and ``inactive`` go by its access time);
+    a file we may not touch (another owner) is still read."""
+    try:
+        os.utime(file, ns=(time.time_ns(), st.st_mtime_ns))
+    except OSError:
+        pass
+
+
 def _read_fd(fd: int, size: int) -> bytes:
     """The whole of a file of ``size`` bytes (short if it shrank meanwhile)."""
     pieces: list[bytes] = []
@@ -191,10 +200,7 @@ class Disk:
         now = time.monotonic()
         if now - hot.touched[0] > _TOUCH_EVERY:
             hot.touched[0] = now
-            try:
-                os.utime(path, ns=(time.time_ns(), st.st_mtime_ns))
-            except OSError:
-                pass
+            _touch(path, st)
         return hot.entry
 
     def hot_takes(self, size: int) -> bool:
@@ -405,8 +411,7 @@ class FileStore:
         entry: Entry | None = None
         try:
             st = os.fstat(fd)
-            # every use marks the entry as recently used (max_size, inactive)
-            os.utime(fd, ns=(time.time_ns(), st.st_mtime_ns))
+            _touch(fd, st)
             if st.st_size > STREAM_FROM and not disk.hot_takes(st.st_size):
                 # sent from the file: its read lasts until the body's file is closed
                 prefix = os.pread(fd, _HEAD_READ, 0)

@@ -415,6 +415,22 @@ def test_hot_layer_serves_from_memory_and_follows_the_file(tmp_path: Path) -> No
     assert store.delete("s") and store.get("s") is None
 
 
+def test_an_entry_that_cannot_be_touched_is_still_read(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = disk_store(tmp_path, "")
+    store.put("small", entry_of(10))
+    store.put("big", entry_of(100_000))
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # another owner's file
+
+    monkeypatch.setattr(os, "utime", refused)
+    assert store.get("small") == entry_of(10)
+    big = store.get("big")
+    assert big is not None and big.size == 100_000 and big.part is not None
+    big.part.file.close()
+
+
 def test_the_sweep_covers_every_namespace_of_the_directory(tmp_path: Path) -> None:
     stores = CacheStores()
     web = stores(f"{tmp_path}?inactive=1h", "web")
