@@ -14,8 +14,9 @@ import cachetools
 from pingap.plugins.cache.policy import Entry
 from pingap.units import parse_bytesize
 
-#: the budget a bare-number ``max_size`` (a percentage) is taken of, per worker (pingap's
-#: ``256mb`` when it does not know the available memory)
+#: the budget a bare-number ``max_size`` (a percentage) is taken of, per worker: pingap's
+#: ``256mb`` fallback (its one process takes a quarter of the free memory, which N
+#: workers each taking would multiply)
 BUDGET = 256_000_000
 #: pingap's upper bound of a memory cache
 MAX_SIZE = 1024 * 1024 * 1024
