@@ -230,8 +230,7 @@ class Cache(Plugin):
             return self._purge(ctx)
         store = self.store
         key = self.key(ctx, method)
-        uncacheable = store.is_uncacheable(key)
-        if uncacheable and self.predictor:
+        if self.predictor and store.is_uncacheable(key):
             return CONTINUE  # pingap's predictor: known uncacheable, not even looked up
         lookup = _Lookup(key, list(ctx.request_headers))
         ctx.plugin_state(self.name, lookup)
@@ -243,8 +242,9 @@ class Cache(Plugin):
             return self._serve(ctx, entry, lookup, b"hit", now)
         ctx.cache_lookup_time = time.monotonic() - start
         # a key whose last response could not be stored takes no lock: waiting for one
-        # another request's head at a time would serialise every request for it
-        if self.lock > 0 and not uncacheable:
+        # another request's head at a time would serialise every request for it (asked
+        # only now: a hit does not need to know)
+        if self.lock > 0 and not store.is_uncacheable(key):
             waited_from = time.monotonic()
             ticket = store.lock(key, self.lock)
             if ticket is not None:
