@@ -229,6 +229,23 @@ class RateSampler:
 _sampler: RateSampler | None = None
 """This worker process's sampler (one worker per process)."""
 
+PROCESS_FIGURES_TTL = 5.0
+"""Seconds the processes' figures are reused: reading every process's sockets takes
+~10 ms per process (psutil parses /proc/<pid>/net/tcp*), so it is done at most this
+often, and in a thread, where it does not hold up this worker's requests."""
+_process_figures: tuple[float, tuple[int, ...], dict[str, Any]] | None = None
+
+
+def _host_process_figures(pids: tuple[int, ...]) -> dict[str, Any]:
+    global _process_figures
+    now = time.monotonic()
+    cached = _process_figures
+    if cached is not None and cached[1] == pids and now - cached[0] < PROCESS_FIGURES_TTL:
+        return cached[2]
+    figures: dict[str, Any] = gevent.get_hub().threadpool.apply(process_figures, (pids,))
+    _process_figures = (now, pids, figures)
+    return figures
+
 
 def _host_counts(worker: Any) -> tuple[list[SlotView], dict[str, int]]:
     """The host's worker slots and request counts (this worker's own without shared
@@ -259,7 +276,7 @@ def basic_info(worker: Any) -> dict[str, Any]:
     health = state.health if state is not None else \
         (lambda name, addr: runtime.upstreams[name].health.get(addr))
     return {
-        **process_figures([os.getppid(), *(r["pid"] for r in rows if r["pid"])]),
+        **_host_process_figures((os.getppid(), *(r["pid"] for r in rows if r["pid"]))),
         "version": __version__, "rustc_version": f"Python {platform.python_version()}",
         "config_hash": runtime.config.digest, "config_digest": runtime.config.digest,
         "user": basic.user or "", "group": basic.group or "",
