@@ -259,6 +259,10 @@ def _build_plugins(config: PingapConfig, report: Report) -> dict[str, Plugin]:
         except ValueError as exc:
             report.errors.append(config.problem(f"plugins.{name}", "", str(exc)))
             continue
+        except ImportError as exc:  # a plugin loads its library when it is built
+            report.errors.append(config.problem(
+                f"plugins.{name}", "", f"a library this plugin needs is missing: {exc}"))
+            continue
         if plugin is not None:
             plugins[name] = plugin
     return plugins

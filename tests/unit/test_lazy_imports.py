@@ -27,16 +27,21 @@ HEAVY = frozenset({"PIL", "jwt", "cryptography", "maxminddb", "brotli", "zstanda
                    "acme", "josepy", "OpenSSL", "dns", "selenium"})
 
 
+def run_python(code: str) -> str:
+    """The output of ``code`` run by a fresh interpreter on this checkout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def loaded_after(code: str) -> set[str]:
     """The modules a fresh interpreter holds after running ``code``: each full name and
     each top-level package name."""
-    script = textwrap.dedent(code) + "\nimport json as _j, sys as _s\n" \
-        "print(_j.dumps(sorted(_s.modules)))\n"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=60)
-    assert done.returncode == 0, done.stderr
-    names = set(json.loads(done.stdout.splitlines()[-1]))
+    output = run_python(textwrap.dedent(code) + "\nimport json as _j, sys as _s\n"
+                        "print(_j.dumps(sorted(_s.modules)))\n")
+    names = set(json.loads(output.splitlines()[-1]))
     return names | {name.partition(".")[0] for name in names}
 
 
@@ -79,13 +84,7 @@ FEATURES = {
 }
 
 
-@pytest.mark.parametrize("category", sorted(FEATURES))
-def test_building_a_plugin_loads_its_library(tmp_path: Path, category: str) -> None:
-    """The library comes with the plugin's build (so ``pingap -t`` fails on a broken
-    install), not later with its first request."""
-    options, libraries = FEATURES[category]
-    conf = tmp_path / "pingap.toml"
-    conf.write_text(f"""
+CONFIG = """
 [upstreams.up]
 addrs = ["127.0.0.1:9"]
 
@@ -99,7 +98,16 @@ plugins = ["p"]
 [servers.web]
 addr = "127.0.0.1:6188"
 locations = ["lo"]
-""")
+"""
+
+
+@pytest.mark.parametrize("category", sorted(FEATURES))
+def test_building_a_plugin_loads_its_library(tmp_path: Path, category: str) -> None:
+    """The library comes with the plugin's build (so ``pingap -t`` fails on a broken
+    install), not later with its first request."""
+    options, libraries = FEATURES[category]
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(CONFIG.format(options=options))
     found = loaded_after(f"""
         from pingap.runtime import load_runtime
         runtime = load_runtime({str(conf)!r})
@@ -107,6 +115,26 @@ locations = ["lo"]
     """)
     assert libraries <= found
     assert found & HEAVY == libraries  # and nothing another feature needs
+
+
+def test_a_missing_library_is_a_config_error_of_its_plugin(tmp_path: Path) -> None:
+    """What ``pingap -t`` reports on an install without Pillow: the plugin that needs it,
+    at load, not a traceback and not a failure at the first image."""
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(CONFIG.format(options=FEATURES["image_optim"][0]))
+    output = run_python(f"""
+        import sys
+        sys.modules["PIL"] = None  # as if Pillow were not installed
+        from pingap.errors import ConfigError
+        from pingap.runtime import load_runtime
+        try:
+            load_runtime({str(conf)!r})
+        except ConfigError as exc:
+            print(exc)
+        else:
+            raise SystemExit("the config loaded without Pillow")
+    """)
+    assert f"{conf}: plugins.p: a library this plugin needs is missing" in output
 
 
 def test_an_hcl_config_loads_the_hcl_reader(tmp_path: Path) -> None:
