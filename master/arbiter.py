@@ -41,6 +41,7 @@ from master.storage import PollingWatcher, StorageError, open_storage
 from master.webhook import WebhookSender
 from pingap.control import Decoder, MessageType, ProtocolError, encode
 from pingap.errors import ConfigError
+from pingap.health import down_upstreams
 from pingap.runtime import load_runtime
 from pingap.scoreboard import SIZE as SCOREBOARD_SIZE
 from pingap.scoreboard import Scoreboard, SlotState
@@ -55,6 +56,8 @@ log = logging.getLogger("pingap.master")
 
 BOOT_TIMEOUT = 60.0
 TLS_CHECK_INTERVAL = 24 * 3600.0
+UPSTREAM_STATUS_INTERVAL = 10.0
+"""Seconds between upstream_status checks (pingap: every 10th tick of its 10 s scheduler)."""
 HANDOFF_TAKER_WAIT = 5.0
 HANDOFF_READY_WAIT = 90.0
 TICK = 0.25
@@ -192,6 +195,8 @@ class Arbiter:
         self.last_reload: dict[str, Any] | None = None
         self._reload_diff: list[str] = []  # the last reload's changes, for diff_config
         self._tls_check_due = 0.0  # monotonic time of the next tls_validity check
+        self._upstream_check_due = 0.0  # ... of the next upstream_status check
+        self._down_upstreams: list[str] = []  # upstreams with every backend down
         self.handoff: Handoff | None = None
         self.upgrade_conn: socket.socket | None = None  # to the old master, until READY
         self.stopping = False
@@ -562,6 +567,26 @@ class Arbiter:
             log.error("certificate %s will be expired", ",".join(names))
             self.webhook.notify("tls_validity", "warn", "Certificate validity",
                                 f"certificate {','.join(names)} will be expired")
+
+    def check_upstream_status(self) -> None:
+        """pingap's upstream_status: every ``UPSTREAM_STATUS_INTERVAL``, the upstreams whose
+        every backend went down since the last check (error) and those back up (info),
+        from the host's shared health table, once per host."""
+        if self.current is None or self.state is None or \
+                time.monotonic() < self._upstream_check_due:
+            return
+        self._upstream_check_due = time.monotonic() + UPSTREAM_STATUS_INTERVAL
+        config = self.current.config
+        down = down_upstreams(config, self.state.health)
+        newly = [name for name in down if name not in self._down_upstreams]
+        back = [name for name in self._down_upstreams
+                if name not in down and name in config.upstreams]
+        self._down_upstreams = down
+        if newly:
+            self.webhook.notify("upstream_status", "error", "Upstream unhealthy",
+                                ", ".join(newly))
+        if back:
+            self.webhook.notify("upstream_status", "info", "Upstream healthy", ", ".join(back))
 
     @staticmethod
     def _admin_reply(worker: WorkerHandle, message: Any) -> Any:
@@ -988,6 +1013,7 @@ class Arbiter:
         self.admin.poll()
         self.notify_reload()
         self.check_tls_validity()
+        self.check_upstream_status()
         self.discovery.follow(self.current.config if self.current is not None else None)
         self.check_timeouts()
         self.manage_workers()

@@ -24,8 +24,9 @@ Deliberate differences from pingap:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import unquote_plus, urlsplit
 
 from pingap import __version__
@@ -280,3 +281,23 @@ def is_grpc_serving(http_status: int, grpc_status: bytes | None, body: bytes) ->
     """Whether a Health/Check answer means healthy: HTTP 200, grpc-status 0 and SERVING."""
     return (http_status == 200 and grpc_status is not None and grpc_status.strip() == b"0"
             and grpc_health_status(body) == GRPC_SERVING)
+
+
+def down_upstreams(config: Any, health: Callable[[str, str], bool | None]) -> list[str]:
+    """The upstreams of ``config`` whose every backend the health checks see as down
+    (pingap's ``upstream_status``); transparent upstreams have no backends to check."""
+    from pingap.upstream import parse_addr
+
+    down = []
+    for name, upstream in config.upstreams.items():
+        if (upstream.discovery or "").lower() == "transparent":
+            continue
+        addrs = []
+        for addr in upstream.addrs:
+            try:
+                addrs.append(parse_addr(addr, tls=bool(upstream.sni)).addr)
+            except ValueError:
+                continue  # reported by the config checks
+        if addrs and all(health(name, addr) is False for addr in addrs):
+            down.append(name)
+    return down

@@ -315,3 +315,33 @@ def test_a_name_that_stops_resolving_sends_service_discover_fail_once(tmp_path: 
                                      "reload_config"]
     finally:
         hook.stop()
+
+
+def test_an_upstream_with_every_backend_down_sends_upstream_status(tmp_path: Path, backends,
+                                                                   pingap) -> None:
+    """pingap's upstream_status: "Upstream unhealthy" once every backend of an upstream is
+    down, "Upstream healthy" once one is back; one event each for the host (two workers)."""
+    backend = backends("app")
+    hook = Receiver()
+    port = free_port()
+    check = ('health_check = "tcp://u?check_frequency=200ms&failure=1&success=1'
+             '&connection_timeout=200ms"')
+    try:
+        pingap(_hooked_config(port, hook.url, ["upstream_status"], addrs=[backend.addr],
+                              upstream=check), port=port)
+        backend_port = backend.port
+        backend.stop()
+        wait_for(lambda: "upstream_status" in hook.categories(), timeout=30,
+                 what="the upstream down event")
+        down = hook.posts[0]
+        assert down == {"name": "pingap", "level": "error", "hostname": down["hostname"],
+                        "ip": down["ip"], "category": "upstream_status", "message": "u"}
+        revived = BackendProcess(tmp_path, "app", backend_port)
+        try:
+            wait_for(lambda: len(hook.posts) == 2, timeout=30, what="the upstream up event")
+            assert (hook.posts[1]["level"], hook.posts[1]["message"]) == ("info", "u")
+        finally:
+            revived.stop()
+        assert hook.categories() == ["upstream_status", "upstream_status"]
+    finally:
+        hook.stop()

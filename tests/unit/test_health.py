@@ -168,3 +168,33 @@ def test_http_probe_request() -> None:
 )
 def test_is_healthy_status(status: int, healthy: bool) -> None:
     assert is_healthy_status(status) is healthy
+
+
+def test_down_upstreams_are_those_with_every_backend_down() -> None:
+    from pingap.config import load_config_text
+    from pingap.health import down_upstreams
+
+    config = load_config_text("""
+[upstreams.all_down]
+addrs = ["10.0.0.1:80", "10.0.0.2"]
+[upstreams.one_up]
+addrs = ["10.0.0.3:80", "10.0.0.4:80"]
+[upstreams.unprobed]
+addrs = ["10.0.0.5:80"]
+[upstreams.tls]
+addrs = ["10.0.0.6"]
+sni = "api.test"
+[upstreams.transparent]
+addrs = ["10.0.0.7:80"]
+discovery = "transparent"
+[locations.all]
+upstream = "one_up"
+[servers.s]
+addr = "127.0.0.1:1"
+locations = ["all"]
+""")
+    seen = {("all_down", "10.0.0.1:80"): False, ("all_down", "10.0.0.2:80"): False,
+            ("one_up", "10.0.0.3:80"): False, ("one_up", "10.0.0.4:80"): True,
+            ("tls", "10.0.0.6:443"): False, ("transparent", "10.0.0.7:80"): False}
+    assert down_upstreams(config, lambda name, addr: seen.get((name, addr))) == \
+        ["all_down", "tls"]
