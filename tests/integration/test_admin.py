@@ -279,7 +279,11 @@ def two_workers(tmp_path: Path, backends):
     proc = PingapProcess(conf, port, tmp_path,
                          args=["--admin", f"admin:s3cret@127.0.0.1:{admin_port}"])
     wait_for(lambda: port_open(admin_port), what="the admin port")
-    yield port, Admin(admin_port), a.addr, dead, proc
+    admin = Admin(admin_port)
+    # the port opens with the first worker; the second may still be booting
+    wait_for(lambda: admin.call("GET", "/api/basic")[2]["workers"] == 2, timeout=30,
+             what="both workers serving")
+    yield port, admin, a.addr, dead, proc
     proc.stop()
 
 
