@@ -86,11 +86,16 @@ class DiscoveryWatch:
                 failed.append(host)
                 error = str(exc)
         message = discover_fail_message(discovery, failed, error)
+        with self._lock:  # follow() prunes the reported failures from the master's thread
+            if message is None:
+                news = self._reported.pop(discovery.upstream, None) is not None
+            else:
+                news = self._reported.get(discovery.upstream) != message
+                self._reported[discovery.upstream] = message
         if message is None:
-            if self._reported.pop(discovery.upstream, None) is not None:
+            if news:
                 log.info("dns discovery of upstream %s resolves again", discovery.upstream)
             return
         log.warning("%s", message)
-        if self._reported.get(discovery.upstream) != message:
-            self._reported[discovery.upstream] = message
+        if news:
             self._notify("service_discover_fail", "warn", "", message)  # pingap: no title
