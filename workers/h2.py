@@ -88,6 +88,9 @@ MAX_HEADER_LIST = 32768           # advertised; the same limit as an HTTP/1 head
 HARD_HEADER_LIST = 65536          # what the HPACK decoder accepts before failing the connection
 STREAM_WINDOW = 1 << 20
 CONNECTION_WINDOW = 16 << 20
+#: response bytes the streams may queue for the connection's batched flush; past it a
+#: stream writes them itself (and so waits for the client to read)
+FLUSH_AT = 16384
 RESET_LIMIT = 100
 RESET_WINDOW = 1.0
 CONTROL_LIMIT = 1000              # control frames per CONTROL_WINDOW before ENHANCE_YOUR_CALM
@@ -226,6 +229,15 @@ class _StreamErrorsH2(h2.connection.H2Connection):
                                           remote_reset=False)]
 
 
+class _Writer:
+    """The deadline the sweeper watches while the writer greenlet sends."""
+
+    __slots__ = ("deadline",)
+
+    def __init__(self) -> None:
+        self.deadline = 0.0
+
+
 class H2Connection:
     """Serves one HTTP/2 client connection until it closes."""
 
@@ -260,6 +272,13 @@ class H2Connection:
         self._dead = False
         self._ended_by = "killed"  # why the reader stopped, for the log
         self._splitter = _GoawaySplitter()
+        # small responses are written by one writer greenlet once the streams that can
+        # run in this loop turn have run (``flush_soon``): one send for many streams
+        self._flush_wanted = Event()
+        self._writer = _Writer()
+        self._writer_greenlet: gevent.Greenlet | None = None
+        #: response body bytes queued since the last flush
+        self.queued = 0
 
     @property
     def busy(self) -> bool:
@@ -268,10 +287,12 @@ class H2Connection:
 
     # --- output -------------------------------------------------------------------
 
-    def flush(self, owner: H2Connection | H2Stream | None = None, extra: bytes = b"") -> None:
+    def flush(self, owner: H2Connection | H2Stream | _Writer | None = None,
+              extra: bytes = b"") -> None:
         """Write what the state machine has queued (then ``extra``), in order."""
         who = owner or self
         with self._write_lock:
+            self.queued = 0
             data = self.h2.data_to_send() + extra
             if not data:
                 return
@@ -286,6 +307,28 @@ class H2Connection:
                 raise ClientGone(str(exc)) from exc
             finally:
                 who.deadline = previous
+
+    def flush_soon(self) -> None:
+        """Write what is queued after the greenlets that can run now have run, so the
+        frames of every stream answered in this loop turn go out in one send. For small
+        writes only: past ``FLUSH_AT`` queued bytes a stream flushes itself, which keeps
+        it paced by the client's reading."""
+        if self._writer_greenlet is None:
+            self._writer_greenlet = gevent.spawn(self._write_loop)
+            self.services.streams[self._writer] = self._writer_greenlet
+        self._flush_wanted.set()
+
+    def _write_loop(self) -> None:
+        wanted = self._flush_wanted
+        try:
+            while not self._dead:
+                wanted.wait()
+                wanted.clear()
+                self.flush(self._writer)
+        except ClientGone:
+            pass  # the reader sees the connection end too
+        finally:
+            self.services.streams.pop(self._writer, None)
 
     def _goaway(self, last_stream_id: int, code: int = 0) -> None:
         frame = GoAwayFrame(stream_id=0, last_stream_id=last_stream_id, error_code=code)
@@ -334,6 +377,8 @@ class H2Connection:
             return
         finally:
             self._dead = True
+            if self._writer_greenlet is not None:
+                self._writer_greenlet.kill(block=False)
             if self.streams:
                 log.info("h2 connection from %s ended with %d streams open (%s)",
                          self.conn.remote_addr, len(self.streams),
@@ -684,7 +729,9 @@ class H2Stream(Downstream):
             piece = view[:window]
             view = view[window:]
             conn.send_data(self.stream_id, piece.tobytes())
-        connection.flush(self)
+        connection.queued += len(data)
+        if connection.queued > FLUSH_AT:
+            connection.flush(self)
 
     def write_end(self, trailers: Headers | None) -> None:
         conn = self.connection.h2
@@ -700,7 +747,7 @@ class H2Stream(Downstream):
         self.response_ended = True
 
     def flush(self) -> None:
-        self.connection.flush(self)
+        self.connection.flush_soon()
 
     def send_informational(self, status: int) -> None:
         self._check()

@@ -111,10 +111,11 @@ def test_h2load_streams_survive_ten_reloads(tmp_path: Path, backends, pingap) ->
     written when any GOAWAY arrives (``session_predicate_request_headers_send`` refuses
     new streams after GOAWAY_RECV), counting it as failed although it never reached the
     server, so any server that drains with GOAWAY (nginx included) can see one such
-    stream per connection. What the proxy controls is asserted exactly: no stream it
-    received was refused, reset or cut off (its log says so for each), every response
-    was 2xx, nothing timed out, and h2load's failures are at most those client-held
-    streams, one per connection that got a GOAWAY.
+    stream per connection (more when several responses arrive in the read that brings the
+    GOAWAY). What the proxy controls is asserted exactly: no stream it received was
+    refused, reset or cut off (its log says so for each), every response was 2xx, nothing
+    timed out, and h2load's failures are only those client-held streams: the backend saw
+    exactly as many requests as succeeded.
     """
     backend = backends()
     port = free_port()
@@ -148,8 +149,12 @@ pid_file = "{tmp_path}/pingap.pid"
         counts = h2load_counts(output)
         assert counts["succeeded"] > 0, output
         assert (counts["timeout"], counts["non_2xx"]) == (0, 0), output
-        assert counts["failed"] == counts["errored"] <= 20, output
+        assert counts["failed"] == counts["errored"], output
         assert counts["succeeded"] + counts["failed"] == counts["done"], output
+        # h2load's failures are all requests it held back itself: the backend saw exactly
+        # the streams that succeeded
+        reached = sum(1 for r in backend.requests()[seen:] if r["target"] == f"/gen-{i}")
+        assert reached == counts["succeeded"], (reached, output)
         client_held += counts["failed"]
         total += counts["succeeded"]
         # the previous reload is what this run's new connections were served with
