@@ -236,7 +236,9 @@ often, and in a thread, where it does not hold up this worker's requests."""
 _process_figures: tuple[float, tuple[int, ...], dict[str, Any]] | None = None
 
 
-def _host_process_figures(pids: tuple[int, ...]) -> dict[str, Any]:
+def host_process_figures(pids: tuple[int, ...]) -> dict[str, Any]:
+    """``process_figures`` of ``pids`` read in the hub's thread pool, reused for
+    ``PROCESS_FIGURES_TTL`` seconds (the admin dashboard and the ``stats`` plugin)."""
     global _process_figures
     now = time.monotonic()
     cached = _process_figures
@@ -276,7 +278,7 @@ def basic_info(worker: Any) -> dict[str, Any]:
     health = state.health if state is not None else \
         (lambda name, addr: runtime.upstreams[name].health.get(addr))
     return {
-        **_host_process_figures((os.getppid(), *(r["pid"] for r in rows if r["pid"]))),
+        **host_process_figures((os.getppid(), *(r["pid"] for r in rows if r["pid"]))),
         "version": __version__, "rustc_version": f"Python {platform.python_version()}",
         "config_hash": runtime.config.digest, "config_digest": runtime.config.digest,
         "user": basic.user or "", "group": basic.group or "",

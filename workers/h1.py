@@ -30,7 +30,7 @@ from pingap.context import ConnectionInfo
 from pingap.errors import ClientGone, DownstreamError, PingapError
 from pingap.events import NEED_DATA, ConnectionEnded, RequestReceived, ResponseStarted
 from pingap.headers import Headers
-from pingap.http1 import H11ServerCodec, ServerCodec
+from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
@@ -60,7 +60,7 @@ class H1Connection(Downstream):
         self.server = server
         self.sock = sock
         self.conn = conn
-        self.codec = codec or (H11ServerCodec() if server.http1_codec == "h11" else FastServerCodec())
+        self.codec = codec or (FastServerCodec() if server.http1_codec != "h11" else h11_codec())
         self.idle_timeout = server.read_timeout or DEFAULT_IDLE_TIMEOUT
         self.write_timeout = server.write_timeout or DEFAULT_IDLE_TIMEOUT
         # Timeouts: before each blocking step the loop sets ``deadline`` (monotonic
@@ -242,6 +242,12 @@ class H1Connection(Downstream):
         finally:
             up.close()
         return sent[0]
+
+
+def h11_codec() -> ServerCodec:
+    """The reference codec (``http1_codec = "h11"``), imported when a server asks for it."""
+    from pingap.http1_h11 import H11ServerCodec
+    return H11ServerCodec()
 
 
 def _pump(src: socket.socket, dst: socket.socket, counter: list[int] | None) -> None:

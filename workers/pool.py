@@ -30,7 +30,6 @@ import time
 from collections import deque
 from typing import Any
 
-import psutil
 from gevent.event import AsyncResult
 from gevent.monkey import get_original
 
@@ -171,6 +170,7 @@ def connect(upstream: UpstreamRuntime, backend: Backend,
 @functools.cache
 def _local_ips() -> frozenset[str]:
     """This host's interface addresses (for wildcard listeners), looked up once."""
+    import psutil  # here: only a transparent upstream needs it
     return frozenset(entry.address.split("%", 1)[0]
                      for entries in psutil.net_if_addrs().values() for entry in entries
                      if entry.family in (socket.AF_INET, socket.AF_INET6))

@@ -11,8 +11,6 @@ import platform
 from collections.abc import Iterable
 from typing import Any
 
-import psutil
-
 from pingap.units import format_size_human
 
 
@@ -20,6 +18,8 @@ def process_figures(pids: Iterable[int]) -> dict[str, Any]:
     """Summed ``memory_mb``/``memory``, ``threads``, ``fd_count``, ``tcp_count``,
     ``tcp6_count`` of ``pids`` (a process that exited meanwhile is skipped), the first
     one's ``start_time``, and the host's memory, CPUs, architecture and kernel."""
+    import psutil  # here: a process that is never asked never loads it
+
     rss = threads = fds = tcp = tcp6 = 0
     started = 0.0
     for position, pid in enumerate(pids):

@@ -15,7 +15,8 @@ import gc
 import time
 from collections.abc import Callable
 
-from pingap.http1 import H11ServerCodec, ServerCodec
+from pingap.http1 import ServerCodec
+from pingap.http1_h11 import H11ServerCodec
 from pingap.http1_fast import FastServerCodec
 
 REQUEST = (b"GET /api/v1/items?id=12345&sort=asc HTTP/1.1\r\nHost: www.example.com\r\n"

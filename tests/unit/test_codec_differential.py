@@ -31,7 +31,8 @@ from pingap.events import (
     MessageEnded,
     RequestReceived,
 )
-from pingap.http1 import H1Limits, H11ServerCodec, ServerCodec
+from pingap.http1 import H1Limits, ServerCodec
+from pingap.http1_h11 import H11ServerCodec
 from pingap.http1_fast import FastServerCodec
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"

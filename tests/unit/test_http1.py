@@ -12,7 +12,8 @@ from pingap.events import (
     MessageEnded,
     RequestReceived,
 )
-from pingap.http1 import H1Limits, H11ServerCodec, validate_target
+from pingap.http1 import H1Limits, validate_target
+from pingap.http1_h11 import H11ServerCodec
 
 
 def drain(codec: H11ServerCodec) -> list[object]:

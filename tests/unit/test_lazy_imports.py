@@ -59,6 +59,9 @@ def test_a_worker_on_the_example_config_loads_no_heavy_library() -> None:
     # stdlib modules with a cost of their own (html's entity table, decimal) that a
     # worker needs only for an error page, a plugin's HTTP request or config parsing
     assert found & {"html", "decimal", "http.client", "urllib.request"} == set()
+    # nor h11 (only the "h11" HTTP/1 codec uses it) and psutil (the stats plugin, the
+    # admin dashboard and the metrics' process lines load it when asked)
+    assert found & {"h11", "psutil"} == set()
 
 
 def test_the_master_on_the_example_config_loads_no_heavy_library() -> None:
