@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 
 from pingap.http1 import ServerCodec
-from pingap.http1_h11 import H11ServerCodec
 from pingap.http1_fast import FastServerCodec
+from pingap.http1_h11 import H11ServerCodec
 
 REQUEST = (b"GET /api/v1/items?id=12345&sort=asc HTTP/1.1\r\nHost: www.example.com\r\n"
            b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/120.0\r\n"

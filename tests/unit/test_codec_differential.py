@@ -32,8 +32,8 @@ from pingap.events import (
     RequestReceived,
 )
 from pingap.http1 import H1Limits, ServerCodec
-from pingap.http1_h11 import H11ServerCodec
 from pingap.http1_fast import FastServerCodec
+from pingap.http1_h11 import H11ServerCodec
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
 SEED = 20240611

@@ -20,8 +20,8 @@ from pingap.events import (
     RequestReceived,
 )
 from pingap.http1 import H1Limits
-from pingap.http1_h11 import H11ServerCodec
 from pingap.http1_fast import FastServerCodec, parse_head
+from pingap.http1_h11 import H11ServerCodec
 from pingap.runtime import build_runtime
 
 
