@@ -57,6 +57,13 @@ def _set(driver, field: str, value: str) -> None:
     _wait(driver, typed, 20)
 
 
+def _log_in(driver, password: str) -> None:
+    """Submit the login form as user "admin"."""
+    _set(driver, "user", "admin")
+    _set(driver, "password", password)
+    driver.find_element(By.CSS_SELECTOR, "#login button").click()
+
+
 def _save(driver) -> None:
     driver.find_element(By.ID, "save").click()
 
@@ -78,13 +85,9 @@ def test_admin_ui_edits_and_rolls_back(tmp_path: Path, backends, browser) -> Non
     try:
         wait_for(lambda: port_open(admin_port), what="the admin port")
         driver.get(f"http://127.0.0.1:{admin_port}/")
-        _set(driver, "user", "admin")
-        _set(driver, "password", "wrong")
-        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        _log_in(driver, "wrong")
         _wait(driver, lambda d: "refused" in d.find_element(By.ID, "login-error").text)
-        _set(driver, "user", "admin")
-        _set(driver, "password", "s3cret")
-        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        _log_in(driver, "s3cret")
         _wait(driver, ec.presence_of_element_located((By.CLASS_NAME, "stat")))
         shots = DOCS if os.environ.get("PINGAP_SCREENSHOTS") else tmp_path
 
@@ -180,9 +183,7 @@ def test_dashboard_is_live(tmp_path: Path, backends, browser) -> None:
     try:
         wait_for(lambda: port_open(admin_port), what="the admin port")
         driver.get(f"http://127.0.0.1:{admin_port}/")
-        _set(driver, "user", "admin")
-        _set(driver, "password", "s3cret")
-        driver.find_element(By.CSS_SELECTOR, "#login button").click()
+        _log_in(driver, "s3cret")
         _wait(driver, lambda d: _number(d, "workers") == 2)
         _wait(driver, lambda d: f"{dead} down" in d.find_element(By.ID, "upstream-u").text)
         assert f"{a.addr} up" in driver.find_element(By.ID, "upstream-u").text

@@ -50,6 +50,11 @@ class Origin(Process):
         return [json.loads(line) for line in self.record.read_text().splitlines() if line]
 
 
+def hits(origin: Origin, path: str) -> int:
+    """How many requests for ``path`` reached ``origin``."""
+    return sum(1 for r in origin.requests() if r["path"] == path)
+
+
 @pytest.fixture
 def origin(tmp_path: Path) -> Iterator[Origin]:
     server = Origin(tmp_path)

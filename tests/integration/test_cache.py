@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_body_plugins import Origin
+from tests.integration.test_body_plugins import Origin, hits
 from tests.support.client import request
 from tests.support.h2c import http1, http2
 from tests.support.proc import PingapProcess, free_port, wait_for
@@ -48,10 +48,6 @@ addr = "127.0.0.1:{port}"
 locations = ["all"]
 enabled_h2 = true
 """
-
-
-def hits(origin: Origin, path: str) -> int:
-    return sum(1 for r in origin.requests() if r["path"] == path)
 
 
 @pytest.mark.parametrize("store", ["memory", "file"])

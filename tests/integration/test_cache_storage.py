@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.integration.test_body_plugins import DECODE, Origin
+from tests.integration.test_body_plugins import DECODE, Origin, hits
 from tests.support.client import request
 from tests.support.content_backend import text
 from tests.support.h2c import Answer, http1, http2
@@ -56,10 +56,6 @@ addr = "127.0.0.1:{port}"
 locations = ["all"]
 enabled_h2 = true
 """
-
-
-def hits(origin: Origin, path: str) -> int:
-    return sum(1 for r in origin.requests() if r["path"] == path)
 
 
 def page(name: str, size: int) -> str:
