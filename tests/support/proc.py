@@ -120,12 +120,22 @@ class PingapProcess(Process):
                 raise AssertionError(f"pingap exited {self.proc.returncode}:\n{self.log()}")
 
     def worker_pids(self) -> list[int]:
-        """Workers that accept connections (not the booted spare)."""
+        """Workers that accept connections (not the booted spare). A child the master
+        has forked but not yet exec'd still shows the master's command line: only
+        ``python -m workers`` ones count."""
+        pids = []
         try:
-            return [c.pid for c in psutil.Process(self.pid).children()
-                    if "--standby" not in c.cmdline()]
+            children = psutil.Process(self.pid).children()
         except psutil.Error:
             return []
+        for child in children:
+            try:
+                cmdline = child.cmdline()
+            except psutil.Error:
+                continue
+            if "workers" in cmdline and "--standby" not in cmdline:
+                pids.append(child.pid)
+        return pids
 
 
 class AuthServerProcess(Process):
