@@ -191,7 +191,6 @@ def body_reader(exchange: Any) -> Callable[[int], bytes | None]:
                     return None  # the rest stays unread: the answer closes the connection
                 chunks.append(event.data)
             elif isinstance(event, MessageEnded):
-                exchange.body_done = True
                 return b"".join(chunks)
             else:
                 raise DownstreamError("the request body ended early")

@@ -35,7 +35,8 @@ backend to a plaintext HTTP/1.1 client is spliced in the kernel.
 Timeouts use the downstream's ``deadline`` (monotonic seconds, 0 = none): the accept
 loop's sweeper raises TimeoutError in the greenlet once it passes. HTTP/2 upstream waits
 time out by themselves (an exception thrown into a half-written frame would break the
-connection for every stream on it).
+connection for every stream on it). Either upstream stream reports a timeout as
+``UpstreamTimeout``, like its other failures (``pingap.errors``).
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ from pingap.errors import (
     DownstreamError,
     PingapError,
     UpstreamError,
-    UpstreamTimeout,
 )
 from pingap.events import (
     BodyReceived,
@@ -409,11 +409,8 @@ class Exchange:
             scheme = b"https" if upstream.sni else b"http"
             # (the session kept "TE: trailers" when the client sent it, as gRPC does;
             # Host and the HTTP/1 framing fields are dropped by the h2 header mapping)
-            try:
-                return up.open_stream(method, scheme, authority, target, fields,
-                                      end_stream=not has_body)
-            except TimeoutError as exc:
-                raise UpstreamTimeout("no free upstream HTTP/2 stream") from exc
+            return up.open_stream(method, scheme, authority, target, fields,
+                                  end_stream=not has_body)
         if self.bridge is not None:
             raise UpstreamError("gRPC-Web needs an HTTP/2 upstream (alpn = \"H2\")")
         return H1UpstreamStream(
@@ -437,27 +434,17 @@ class Exchange:
                 session.check_body_size(received)
                 data = bridge.request_body(event.data) if bridge else event.data
                 if data:
-                    try:
-                        stream.send_data(data)
-                    except TimeoutError as exc:
-                        raise UpstreamTimeout("upstream write timed out") from exc
+                    stream.send_data(data)
             elif type(event) is MessageEnded:
                 if bridge is not None:
                     try:
                         bridge.request_end()
                     except ValueError as exc:
                         raise DownstreamError(str(exc), status=400) from exc
-                self.end_upstream(stream, event.trailers or None)
+                stream.end(event.trailers or None)
                 return
             else:
                 raise ClientGone("client closed during the request body")
-
-    @staticmethod
-    def end_upstream(stream: UpstreamStream, trailers: Headers | None) -> None:
-        try:
-            stream.end(trailers)
-        except TimeoutError as exc:
-            raise UpstreamTimeout("upstream write timed out") from exc
 
     def relay(self, stream: UpstreamStream, up: UpstreamConnection | H2UpstreamConnection,
               upstream: UpstreamRuntime) -> bool | None:
@@ -468,7 +455,7 @@ class Exchange:
         if request.has_body:
             self.send_body(stream)
         else:
-            self.end_upstream(stream, None)
+            stream.end()
         session = self.session
         ctx = session.ctx
         down = self.down
@@ -481,10 +468,7 @@ class Exchange:
         close = False
         size = 0
         while True:
-            try:
-                events = stream.next_events(read_timeout)
-            except TimeoutError as exc:
-                raise UpstreamTimeout("upstream read timed out") from exc
+            events = stream.next_events(read_timeout)
             if may_upgrade and stream.upgraded:
                 assert isinstance(up, UpstreamConnection)
                 self.size = down.switch_protocols(up, session, events, stream.leftover)

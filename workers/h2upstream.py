@@ -67,7 +67,7 @@ from h2.events import (
 )
 from h2.settings import SettingCodes, Settings
 
-from pingap.errors import H2StreamError
+from pingap.errors import H2StreamError, UpstreamTimeout
 from pingap.events import ResponseData, ResponseEnded, ResponseEvent, ResponseStarted
 from pingap.headers import HOP_BY_HOP, Headers
 from pingap.upstream import Backend
@@ -164,7 +164,7 @@ class H2UpstreamStream:
 
         Taking body bytes here is what lets the backend send more (flow control). Raises
         H2StreamError when the stream failed (after any events that preceded the failure)
-        and TimeoutError when nothing arrived in time. Empty once the response ended.
+        and UpstreamTimeout when nothing arrived in time. Empty once the response ended.
         """
         deadline = time.monotonic() + timeout
         while True:
@@ -186,7 +186,7 @@ class H2UpstreamStream:
             remaining = deadline - time.monotonic()
             self._ready.clear()
             if remaining <= 0 or not self._ready.wait(remaining):
-                raise TimeoutError("upstream did not answer in time")
+                raise UpstreamTimeout("upstream read timed out")
 
     def send_data(self, data: bytes) -> None:
         """Send request body bytes, blocking while the backend's window is closed."""
@@ -209,7 +209,7 @@ class H2UpstreamStream:
             except h2.exceptions.H2Error as exc:
                 raise self._failed_send(exc) from exc
             if not sent and not self._writable.wait(conn.write_timeout):
-                raise TimeoutError("upstream flow-control window stayed closed")
+                raise UpstreamTimeout("upstream write timed out")
 
     def end(self, trailers: Headers | None = None) -> None:
         """End the request body, with ``trailers`` if any."""
@@ -348,7 +348,7 @@ class H2UpstreamConnection:
         """Send a request head on a new stream; waits (up to ``write_timeout``) for a slot.
 
         Raises H2StreamError (retryable: nothing was sent) if the connection is closed or
-        closing, TimeoutError if no slot freed in time.
+        closing, UpstreamTimeout if no slot freed in time.
         """
         block = request_headers(method, scheme, authority, path, headers)
         deadline = time.monotonic() + self.write_timeout
@@ -360,7 +360,7 @@ class H2UpstreamConnection:
                 remaining = deadline - time.monotonic()
                 self._capacity.clear()
                 if remaining <= 0 or not self._capacity.wait(remaining):
-                    raise TimeoutError("no free stream on the upstream HTTP/2 connection")
+                    raise UpstreamTimeout("no free upstream HTTP/2 stream")
                 continue
             stream = None
             try:

@@ -20,7 +20,7 @@ from typing import Any
 import gevent
 
 from pingap import __version__
-from pingap.errors import H2StreamError
+from pingap.errors import UpstreamError
 from pingap.events import ResponseData, ResponseEnded, ResponseStarted
 from pingap.health import (
     GRPC_HEALTH_PATH,
@@ -122,7 +122,7 @@ def _probe_grpc(spec: HealthCheckSpec, backend: Backend, sock: socket.socket) ->
                 elif isinstance(event, ResponseEnded):
                     grpc_status = _header(event.trailers, b"grpc-status") or grpc_status
                     return is_grpc_serving(status, grpc_status, body)
-    except (H2StreamError, TimeoutError, OSError):
+    except (UpstreamError, OSError):  # a failed stream or timeout; a socket error
         return False
     finally:
         if conn is not None:
