@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.proc import BackendProcess, PingapProcess, free_port
+from tests.support.proc import BackendProcess, Origin, PingapProcess, free_port
 from tests.support.redis import RedisServer
 
 
@@ -23,6 +23,14 @@ def backends(tmp_path: Path) -> Iterator[Callable[..., BackendProcess]]:
     yield start
     for backend in started:
         backend.stop()
+
+
+@pytest.fixture
+def origin(tmp_path: Path) -> Iterator[Origin]:
+    """tests/support/content_backend.py, recording what reaches it."""
+    server = Origin(tmp_path)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

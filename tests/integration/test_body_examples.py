@@ -8,7 +8,7 @@ from __future__ import annotations
 import gzip
 import subprocess
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,9 @@ import pytest
 import tomlkit
 import zstandard
 
-from tests.integration.test_body_plugins import Origin
 from tests.support.content_backend import text
 from tests.support.h2c import http1
-from tests.support.proc import PingapProcess, free_port
+from tests.support.proc import Origin, PingapProcess, free_port
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "data" / "pingap-examples" / "examples"
 
@@ -30,13 +29,6 @@ def load(name: str) -> dict[str, Any]:
         for section, entries in tomllib.loads(path.read_text()).items():
             config.setdefault(section, {}).update(entries)
     return config
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    server = Origin(tmp_path)
-    yield server
-    server.stop()
 
 
 def test_static_serve_caches_and_compresses(pingap: Callable[..., PingapProcess],

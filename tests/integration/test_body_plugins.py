@@ -7,8 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import brotli
@@ -19,7 +18,7 @@ from PIL import Image
 from tests.support.configs import proxy_config
 from tests.support.content_backend import text
 from tests.support.h2c import Answer, http1, http2
-from tests.support.proc import PingapProcess, Process, free_port, port_open, wait_for
+from tests.support.proc import Origin, PingapProcess, free_port
 
 DECODE: dict[str, Callable[[bytes], bytes]] = {
     "gzip": gzip.decompress,
@@ -27,39 +26,6 @@ DECODE: dict[str, Callable[[bytes], bytes]] = {
     "zstd": lambda data: zstandard.ZstdDecompressor().decompressobj().decompress(data),
 }
 CLIENTS = {"http1": http1, "http2": http2}
-
-
-class Origin(Process):
-    """tests/support/content_backend.py on a free port, recording its requests."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.record = tmp / f"origin-{self.port}.jsonl"
-        self.record.touch()
-        super().__init__([sys.executable, "-m", "tests.support.content_backend", "--port",
-                          str(self.port), "--record", str(self.record)],
-                         log=tmp / f"origin-{self.port}.log")
-        wait_for(lambda: port_open(self.port), what="content origin")
-
-    @property
-    def addr(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def requests(self) -> list[dict[str, object]]:
-        import json
-        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
-
-
-def hits(origin: Origin, path: str) -> int:
-    """How many requests for ``path`` reached ``origin``."""
-    return sum(1 for r in origin.requests() if r["path"] == path)
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    server = Origin(tmp_path)
-    yield server
-    server.stop()
 
 
 def start(pingap: Callable[..., PingapProcess], origin: Origin, plugins: str,

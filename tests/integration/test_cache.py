@@ -6,22 +6,14 @@ concurrent misses with ``lock``) and kept across a restart."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.integration.test_body_plugins import Origin, hits
 from tests.support.client import request
 from tests.support.h2c import http1, http2
-from tests.support.proc import PingapProcess, free_port, wait_for
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    server = Origin(tmp_path)
-    yield server
-    server.stop()
+from tests.support.proc import Origin, PingapProcess, free_port, hits, wait_for
 
 
 def config(port: int, origin: Origin, directory: str, extra: str = "") -> str:

@@ -11,25 +11,18 @@ import http.client
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.integration.test_body_plugins import DECODE, Origin, hits
+from tests.integration.test_body_plugins import DECODE
 from tests.support.client import request
 from tests.support.content_backend import text
 from tests.support.h2c import Answer, http1, http2
-from tests.support.proc import PingapProcess, free_port, wait_for
-
-
-@pytest.fixture
-def origin(tmp_path: Path) -> Iterator[Origin]:
-    server = Origin(tmp_path)
-    yield server
-    server.stop()
+from tests.support.proc import Origin, PingapProcess, free_port, hits, wait_for
 
 
 def config(port: int, origin: Origin, directory: str, extra: str = "", threads: int = 1) -> str:

@@ -81,6 +81,31 @@ class Process:
         return self.proc.returncode
 
 
+class Origin(Process):
+    """tests/support/content_backend.py on a free port, recording its requests."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.record = tmp / f"origin-{self.port}.jsonl"
+        self.record.touch()
+        super().__init__([sys.executable, "-m", "tests.support.content_backend", "--port",
+                          str(self.port), "--record", str(self.record)],
+                         log=tmp / f"origin-{self.port}.log")
+        wait_for(lambda: port_open(self.port), what="content origin")
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.record.read_text().splitlines() if line]
+
+
+def hits(origin: Origin, path: str) -> int:
+    """How many requests for ``path`` reached ``origin``."""
+    return sum(1 for r in origin.requests() if r["path"] == path)
+
+
 class BackendProcess(Process):
     """tests/support/backend.py on a free port, recording what it receives."""
 
