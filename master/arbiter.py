@@ -801,7 +801,9 @@ class Arbiter:
 
     def handle_term(self) -> None:
         if self.stopping:
-            self.handle_int()
+            # already stopping (a TERM, or the drain after a hand-off): a second TERM
+            # must not cut the requests the drain is finishing; INT is the fast stop
+            log.info("SIGTERM ignored: the master is stopping (INT stops at once)")
             return
         log.info("SIGTERM: graceful stop")
         if self.handoff is None:  # (handed over, the listeners serve a new master)

@@ -303,4 +303,13 @@ def _run(args: argparse.Namespace) -> int:
                       argv=child_argv)
     arbiter = Arbiter(options, config)
     arbiter.ready_pipe = ready_pipe
-    return arbiter.run()
+    try:
+        return arbiter.run()
+    finally:
+        # The master is done: a stop signal that arrives while the interpreter shuts down
+        # (joining threads, flushing logs) must not turn a clean exit into death by
+        # signal - Python puts its handlers back to the default one there, not ignored
+        # ones.
+        for sig in Arbiter.SIGNALS:
+            if sig != signal.SIGCHLD:
+                signal.signal(sig, signal.SIG_IGN)

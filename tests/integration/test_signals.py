@@ -243,3 +243,53 @@ def test_reload_requested_during_start_up_happens_after_it(tmp_path: Path, backe
     finally:
         assert master.stop(signal.SIGTERM) == 0
     assert "Traceback" not in master.log_path.read_text()
+
+
+def test_term_during_the_drain_after_an_upgrade_cuts_nothing(tmp_path: Path, backends) -> None:
+    """After USR2 the old master drains; a TERM then (an operator, systemd) asks for the
+    graceful stop it is already doing: the request in flight is answered in full and the
+    old master exits 0."""
+    backend = backends()
+    trial = Trial(0, signal.SIGUSR2, 0.0, 0.0, tmp_path, backend)
+    old = Process([sys.executable, "-m", "master", "-c", str(trial.config())],
+                  log=tmp_path / "old.log")
+    outcome: dict[str, object] = {}
+
+    def slow_request() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", trial.port, timeout=30)
+        try:
+            conn.request("GET", "/stall?s=4&id=slow")
+            response = conn.getresponse()
+            outcome["answer"] = (response.status, response.read())
+        except (OSError, http.client.HTTPException) as exc:
+            outcome["answer"] = repr(exc)
+        finally:
+            conn.close()
+
+    client = threading.Thread(target=slow_request)
+    new_master = None
+    try:
+        wait_for(lambda: port_open(trial.port), timeout=30, what="the proxy to listen")
+        client.start()
+        wait_for(lambda: any("id=slow" in entry.get("target", "")
+                             for entry in backend.requests()),
+                 what="the slow request to reach the backend")
+        old.proc.send_signal(signal.SIGUSR2)
+        wait_for(lambda: "new master is ready; draining" in old.log(), timeout=30,
+                 what="the old master to drain")
+        assert "answer" not in outcome, "the request ended before the TERM: nothing tested"
+        old.proc.send_signal(signal.SIGTERM)
+        client.join(30)
+        answer = outcome.get("answer")
+        assert isinstance(answer, tuple) and answer[0] == 200 and answer[1], answer
+        assert old.proc.wait(30) == 0
+        assert "SIGTERM ignored: the master is stopping" in old.log()
+        new_master = int((tmp_path / f"{trial.name}.pid").read_text())
+        assert new_master != old.pid
+    finally:
+        old.stop(signal.SIGKILL)
+        if new_master is not None:
+            proc = psutil.Process(new_master)
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)  # not our child: its status is not ours to read; it must exit
+    assert "Traceback" not in old.log_path.read_text()
