@@ -34,7 +34,7 @@ from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
-from workers.h1upstream import send_all
+from workers.sockio import recv_later, send_all
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -104,7 +104,10 @@ class H1Connection(Downstream):
                 self._head_since = self._head_since or now
                 self.deadline = self._head_since + self.idle_timeout
             try:
-                data = self.sock.recv(READ_SIZE)
+                if self._reading_head and self.conn.requests and not codec.request_in_progress:
+                    data = recv_later(self.sock, READ_SIZE)  # the next request, keep-alive
+                else:
+                    data = self.sock.recv(READ_SIZE)
             except TimeoutError as exc:
                 if codec.request_in_progress:
                     raise DownstreamError("Request Timeout", status=408) from exc

@@ -26,20 +26,13 @@ from pingap.h1client import ResponseReader, chunk, last_chunk
 from pingap.headers import Headers
 from workers import splice
 from workers.pool import UpstreamConnection
+from workers.sockio import recv_later, send_all
 
 READ_SIZE = 65536
 
 
 class DeadlineOwner(Protocol):
     deadline: float
-
-
-def send_all(sock: socket.socket, data: bytes) -> None:
-    """``sendall`` without its per-call cost (gevent's asks the kernel for SO_SNDBUF every
-    time): one ``send`` almost always writes a whole response or request head."""
-    sent = sock.send(data)
-    if sent < len(data):
-        sock.sendall(memoryview(data)[sent:])
 
 
 class H1UpstreamStream:
@@ -111,7 +104,10 @@ class H1UpstreamStream:
         owner = self.owner
         owner.deadline = time.monotonic() + timeout
         try:
-            data = self.conn.sock.recv(READ_SIZE)
+            if self.got_bytes:
+                data = self.conn.sock.recv(READ_SIZE)
+            else:
+                data = recv_later(self.conn.sock, READ_SIZE)
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream read timed out") from exc
         except OSError as exc:
