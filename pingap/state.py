@@ -256,6 +256,16 @@ class SharedState:
                                         owner, 0, record[3] - 1)
                     return
 
+    def inflight_reset(self, name: str, owner: int) -> None:
+        """Worker ``owner`` holds nothing of ``name`` (a new holder of the slot says so,
+        voiding what a dead predecessor may have left if the master did not)."""
+        key = key_hash(name)
+        with self.lock("counters"):
+            for slot, record in self._inflight_records(key):
+                if record[1] == owner and record[3]:
+                    _INFLIGHT.pack_into(self.buf, INFLIGHT_AT + slot * _INFLIGHT.size, key,
+                                        owner, 0, 0)
+
     def _inflight_records(self, key: int) -> Iterator[tuple[int, tuple[int, int, int, int]]]:
         start = key % INFLIGHT_SLOTS
         for i in range(INFLIGHT_SLOTS):

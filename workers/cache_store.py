@@ -9,13 +9,25 @@ per-key lock file, which excludes other greenlets of this process (each opens it
 own file description) as well as other workers; a waiter polls it, with gevent
 sleeping in between, for at most the plugin's ``lock`` time.
 
-A directory's query options act per worker process (pingap is one process):
-``reading_max``/``writing_max`` cap the disk reads and fills in progress (over the cap
-a read is a miss, a fill is not written); ``cache_max`` keeps a hot layer of entries up
-to ``cache_file_max_weight`` pages in memory, each checked against its file on use so
-a purge or a newer entry from another worker is never hidden; ``max_size`` bounds the
-directory, evicting the entries least recently used (their access time, set on every
-use) when a write would pass it.
+A directory's query options: ``reading_max``/``writing_max`` cap the disk reads and
+fills in progress (over the cap a read is a miss, a fill is not written) on the whole
+host, as in pingap's one process; ``max_size`` bounds the directory, evicting the
+entries least recently used (their access time, set on every use) when a write would
+pass it; ``cache_max`` keeps a hot layer of entries up to ``cache_file_max_weight``
+pages in memory, per worker, each checked against its file on use so a purge or a newer
+entry from another worker is never hidden.
+
+The caps are counted in the host's shared region (``pingap.state`` in-flight counters,
+never Redis: disk work is per host by nature), one count per (directory string, cap,
+worker slot), each written only under the region's lock; a read or fill is admitted
+while the sum over every slot stays within the cap. A count belongs to its holder's
+slot, so a worker that dies holding reads or fills (SIGKILL) cannot leak them: the
+master voids a reaped worker's counts before its slot is given to a replacement
+(``SharedState.drop_owner``), and a worker zeroes its own count when it first opens a
+directory, which covers a predecessor whose reaping did not void it (say a master that
+died mid-upgrade). A process without the region (a lone worker) counts for itself.
+Counting costs a read or fill about 10 µs (the region's lock and table); a hot-layer
+hit and an uncapped directory (``=0``) count nothing.
 """
 
 from __future__ import annotations
@@ -37,6 +49,7 @@ from pingap.actions import FilePart
 from pingap.plugins.cache import FileStoreOptions, file_store_options
 from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
+from pingap.state import SharedState, StateFull
 
 log = logging.getLogger("pingap.cache")
 
@@ -72,16 +85,18 @@ class _Slot:
 
     __slots__ = ("_gauge",)
 
-    def __init__(self, gauge: _Gauge | None) -> None:
+    def __init__(self, gauge: _Gauge | _HostGauge | None) -> None:
         self._gauge = gauge
 
     def release(self) -> None:
         if self._gauge is not None:
-            self._gauge.busy -= 1
+            self._gauge.release()
             self._gauge = None
 
 
 class _Gauge:
+    """A cap counted in this process: where there is no shared region, or no cap."""
+
     __slots__ = ("busy", "limit")
 
     def __init__(self, limit: int) -> None:
@@ -94,6 +109,41 @@ class _Gauge:
             return None
         self.busy += 1
         return _Slot(self)
+
+    def release(self) -> None:
+        self.busy -= 1
+
+
+class _HostGauge:
+    """A cap counted for the whole host in the shared region (see the module docstring):
+    ``name`` is the directory string and cap, ``owner`` this worker's slot."""
+
+    __slots__ = ("limit", "_state", "_name", "_owner")
+
+    def __init__(self, state: SharedState, name: str, owner: int, limit: int) -> None:
+        self.limit = limit
+        self._state = state
+        self._name = name
+        self._owner = owner
+        state.inflight_reset(name, owner)  # this worker holds nothing yet
+
+    def acquire(self) -> _Slot | None:
+        try:
+            admitted = self._state.inflight_acquire(self._name, self._owner, self.limit)[0]
+        except StateFull:
+            log.warning("cache: shared counter table full; %s over its cap", self._name)
+            return None
+        return _Slot(self) if admitted else None
+
+    def release(self) -> None:
+        self._state.inflight_release(self._name, self._owner)
+
+
+def _gauge(limit: int, state: SharedState | None, name: str,
+           owner: int) -> _Gauge | _HostGauge:
+    if state is None or not limit:
+        return _Gauge(limit)
+    return _HostGauge(state, name, owner, limit)
 
 
 class _Reading:
@@ -165,14 +215,17 @@ def _ident(st: os.stat_result) -> tuple[int, int, int]:
 
 
 class Disk:
-    """A cache directory's per-worker side: its caps, hot layer and size account."""
+    """A cache directory in this worker: its caps (host-wide with a shared ``state``;
+    ``name`` the directory string, ``owner`` this worker's slot), hot layer and size
+    account."""
 
-    def __init__(self, options: FileStoreOptions) -> None:
+    def __init__(self, options: FileStoreOptions, state: SharedState | None = None,
+                 name: str = "", owner: int = 0) -> None:
         self.base = options.root
         self.levels = options.levels
         self.inactive = options.inactive
-        self.reading = _Gauge(options.reading_max)
-        self.writing = _Gauge(options.writing_max)
+        self.reading = _gauge(options.reading_max, state, f"cache|reading|{name}", owner)
+        self.writing = _gauge(options.writing_max, state, f"cache|writing|{name}", owner)
         self.max_size = options.max_size
         self.hot: cachetools.LRUCache[str, _Hot] | None = None
         if options.cache_max:
@@ -553,9 +606,13 @@ class FileStore:
 
 
 class CacheStores:
-    """One store per ``directory`` string in this worker (``Services.cache_store``)."""
+    """One store per ``directory`` string in this worker (``Services.cache_store``);
+    with the host's shared ``state``, directories' caps count for the whole host and
+    ``owner`` is this worker's slot in it."""
 
-    def __init__(self) -> None:
+    def __init__(self, state: SharedState | None = None, owner: int = 0) -> None:
+        self._state = state
+        self._owner = owner
         self._stores: dict[str, FileStore] = {}
         self._disks: dict[str, Disk] = {}
         self._memory: WorkerMemoryStore | None = None
@@ -569,7 +626,8 @@ class CacheStores:
         if found is None:
             disk = self._disks.get(directory)
             if disk is None:  # one per directory string, as pingap: namespaces share it
-                disk = self._disks[directory] = Disk(file_store_options(directory))
+                disk = self._disks[directory] = Disk(file_store_options(directory),
+                                                     self._state, directory, self._owner)
             root = os.path.join(disk.base, namespace) if namespace else disk.base
             found = self._stores[f"{directory}\n{namespace}"] = FileStore(root, disk=disk)
         return found

@@ -81,7 +81,7 @@ class Worker:
                  state: SharedState | None = None, standby: bool = False) -> None:
         self.runtime = runtime
         #: this worker's cache stores, kept across reloads (entries outlive a config)
-        self.cache_stores = CacheStores()
+        self.cache_stores = CacheStores(state, slot)
         self.standby = standby
         self.state = state
         self.metrics = MetricsRecorder(state, slot) if state is not None else None

@@ -26,7 +26,7 @@ from tests.support.proc import Origin, PingapProcess, free_port, hits, wait_for
 
 
 def config(port: int, origin: Origin, directory: str, extra: str = "", threads: int = 1) -> str:
-    # one worker: the caps, the hot layer and the size account are per worker process
+    # one worker unless a test says: the hot layer and the size account are per worker
     return f"""
 [basic]
 grace_period = "1s"
@@ -65,12 +65,20 @@ def status(port: int, path: str) -> str | None:
     return get(port, path).header("x-cache-status")
 
 
-def held(port: int, path: str) -> tuple[socket.socket, bytes]:
-    """A client that asks for ``path``, reads the response head and then stops reading,
-    so the response (and what it holds in pingap) stays in progress until closed."""
+def small_buffer_socket(port: int) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
     sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def held(port: int, path: str,
+         sock: socket.socket | None = None) -> tuple[socket.socket, bytes]:
+    """A client (on ``sock`` if given) that asks for ``path``, reads the response head
+    and then stops reading, so the response (and what it holds in pingap) stays in
+    progress until closed."""
+    sock = sock or small_buffer_socket(port)
     sock.sendall(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
     head = b""
     while not head.endswith(b"\r\n\r\n"):
@@ -143,7 +151,7 @@ def test_writing_max_leaves_fills_over_the_cap_unstored(pingap: Callable[..., Pi
     finally:
         slow_client.close()
     # the client that went away gave its write back: fills are stored again
-    wait_for(lambda: status(port, small) == "miss" and status(port, small) == "hit",
+    wait_for(lambda: status(port, small) == "hit",  # each miss fills again
              what="a stored fill once the slow response ended")
     assert status(port, big) == "miss"  # the cut-short fill stored nothing
 
@@ -199,25 +207,113 @@ def owner(proc: PingapProcess, client_port: int) -> int | None:
     return None
 
 
-def connections_on_two_workers(proc: PingapProcess,
-                               port: int) -> tuple[http.client.HTTPConnection, ...]:
-    """Two keep-alive connections that two different workers accepted (each worker's
-    socket whose peer is our local port tells which)."""
-    by_worker: dict[int, http.client.HTTPConnection] = {}
+def sockets_on_two_workers(proc: PingapProcess, port: int) -> list[tuple[int, socket.socket]]:
+    """Two connections (with the small receive buffer ``held`` needs) that two different
+    workers accepted, each with that worker's pid (its socket whose peer is our local
+    port tells which)."""
+    by_worker: dict[int, socket.socket] = {}
     opened = []
     for _ in range(60):
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-        conn.connect()
-        opened.append(conn)
-        local = conn.sock.getsockname()[1]
-        worker = wait_for(partial(owner, proc, local), what="the worker of a connection")
-        by_worker.setdefault(worker, conn)
+        sock = small_buffer_socket(port)
+        opened.append(sock)
+        worker = wait_for(partial(owner, proc, sock.getsockname()[1]),
+                          what="the worker of a connection")
+        by_worker.setdefault(worker, sock)
         if len(by_worker) == 2:
             for other in opened:
                 if other not in by_worker.values():
                     other.close()
-            return tuple(by_worker.values())
+            return list(by_worker.items())
     raise AssertionError("60 connections all went to one worker")
+
+
+def keep_alive(port: int, sock: socket.socket) -> http.client.HTTPConnection:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.sock = sock
+    return conn
+
+
+def connections_on_two_workers(proc: PingapProcess,
+                               port: int) -> tuple[http.client.HTTPConnection, ...]:
+    """Two keep-alive connections that two different workers accepted."""
+    return tuple(keep_alive(port, sock) for _, sock in sockets_on_two_workers(proc, port))
+
+
+def on(port: int, conn: http.client.HTTPConnection, path: str) -> str | None:
+    answer = request(port, path=path, conn=conn)
+    assert answer.status == 200
+    return answer.header("x-cache-status")
+
+
+def test_writing_max_counts_the_fills_of_every_worker(pingap: Callable[..., PingapProcess],
+                                                      origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    proc = pingap(config(port, origin, f"{tmp_path / 'cache'}?writing_max=1", threads=2),
+                  port=port)
+    (_, first), (_, second) = sockets_on_two_workers(proc, port)
+    big, small = page("big", 20_000_000), page("small", 1000)
+    held(port, big, first)  # one worker's fill: the host's one write in progress
+    other = keep_alive(port, second)
+    assert on(port, other, small) == "miss"
+    # the other worker's fill was over the host's writing_max (pingap's one process
+    # has one count): relayed whole, not stored
+    again = request(port, path=small, conn=other)
+    assert again.header("x-cache-status") == "miss" and again.body == text(1000)
+    assert hits(origin, small) == 2
+    first.close()
+    # each miss fills again: a hit shows that one was stored
+    wait_for(lambda: on(port, other, small) == "hit",
+             what="a stored fill on the other worker once the slow fill ended")
+    other.close()
+
+
+def test_reading_max_counts_the_reads_of_every_worker(pingap: Callable[..., PingapProcess],
+                                                      origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    proc = pingap(config(port, origin, f"{tmp_path / 'cache'}?reading_max=1", threads=2),
+                  port=port)
+    big, small = page("big", 20_000_000), page("small", 1000)
+    assert status(port, big) == "miss" and status(port, small) == "miss"
+    (_, first), (_, second) = sockets_on_two_workers(proc, port)
+    _, head = held(port, big, first)  # one worker's hit sent from its file: the host's read
+    assert b"x-cache-status: hit" in head
+    other = keep_alive(port, second)
+    over = request(port, path=small, conn=other)
+    # the other worker's read is over the host's reading_max: a miss, fetched again
+    assert over.header("x-cache-status") == "miss" and over.body == text(1000)
+    assert hits(origin, small) == 2
+    first.close()
+    wait_for(lambda: on(port, other, small) == "hit", what="reads once the slow hit ended")
+    assert hits(origin, big) == 1
+    other.close()
+
+
+def test_a_killed_worker_gives_back_its_reads_and_fills(
+        pingap: Callable[..., PingapProcess], origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    directory = f"{tmp_path / 'cache'}?writing_max=1&reading_max=1"
+    proc = pingap(config(port, origin, directory, threads=2), port=port)
+    stored, small = page("stored", 20_000_000), page("small", 1000)
+    assert status(port, stored) == "miss" and status(port, small) == "miss"
+    [(pid, reading), (_, spare)] = sockets_on_two_workers(proc, port)
+    spare.close()
+    writing = dict(sockets_on_two_workers(proc, port))
+    for other, sock in writing.items():
+        if other != pid:
+            sock.close()
+    # one worker holds the host's one read and its one write...
+    assert b"x-cache-status: hit" in held(port, stored, reading)[1]
+    held(port, page("filling", 20_000_000), writing[pid])
+    assert hits(origin, small) == 1 and status(port, small) == "miss"  # over the caps
+    os.kill(pid, signal.SIGKILL)  # ...when it dies
+    reading.close()
+    writing[pid].close()
+    wait_for(lambda: pid not in [c.pid for c in psutil.Process(proc.pid).children()],
+             what="the master reaping the killed worker")
+    # neither is counted any more: entries are read and fills stored again
+    wait_for(lambda: status(port, small) == "hit", what="a read after the holder died")
+    fresh = page("fresh", 1000)
+    assert status(port, fresh) == "miss" and status(port, fresh) == "hit"
 
 
 def test_a_purge_reaches_every_workers_memory_layer(pingap: Callable[..., PingapProcess],

@@ -15,6 +15,7 @@ from pingap.actions import CONTINUE, Respond
 from pingap.plugins.cache import Cache, file_store_options
 from pingap.plugins.cache.memory import BUDGET, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry, answer, freshness, make_entry
+from pingap.state import SIZE, SharedState
 from tests.unit.body_support import header, make_ctx, run
 from workers.cache_store import CacheStores, FileStore
 
@@ -342,6 +343,56 @@ def test_reading_and_writing_caps(tmp_path: Path) -> None:
     held.release()
     assert store.get("a") is not None
     assert disk_store(tmp_path / "n", "writing_max=0").write_slot() is not None  # 0: no cap
+
+
+def host_stores(shared: SharedState, owner: int, directory: str) -> FileStore:
+    store = CacheStores(shared, owner)(directory)
+    assert isinstance(store, FileStore)
+    return store
+
+
+def test_caps_count_every_worker_of_the_host(tmp_path: Path) -> None:
+    shared = SharedState(bytearray(SIZE))
+    shared.initialise()
+    directory = f"{tmp_path}?reading_max=1&writing_max=2"
+    one, two = host_stores(shared, 1, directory), host_stores(shared, 2, directory)
+    first, second = one.write_slot(), two.write_slot()
+    assert first is not None and second is not None
+    assert one.write_slot() is None and two.write_slot() is None  # 2 on the host
+    first.release()
+    first.release()  # once only
+    third = two.write_slot()
+    assert third is not None and one.write_slot() is None
+    # another directory string is another cache, with its own counts (pingap)
+    assert host_stores(shared, 1, f"{tmp_path}?writing_max=2&x=1").write_slot() is not None
+    one.put("big", entry_of(100_000))
+    one.put("small", entry_of(10))
+    reading = one.get("big")  # sent from its file: the host's one read
+    assert reading is not None and reading.part is not None
+    assert two.get("small") is None  # over reading_max on the host: a miss
+    reading.part.file.close()
+    assert two.get("small") == entry_of(10)
+
+
+def test_a_dead_workers_reads_and_fills_are_reclaimed(tmp_path: Path) -> None:
+    shared = SharedState(bytearray(SIZE))
+    shared.initialise()
+    directory = f"{tmp_path}?reading_max=1&writing_max=1"
+    dead = host_stores(shared, 1, directory)
+    assert dead.write_slot() is not None and dead.disk.reading.acquire() is not None
+    live = host_stores(shared, 2, directory)
+    assert live.write_slot() is None and live.disk.reading.acquire() is None
+    shared.drop_owner(1)  # the master reaps the dead worker
+    slot = live.write_slot()
+    assert slot is not None and live.disk.reading.acquire() is not None
+    slot.release()
+    shared.drop_owner(2)
+    # a worker that died with counts the master did not void (its master died too):
+    # the next worker in its slot zeroes them when it opens the directory
+    assert dead.write_slot() is not None and dead.disk.reading.acquire() is not None
+    assert live.write_slot() is None
+    host_stores(shared, 1, directory)
+    assert live.write_slot() is not None and live.disk.reading.acquire() is not None
 
 
 def test_large_entries_are_sent_from_their_file_and_read_until_closed(tmp_path: Path) -> None:

@@ -326,6 +326,18 @@ def test_inflight_drop_owner(state: SharedState) -> None:
     assert state.inflight_acquire("a", 7, 10) == (True, 2)
 
 
+def test_inflight_reset_voids_one_owners_count_of_one_name(state: SharedState) -> None:
+    for _ in range(3):
+        state.inflight_acquire("a", 7, 10)
+        state.inflight_acquire("b", 7, 10)
+    state.inflight_acquire("a", 8, 10)
+    state.inflight_reset("a", 7)
+    assert state.inflight_acquire("a", 9, 10) == (True, 1)  # owner 8's stays
+    assert state.inflight_acquire("b", 9, 10) == (True, 3)  # another name's stays
+    state.inflight_reset("c", 7)  # nothing counted: nothing to do
+    assert state.inflight_acquire("c", 7, 1) == (True, 0)
+
+
 def test_inflight_is_shared_between_views() -> None:
     buf = bytearray(SIZE)
     one, two = SharedState(buf), SharedState(buf)

@@ -100,7 +100,7 @@ class FileStoreOptions(NamedTuple):
     root: str
     levels: tuple[int, ...]
     inactive: float
-    #: disk reads / writes in progress per worker beyond which a read is a miss and a
+    #: disk reads / writes in progress on the host beyond which a read is a miss and a
     #: write is skipped (pingap's defaults; 0: no cap)
     reading_max: int = 10_000
     writing_max: int = 1_000
