@@ -13,9 +13,11 @@ A directory's query options: ``reading_max``/``writing_max`` cap the disk reads 
 fills in progress (over the cap a read is a miss, a fill is not written) on the whole
 host, as in pingap's one process; ``max_size`` bounds the directory, evicting the
 entries least recently used (their access time, set on every use) when a write would
-pass it; ``cache_max`` keeps a hot layer of entries up to ``cache_file_max_weight``
-pages in memory, per worker, each checked against its file on use so a purge or a newer
-entry from another worker is never hidden.
+pass it by the host's account of the directory (a file every worker updates under
+``flock``, measured again once an eighth of ``max_size`` has been written since);
+``cache_max`` keeps a hot layer of entries up to ``cache_file_max_weight`` pages in
+memory, per worker, each checked against its file on use so a purge or a newer entry
+from another worker is never hidden.
 
 The caps are counted in the host's shared region (``pingap.state`` in-flight counters,
 never Redis: disk work is per host by nature), one count per (directory string, cap,
@@ -37,6 +39,7 @@ import fcntl
 import logging
 import os
 import secrets
+import struct
 import time
 from dataclasses import replace
 from typing import NamedTuple
@@ -71,9 +74,13 @@ _HEAD_READ = 4096
 _DEAD_WRITE = 3600.0
 #: what eviction for max_size leaves, in per cent of it
 _LOW_WATER = 90
-#: each worker measures the directory again once it has written this part of max_size,
-#: which bounds what the other workers' writes can add unseen
+#: the directory is measured again once the host has written this part of max_size
+#: since, which bounds how far the account can drift (a crash between a write and its
+#: account, files removed by hand)
 _REMEASURE = 8
+#: the host's account of a directory's size, in its ``.locks``: bytes used as last
+#: measured plus every worker's writes and removals since, and the bytes written since
+_ACCOUNT = struct.Struct("<qq")
 
 
 def _pages(size: int) -> int:
@@ -216,8 +223,8 @@ def _ident(st: os.stat_result) -> tuple[int, int, int]:
 
 class Disk:
     """A cache directory in this worker: its caps (host-wide with a shared ``state``;
-    ``name`` the directory string, ``owner`` this worker's slot), hot layer and size
-    account."""
+    ``name`` the directory string, ``owner`` this worker's slot), hot layer and the
+    host's size account."""
 
     def __init__(self, options: FileStoreOptions, state: SharedState | None = None,
                  name: str = "", owner: int = 0) -> None:
@@ -232,9 +239,7 @@ class Disk:
             self.hot = cachetools.LRUCache(maxsize=options.cache_max,
                                            getsizeof=lambda hot: hot.pages)
         self.hot_max_pages = options.cache_file_max_weight
-        #: bytes in the directory as last measured plus this worker's writes since
-        self._used: int | None = None
-        self._written = 0
+        self._account = os.path.join(self.base, ".locks", ".size")
         self.swept = time.monotonic()
 
     def hot_get(self, path: str) -> Entry | None:
@@ -274,19 +279,56 @@ class Disk:
     def forget(self, path: str | None = None, size: int = 0) -> None:
         """``path`` (``size`` bytes) is gone; None: an unknown part of the directory."""
         if path is None:
-            self._used = None
             if self.hot is not None:
                 self.hot.clear()
+            if self.max_size:
+                try:
+                    os.unlink(self._account)  # unknown: measured on the next write
+                except OSError:
+                    pass
             return
         if self.hot is not None:
             self.hot.pop(path, None)
-        if self._used is not None:
-            self._used = max(self._used - size, 0)
+        self.grew(-size)
 
     def grew(self, size: int) -> None:
-        if self._used is not None:
-            self._used += size
-            self._written += max(size, 0)
+        if self.max_size:
+            self.account(size)
+
+    def account(self, change: int = 0, measured: int | None = None) -> tuple[int, int] | None:
+        """The host's account of the directory, shared by every worker through a file
+        under ``flock`` (held for one read and write): add ``change`` bytes, or start
+        again from ``measured``; (bytes used, bytes written since measured), or None
+        when nobody has measured yet (or a purge made it unknown)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        try:
+            try:
+                fd = os.open(self._account, flags, 0o600)
+            except FileNotFoundError:  # only namespaces used so far
+                os.makedirs(os.path.dirname(self._account), exist_ok=True)
+                fd = os.open(self._account, flags, 0o600)
+        except OSError as exc:
+            log.warning("cache: cannot keep %s: %s", self._account, exc)
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, _ACCOUNT.size, 0)
+            if measured is not None:
+                used, written = measured, 0
+            elif len(raw) < _ACCOUNT.size:
+                return None
+            else:
+                used, written = _ACCOUNT.unpack(raw)
+                if not change:
+                    return used, written
+                used, written = max(used + change, 0), written + max(change, 0)
+            os.pwrite(fd, _ACCOUNT.pack(used, written), 0)
+            return used, written
+        except OSError as exc:
+            log.warning("cache: cannot keep %s: %s", self._account, exc)
+            return None
+        finally:
+            os.close(fd)  # and with it the flock
 
     def due_sweep(self) -> None:
         """Sweep in the background (in this worker) once ``SWEEP_EVERY`` has passed."""
@@ -326,14 +368,15 @@ class Disk:
         return removed
 
     def make_room(self, need: int) -> None:
-        """When ``need`` more bytes do not fit in ``max_size``, remove the least recently
-        used entries until they fit in ``_LOW_WATER`` % of it; the directory is measured
-        again when this worker's account may be off (first use, a write that does not
-        fit, much written since)."""
+        """When ``need`` more bytes do not fit in ``max_size`` by the host's account,
+        remove the least recently used entries until they fit in ``_LOW_WATER`` % of it;
+        the directory is measured when the account may be off (unknown, a write that does
+        not fit, much written since)."""
         if not self.max_size:
             return
-        if (self._used is not None and self._used + need <= self.max_size
-                and self._written <= self.max_size // _REMEASURE):
+        account = self.account()
+        if (account is not None and account[0] + need <= self.max_size
+                and account[1] <= self.max_size // _REMEASURE):
             return
         files = []
         for base, dirs, names in os.walk(self.base):
@@ -346,17 +389,20 @@ class Disk:
                     st = os.stat(path)
                 except OSError:
                     continue
-                files.append((st.st_atime_ns, st.st_size, path))
-        used = sum(size for _, size, _ in files)
+                files.append((st.st_atime_ns, st.st_size, path, st.st_ino))
+        used = sum(file[1] for file in files)
         if used + need > self.max_size:
             # down to a low-water mark, so that a full directory is not walked again
             # for every write
             target = self.max_size * _LOW_WATER // 100
             files.sort()
-            for _, size, path in files:
+            for atime, size, path, ino in files:
                 if used + need <= target:
                     break
                 try:
+                    now = os.stat(path)
+                    if now.st_ino != ino or now.st_atime_ns != atime:
+                        continue  # replaced or used since the walk (another worker)
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
@@ -366,8 +412,7 @@ class Disk:
                 used -= size
                 if self.hot is not None:
                     self.hot.pop(path, None)
-        self._used = used
-        self._written = 0
+        self.account(measured=used)
 
 
 class _EventTicket:

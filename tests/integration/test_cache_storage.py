@@ -2,8 +2,9 @@
 origin: ``max_size`` evicts the least recently used entries, ``writing_max`` and
 ``reading_max`` turn work over the cap into unstored fills and misses, ``cache_max``
 serves small entries from memory, the memory store's bound evicts the same way, and
-entries survive a restart while a write cut short by a crash is never served. What
-reached the origin proves each miss."""
+entries survive a restart while a write cut short by a crash is never served; with
+two workers, the caps and ``max_size`` hold for the host and a killed worker's reads and
+fills are given back. What reached the origin proves each miss."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tests.support.proc import Origin, PingapProcess, free_port, hits, wait_for
 
 
 def config(port: int, origin: Origin, directory: str, extra: str = "", threads: int = 1) -> str:
-    # one worker unless a test says: the hot layer and the size account are per worker
+    # one worker unless a test says: the hot layer is per worker
     return f"""
 [basic]
 grace_period = "1s"
@@ -286,6 +287,21 @@ def test_reading_max_counts_the_reads_of_every_worker(pingap: Callable[..., Ping
     wait_for(lambda: on(port, other, small) == "hit", what="reads once the slow hit ended")
     assert hits(origin, big) == 1
     other.close()
+
+
+def test_max_size_holds_for_the_fills_of_every_worker(pingap: Callable[..., PingapProcess],
+                                                      origin: Origin, tmp_path: Path) -> None:
+    port = free_port()
+    root = tmp_path / "cache"
+    proc = pingap(config(port, origin, f"{root}?max_size=100kb", threads=2), port=port)
+    conns = connections_on_two_workers(proc, port)
+    for n in range(60):  # the two workers' fills take turns
+        conn, path = conns[n % 2], page(f"k{n}", 4000)
+        assert on(port, conn, path) == "miss" and on(port, conn, path) == "hit"
+        used = sum(p.stat().st_size for p in entry_files(root))
+        assert used <= 100_000, (n, used)  # one account for the host, as pingap's
+    for conn in conns:
+        conn.close()
 
 
 def test_a_killed_worker_gives_back_its_reads_and_fills(

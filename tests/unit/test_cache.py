@@ -320,6 +320,19 @@ def test_max_size_evicts_the_least_recently_used(tmp_path: Path) -> None:
     assert store.get("huge") is None and store.get("a") is not None
 
 
+def test_max_size_holds_for_the_writes_of_every_worker(tmp_path: Path) -> None:
+    workers = [disk_store(tmp_path, "max_size=100kb") for _ in range(4)]
+    for n in range(60):
+        workers[n % 4].put(f"k{n}", entry_of(4000))
+        used = sum(f.stat().st_size for f in tmp_path.iterdir() if f.is_file())
+        assert used <= 100_000, n  # by one account, not four that miss each other
+    assert all(workers[0].get(f"k{n}") is not None for n in range(55, 60))
+    workers[1].purge_namespace("")
+    workers[2].put("after", entry_of(4000))  # an unknown account is measured again
+    size = len(entry_of(4000).dumps())
+    assert workers[3].disk.account() == (size, size)  # measured empty, then the write
+
+
 def test_max_size_counts_what_is_already_on_disk(tmp_path: Path) -> None:
     disk_store(tmp_path, "").put("old", entry_of(6000))  # a previous run's entry
     store = disk_store(tmp_path, "max_size=10kb")
