@@ -7,9 +7,29 @@ worth a thread, and gevent has no asynchronous file I/O anyway.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from pingap.plugins.static import Entry
+
+
+class OpenFile:
+    """An open file as the body writers use it: its descriptor (``sendfile``, ``pread``)
+    and ``close``. A file object would cost a second ``fstat`` and, to undo
+    ``O_NONBLOCK``, an ``ioctl`` per request."""
+
+    __slots__ = ("_fd",)
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def fileno(self) -> int:
+        if self._fd < 0:
+            raise ValueError("the file is closed")
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class LocalFiles:
@@ -21,14 +41,14 @@ class LocalFiles:
     def stat(self, path: str) -> os.stat_result:
         return os.stat(path)
 
-    def open(self, path: str) -> tuple[Any, os.stat_result]:
+    def open(self, path: str) -> tuple[OpenFile, os.stat_result]:
         """The file opened for reading, and its own stat: the headers describe the
-        bytes this handle will read even if the path is replaced meanwhile."""
+        bytes this handle will read even if the path is replaced meanwhile.
+        ``O_NONBLOCK`` so that opening a FIFO cannot hang the worker; it changes nothing
+        for a regular file, the only kind the plugin sends."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            st = os.fstat(fd)
-            os.set_blocking(fd, True)
-            return os.fdopen(fd, "rb", buffering=0), st
+            return OpenFile(fd), os.fstat(fd)
         except BaseException:
             os.close(fd)
             raise
