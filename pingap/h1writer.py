@@ -46,6 +46,29 @@ def _check_name(name: bytes) -> None:
         _good_names.add(name)
 
 
+#: the framing fields ``head`` decides itself
+_FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding"})
+#: header names already checked, with their lower-case form (bounded like _good_names)
+_lower_of: dict[bytes, bytes] = {}
+
+
+def _checked_lower(name: bytes) -> bytes:
+    _check_name(name)
+    low = name.lower()
+    if len(_lower_of) < 4096:
+        _lower_of[name] = low
+    return low
+
+
+def _refuse(headers: Headers) -> None:
+    """The head holds a CR, LF or NUL where none may be: name the field it came from."""
+    for name, value in headers:
+        if _BAD_VALUE.search(value):
+            raise DownstreamError(
+                f"cannot send response: invalid value for header {name!r}", status=500)
+    raise DownstreamError("cannot send response: invalid reason phrase", status=500)
+
+
 class ResponseWriter:
     """One response at a time on one client connection."""
 
@@ -83,46 +106,61 @@ class ResponseWriter:
     def head(self, status: int, headers: Headers, reason: bytes = b"") -> bytes:
         if not 200 <= status <= 999:
             raise DownstreamError(f"cannot send response: bad status {status}", status=500)
+        must_close = self.must_close
         has_connection = False
         length = -1
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b""))]
+        append = lines.append
         for name, value in headers:
-            _check_name(name)
-            if b"\r" in value or b"\n" in value or b"\x00" in value:  # cheaper than a regex
-                raise DownstreamError(
-                    f"cannot send response: invalid value for header {name!r}", status=500)
-            low = name.lower()
-            if low == b"content-length":
-                if not value.isdigit() or (length >= 0 and int(value) != length):
-                    raise DownstreamError("cannot send response: bad Content-Length",
-                                          status=500)
-                length = int(value)
-            elif low == b"connection":
-                if b"close" in value.lower():
-                    self.must_close = True
-                    has_connection = True
-                elif self.must_close:
-                    continue  # "keep-alive" from the caller would contradict the close
-                else:
-                    has_connection = True
-            elif low == b"transfer-encoding":
-                continue  # framing is decided below
-            lines.append(b"%s: %s\r\n" % (name, value))
+            low = _lower_of.get(name) or _checked_lower(name)
+            if low in _FRAMING:
+                if low == b"content-length":
+                    if not value.isdigit() or (length >= 0 and int(value) != length):
+                        raise DownstreamError("cannot send response: bad Content-Length",
+                                              status=500)
+                    length = int(value)
+                elif low == b"connection":
+                    if b"close" in value.lower():
+                        must_close = True
+                        has_connection = True
+                    elif must_close:
+                        # "keep-alive" from the caller would contradict the close
+                        if _BAD_VALUE.search(value):  # not sent, still a caller's bug
+                            _refuse(headers)
+                        continue
+                    else:
+                        has_connection = True
+                else:  # transfer-encoding: framing is decided below
+                    if _BAD_VALUE.search(value):
+                        _refuse(headers)
+                    continue
+            append(b"%s: %s\r\n" % (name, value))
+        no_body = chunked = False
+        remaining = -1
         if self.is_head or status in (204, 304):
-            self._no_body = True
+            no_body = True
         elif length >= 0:
-            self._remaining = length
+            remaining = length
+        elif self.http11:
+            chunked = True
+            append(b"Transfer-Encoding: chunked\r\n")
         else:
-            if self.http11:
-                self._chunked = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.must_close = True
-        if self.must_close and not has_connection:
-            lines.append(b"Connection: close\r\n")
-        lines.append(b"\r\n")
+            must_close = True
+        if must_close and not has_connection:
+            append(b"Connection: close\r\n")
+        append(b"\r\n")
+        data = b"".join(lines)
+        # one scan of the whole head instead of three per value: each line holds exactly
+        # one CR and one LF, its end, and no line holds a NUL
+        if data.count(b"\n") != len(lines) or data.count(b"\r") != len(lines) \
+                or b"\x00" in data:
+            _refuse(headers)
+        self.must_close = must_close
+        self._no_body = no_body
+        self._chunked = chunked
+        self._remaining = remaining
         self.head_sent = True
-        return b"".join(lines)
+        return data
 
     def body(self, data: bytes) -> bytes:
         if self._no_body or not data:
