@@ -29,6 +29,11 @@ from workers.pool import UpstreamConnection
 from workers.sockio import recv_later, send_all
 
 READ_SIZE = 65536
+#: the first read of a response: its head and the start of its body. Smaller than the
+#: others so that more of a large Content-Length body goes by splice, in the kernel,
+#: instead of through a Python bytes object both ways (100 KB: +12 % requests per worker
+#: CPU-second, median of ten same-run pairs). A body of 16-48 KB takes one more read.
+FIRST_READ_SIZE = 16384
 
 
 class DeadlineOwner(Protocol):
@@ -107,7 +112,7 @@ class H1UpstreamStream:
             if self.got_bytes:
                 data = self.conn.sock.recv(READ_SIZE)
             else:
-                data = recv_later(self.conn.sock, READ_SIZE)
+                data = recv_later(self.conn.sock, FIRST_READ_SIZE)
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream read timed out") from exc
         except OSError as exc:
