@@ -53,6 +53,7 @@ from pingap.plugins.cache import FileStoreOptions, file_store_options
 from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
 from pingap.state import SharedState, StateFull
+from workers.files import close_file
 
 log = logging.getLogger("pingap.cache")
 
@@ -169,7 +170,7 @@ class _Reading:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            close_file(self._fd)
             self._fd = -1
             self._slot.release()
 
@@ -526,7 +527,7 @@ class FileStore:
             return None
         finally:
             if entry is None or entry.part is None:
-                os.close(fd)
+                close_file(fd)
                 slot.release()
         if entry is None:  # torn or foreign: removed, so that it stops taking room
             self._discard(path, st)

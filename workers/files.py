@@ -8,7 +8,15 @@ from __future__ import annotations
 
 import os
 
+from gevent.monkey import get_original
+
 from pingap.plugins.static import Entry
+
+#: ``os.close`` as the stdlib has it. gevent's (monkey-patched) one first runs
+#: ``fcntl(F_GETFD)`` and ``fstat`` to learn whether a loop watcher might still use the
+#: descriptor; a regular file we opened never has one, and those two calls were 5 % of a
+#: static file's time.
+close_file = get_original("os", "close")
 
 
 class OpenFile:
@@ -28,7 +36,7 @@ class OpenFile:
 
     def close(self) -> None:
         if self._fd >= 0:
-            os.close(self._fd)
+            close_file(self._fd)
             self._fd = -1
 
 
@@ -50,7 +58,7 @@ class LocalFiles:
         try:
             return OpenFile(fd), os.fstat(fd)
         except BaseException:
-            os.close(fd)
+            close_file(fd)
             raise
 
     def listdir(self, path: str) -> list[Entry]:
