@@ -53,7 +53,7 @@ from pingap.plugins.cache import FileStoreOptions, file_store_options
 from pingap.plugins.cache.memory import UNCACHEABLE_TTL, MemoryStore, memory_size
 from pingap.plugins.cache.policy import Entry
 from pingap.state import SharedState, StateFull
-from workers.files import close_file
+from workers.files import OpenFile, close_file
 
 log = logging.getLogger("pingap.cache")
 
@@ -154,24 +154,19 @@ def _gauge(limit: int, state: SharedState | None, name: str,
     return _HostGauge(state, name, owner, limit)
 
 
-class _Reading:
-    """An entry's open file while its body is sent: closing it ends the read."""
+class _Reading(OpenFile):
+    """An entry's open file while its body is sent: closing it ends the read (and gives
+    back its ``reading_max`` slot)."""
 
-    __slots__ = ("_fd", "_slot")
+    __slots__ = ("_slot",)
 
     def __init__(self, fd: int, slot: _Slot) -> None:
-        self._fd = fd
+        super().__init__(fd)
         self._slot = slot
 
-    def fileno(self) -> int:
-        if self._fd < 0:
-            raise ValueError("the cache entry's file is closed")
-        return self._fd
-
     def close(self) -> None:
-        if self._fd >= 0:
-            close_file(self._fd)
-            self._fd = -1
+        if not self.closed:
+            super().close()
             self._slot.release()
 
 

@@ -34,6 +34,10 @@ class OpenFile:
             raise ValueError("the file is closed")
         return self._fd
 
+    @property
+    def closed(self) -> bool:
+        return self._fd < 0
+
     def close(self) -> None:
         if self._fd >= 0:
             close_file(self._fd)
