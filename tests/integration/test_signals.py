@@ -191,8 +191,13 @@ locations = ["all"]
                    if role == "master" and not gone(pid)]
         status = None
         for pid in masters:
-            proc = psutil.Process(pid)
-            proc.send_signal(signal.SIGTERM)
+            try:
+                proc = psutil.Process(pid)
+                proc.send_signal(signal.SIGTERM)
+            except psutil.NoSuchProcess:
+                # it ended meanwhile: a TERM during the hand-off stops the new master too
+                status = 0
+                continue
             try:
                 proc.wait(40)
                 status = 0
