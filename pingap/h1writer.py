@@ -25,38 +25,32 @@ from pingap.headers import Headers
 REASONS = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
-_good_names: set[bytes] = set()
+#: the framing fields ``head`` decides itself
+_FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding"})
+#: header names already checked, with their lower-case form (bounded: names come from
+#: upstreams and plugins)
+_checked_names: dict[bytes, bytes] = {}
 
 
 def _field(name: bytes, value: bytes) -> bytes:
     """One ``Name: value`` line, refused if it could split the message."""
-    _check_name(name)
+    _checked_lower(name)
     if _BAD_VALUE.search(value):
         raise DownstreamError(
             f"cannot send response: invalid value for header {name!r}", status=500)
     return b"%s: %s\r\n" % (name, value)
 
 
-def _check_name(name: bytes) -> None:
-    if name in _good_names:
-        return
-    if not _TOKEN.fullmatch(name):
-        raise DownstreamError(f"cannot send response: invalid header name {name!r}", status=500)
-    if len(_good_names) < 4096:
-        _good_names.add(name)
-
-
-#: the framing fields ``head`` decides itself
-_FRAMING = frozenset({b"content-length", b"connection", b"transfer-encoding"})
-#: header names already checked, with their lower-case form (bounded like _good_names)
-_lower_of: dict[bytes, bytes] = {}
-
-
 def _checked_lower(name: bytes) -> bytes:
-    _check_name(name)
-    low = name.lower()
-    if len(_lower_of) < 4096:
-        _lower_of[name] = low
+    """``name`` lower-cased, once it is known to be a token (DownstreamError if not)."""
+    low = _checked_names.get(name)
+    if low is None:
+        if not _TOKEN.fullmatch(name):
+            raise DownstreamError(f"cannot send response: invalid header name {name!r}",
+                                  status=500)
+        low = name.lower()
+        if len(_checked_names) < 4096:
+            _checked_names[name] = low
     return low
 
 
@@ -112,7 +106,7 @@ class ResponseWriter:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, b""))]
         append = lines.append
         for name, value in headers:
-            low = _lower_of.get(name) or _checked_lower(name)
+            low = _checked_names.get(name) or _checked_lower(name)
             if low in _FRAMING:
                 if low == b"content-length":
                     if not value.isdigit() or (length >= 0 and int(value) != length):
