@@ -220,6 +220,16 @@ def test_bad_header_value(value: bytes) -> None:
     refused(writer().head, 200, [(b"X-Ok", b"1"), (b"X-Value", value)])
 
 
+@pytest.mark.parametrize("reason", [b"OK\r\nSet-Cookie: x=1", b"OK\n", b"O\x00K"])
+def test_bad_reason_phrase(reason: bytes) -> None:
+    """The whole head is scanned: a reason phrase cannot split the response either, and
+    the writer stays as it was (a refused head sends nothing)."""
+    w = writer()
+    err = refused(w.head, 200, [(b"Content-Length", b"0")], reason)
+    assert "reason phrase" in err.message
+    assert not w.head_sent and not w.must_close
+
+
 @pytest.mark.parametrize("name", [b"Connection", b"Content-Length", b"Transfer-Encoding"])
 def test_bad_value_of_framing_headers(name: bytes) -> None:
     refused(writer().head, 200, [(name, b"close\r\nX: y")])
