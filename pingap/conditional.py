@@ -8,6 +8,7 @@ lets a ``Range`` apply, and the parsed byte ranges of a representation.
 from __future__ import annotations
 
 import email.utils
+import functools
 from collections.abc import Sequence
 
 #: more ranges than this in one request are not honoured (the whole body is sent
@@ -20,7 +21,14 @@ class Unsatisfiable(Exception):
 
 
 def http_date(timestamp: float) -> str:
-    return email.utils.formatdate(int(timestamp), usegmt=True)
+    return _http_date(int(timestamp))
+
+
+@functools.lru_cache(maxsize=1024)
+def _http_date(seconds: int) -> str:
+    """The IMF-fixdate of whole seconds; cached, as the same few modification times
+    (a site's files) are formatted again on every request."""
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 def parse_http_date(value: str | None) -> float | None:

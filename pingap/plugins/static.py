@@ -15,6 +15,8 @@ system is reached only through the worker's ``StaticFiles`` service.
 
 from __future__ import annotations
 
+import errno
+import functools
 import mimetypes
 import os
 import secrets
@@ -66,6 +68,11 @@ def relative_parts(raw_path: str) -> list[str]:
     no business resolving them, and each is a classic traversal vector."""
     if "\\" in raw_path or "\x00" in raw_path:
         raise Refused("backslash or NUL in the path")
+    if "%" not in raw_path:  # nothing encoded: the segments are the names
+        parts = [name for name in raw_path.split("/") if name and name != "."]
+        if ".." in parts:
+            raise Refused("'..' in the path")
+        return parts
     parts = []
     for segment in raw_path.split("/"):
         raw = unquote_to_bytes(segment)
@@ -83,6 +90,7 @@ def relative_parts(raw_path: str) -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=1024)
 def content_type(name: str, charset: str | None) -> str:
     guessed, _ = mimetypes.guess_type(name, strict=False)
     value = guessed or "application/octet-stream"
@@ -193,20 +201,24 @@ class Directory(Plugin):
         try:
             if not self.follow_symlinks and not self._inside(files.realpath(path)):
                 return self._forbidden(ctx)
-            st = files.stat(path)
-            if stat_mod.S_ISDIR(st.st_mode):
-                if not self.autoindex:
+            # open, then look at what was opened (as nginx does): one ``stat`` fewer than
+            # asking first, and the answer describes the very bytes this handle reads
+            handle, st = files.open(path)
+            if not stat_mod.S_ISREG(st.st_mode):
+                handle.close()
+                if not stat_mod.S_ISDIR(st.st_mode) or not self.autoindex:
                     return plugin_response(404, b"Not Found")
                 body = render_index(ctx.path, files.listdir(path))
                 return plugin_response(200, body, b"text/html; charset=utf-8")
-            if not stat_mod.S_ISREG(st.st_mode):
-                return plugin_response(404, b"Not Found")
-            return self._file(ctx, files, path)
+            ctx.on_finish(handle.close)
+            return self._file(ctx, files, path, handle, st)
         except FileNotFoundError:
             return plugin_response(404, b"Not Found")
         except NotADirectoryError:
             return plugin_response(404, b"Not Found")
-        except OSError:
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # a socket or a device with no driver: not a file
+                return plugin_response(404, b"Not Found")
             return plugin_response(500, b"File access error")
 
     def _inside(self, real: str) -> bool:
@@ -238,16 +250,17 @@ class Directory(Plugin):
             handle.close()
         return None
 
-    def _file(self, ctx: RequestContext, files: StaticFiles, path: str) -> Respond:
+    def _file(self, ctx: RequestContext, files: StaticFiles, path: str, handle: Any,
+              st: os.stat_result) -> Respond:
+        """The answer for the regular file ``path``, opened as ``handle`` (closed when the
+        request finishes): its precompressed sibling instead when the client takes it."""
         name = os.path.basename(path)
         mime = content_type(name, self.charset)
+        coding = None
         sibling = self._sibling(ctx, files, path)
         if sibling is not None:
             handle, st, coding = sibling
-        else:
-            handle, st = files.open(path)
-            coding = None
-        ctx.on_finish(handle.close)
+            ctx.on_finish(handle.close)
         etag = weak_etag(st)
         headers: Headers = [(b"Content-Type", mime.encode("latin-1"))]
         headers.append((b"ETag", etag.encode()))

@@ -126,6 +126,34 @@ def test_index_for_root_and_404s(tree: Path) -> None:
     assert serve(tree, "/a.txt/x").status == 404
 
 
+def test_fifos_sockets_and_directories_are_404_and_leave_no_descriptor_open(
+        tree: Path) -> None:
+    """The plugin opens first and looks at what it opened: a FIFO must not block the
+    worker (O_NONBLOCK), a socket cannot be opened at all (ENXIO), and neither they nor a
+    directory leave their descriptor behind."""
+    import socket
+    os.mkfifo(tree / "pipe")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tree / "sock"))
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        for path in ("/pipe", "/sock", "/sub", "/sub/"):
+            assert serve(tree, path).status == 404, path
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        listener.close()
+
+
+def test_relative_parts_without_escapes_equal_the_decoding_path() -> None:
+    """The shortcut for paths with no ``%`` gives what decoding them gives: the same path
+    with an encoded ``.`` segment added (dropped either way) takes the decoding path."""
+    for path in ("/a/b.txt", "//a//./b/", "/é/x", "/.hidden/./", "/a b/c+d", "/", ""):
+        assert relative_parts(path) == relative_parts(path + "/%2E"), path
+    for path in ("/a/../b", "/..", "/x/.."):
+        with pytest.raises(Refused):
+            relative_parts(path)
+
+
 def test_mime_types(tree: Path) -> None:
     assert header(serve(tree, "/sub/b.css").headers, "content-type") == b"text/css"
     js = header(serve(tree, "/app.js").headers, "content-type")
