@@ -122,7 +122,9 @@ class Downstream:
     def write_end(self, trailers: Headers | None) -> None:
         raise NotImplementedError
 
-    def flush(self) -> None:
+    def flush(self, more: bool = False) -> None:
+        """Send what was written. ``more``: the caller writes to ``raw_sink`` at once, so a
+        plaintext HTTP/1 connection may hold these bytes back to go out with that data."""
         raise NotImplementedError
 
     def send_informational(self, status: int) -> None:

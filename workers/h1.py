@@ -34,7 +34,7 @@ from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
-from workers.sockio import recv_later, send_all
+from workers.sockio import recv_later, send_all, send_pieces
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -78,12 +78,16 @@ class H1Connection(Downstream):
 
     # --- downstream I/O ---------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes | list[bytes], flags: int = 0) -> None:
+        """Write ``data`` (bytes, or pieces to write as one) to the client."""
         if not data:
             return
         self.deadline = time.monotonic() + self.write_timeout
         try:
-            send_all(self.sock, data)
+            if type(data) is list:
+                send_pieces(self.sock, data, flags)
+            else:
+                send_all(self.sock, data, flags)  # type: ignore[arg-type]
         except OSError as exc:  # TimeoutError included: the client stopped reading
             raise ClientGone(str(exc)) from exc
         finally:
@@ -202,12 +206,15 @@ class H1Connection(Downstream):
     def write_end(self, trailers: Headers | None) -> None:
         self._out.append(self.codec.end(trailers))
 
-    def flush(self) -> None:
+    def flush(self, more: bool = False) -> None:
         out = self._out
         if out:
-            data = out[0] if len(out) == 1 else b"".join(out)
+            data = out[0] if len(out) == 1 else out[:]
             out.clear()
-            self.send(data)
+            # MSG_MORE: the kernel keeps the head until the raw write that follows, so
+            # head and body leave in the same segments (a static file: one wake-up of the
+            # client fewer; 16 % of that path was this send alone)
+            self.send(data, socket.MSG_MORE if more else 0)
 
     def send_informational(self, status: int) -> None:
         self.send(self.codec.informational(status))

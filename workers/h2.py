@@ -746,7 +746,7 @@ class H2Stream(Downstream):
             conn.end_stream(self.stream_id)
         self.response_ended = True
 
-    def flush(self) -> None:
+    def flush(self, more: bool = False) -> None:
         self.connection.flush_soon()
 
     def send_informational(self, status: int) -> None:

@@ -82,12 +82,13 @@ def write_local_body(down: Any, answer: Respond, ctx: RequestContext, *,
         sent = 0
         for piece in pieces:
             if isinstance(piece, FilePart):
-                down.flush()
                 sink = down.raw_sink(total - sent)
                 if sink is not None and not isinstance(sink, ssl.SSLSocket):
+                    down.flush(more=True)  # the head goes out with the file's first bytes
                     send_file(sink, piece.file, piece.offset, piece.length)
                     down.raw_body_sent(piece.length)
                 else:
+                    down.flush()
                     for data in read_part(piece):
                         down.write_body(data)
                 sent += piece.length
