@@ -34,7 +34,7 @@ from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
-from workers.sockio import recv_later, send_all, send_pieces
+from workers.sockio import VECTOR_MIN, recv_later, send_all, send_pieces
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class H1Connection(Downstream):
     # --- downstream I/O ---------------------------------------------------------
 
     def send(self, data: bytes | list[bytes], flags: int = 0) -> None:
-        """Write ``data`` (bytes, or pieces to write as one) to the client."""
+        """Write ``data`` to the client: bytes, or the large pieces of one flush."""
         if not data:
             return
         self.deadline = time.monotonic() + self.write_timeout
@@ -208,13 +208,19 @@ class H1Connection(Downstream):
 
     def flush(self, more: bool = False) -> None:
         out = self._out
-        if out:
-            data = out[0] if len(out) == 1 else out[:]
-            out.clear()
-            # MSG_MORE: the kernel keeps the head until the raw write that follows, so
-            # head and body leave in the same segments (a static file: one wake-up of the
-            # client fewer; 16 % of that path was this send alone)
-            self.send(data, socket.MSG_MORE if more else 0)
+        if not out:
+            return
+        self._out = []
+        # MSG_MORE: the kernel keeps the head until the raw write that follows, so head
+        # and body leave in the same segments (a static file: one wake-up of the client
+        # fewer; 16 % of that path was this send alone)
+        flags = socket.MSG_MORE if more else 0
+        if len(out) == 1:
+            self.send(out[0], flags)
+        elif sum(map(len, out)) < VECTOR_MIN:
+            self.send(b"".join(out), flags)
+        else:  # a large body: its pieces go as they are, not copied into one first
+            self.send(out, flags)
 
     def send_informational(self, status: int) -> None:
         self.send(self.codec.informational(status))

@@ -34,7 +34,8 @@ VECTOR_MIN = 32768
 
 def send_pieces(sock: socket.socket, pieces: list[bytes], flags: int = 0) -> None:
     """The ``pieces`` in order, written as one: a plain socket takes them all in one
-    ``sendmsg`` when they are large (see ``VECTOR_MIN``), anything else joined."""
+    ``sendmsg`` when they are large (see ``VECTOR_MIN``); anything else gets them
+    joined."""
     if type(sock) is PlainSocket and sum(map(len, pieces)) >= VECTOR_MIN:
         sent = sock.sendmsg(pieces, (), flags)
         for i, piece in enumerate(pieces):  # a short write: the rest, joined
