@@ -16,6 +16,10 @@
 #   PYTHON=python3      interpreter for the harness (and for pingap when `pingap` is not on PATH)
 #   PINGAP=cmd          program to run as pingap (gets `-c CONFIG`; default: `pingap` on PATH)
 #   NO_INSTALL=1        never run apt-get; just fail if a tool is missing
+#   BEFORE=/path        another checkout of pingap (a worktree at an older commit): its code
+#                       runs as one more row, "<row>-before", in the same round, so that a
+#                       change is compared within one run (this VM drifts by more between
+#                       runs than most changes move)
 
 bench_name="$(basename "$0")"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +41,16 @@ elif command -v pingap >/dev/null 2>&1; then
 else
   pingap_prog="$(q "$python") -c 'import sys; from master.cli import main; sys.exit(main())'"
 fi
+
+# bench_before NAME CMD: sets before_args to the harness flags of the BEFORE row (CMD with
+# the BEFORE checkout first on PYTHONPATH), or to nothing when BEFORE is not set
+bench_before() {
+  before_args=()
+  [[ -n "${BEFORE:-}" ]] || return 0
+  [[ -f "$BEFORE/pingap/__init__.py" ]] || {
+    echo "$bench_name: BEFORE=$BEFORE is not a pingap checkout" >&2; exit 2; }
+  before_args=(--proxy "$1-before=$2" --env "$1-before=PYTHONPATH=$(cd "$BEFORE" && pwd)")
+}
 
 bench_harness() {
   [[ -f "$bench_py" ]] || {

@@ -65,4 +65,5 @@ if [[ -z "${NO_BASELINE:-}" ]]; then
 fi
 codecs=(--proxy "pingap=$(pingap_cmd fast)")
 [[ -n "${NO_H11:-}" ]] || codecs+=(--proxy "pingap-h11=$(pingap_cmd h11)")
-exec "$python" "$bench_py" "${codecs[@]}" "${baseline[@]}" "${extra[@]}" "$@"
+bench_before pingap "$(pingap_cmd fast)"
+exec "$python" "$bench_py" "${codecs[@]}" "${before_args[@]}" "${baseline[@]}" "${extra[@]}" "$@"
