@@ -65,6 +65,14 @@ class LocalFiles:
             close_file(fd)
             raise
 
+    def opened_path(self, handle: OpenFile) -> str | None:
+        """The real path of the file ``handle`` has open (``/proc/self/fd``), or None where
+        the system cannot tell."""
+        try:
+            return os.readlink(f"/proc/self/fd/{handle.fileno()}")
+        except OSError:
+            return None
+
     def listdir(self, path: str) -> list[Entry]:
         entries = []
         with os.scandir(path) as it:

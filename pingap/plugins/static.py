@@ -3,7 +3,8 @@
 The request path is checked before it touches the file system: any ``..`` segment
 (also percent-encoded), an encoded slash or backslash, a raw backslash or NUL byte is
 refused with 403, so no path can leave the root lexically; with
-``follow_symlinks = false`` the resolved real path must stay under the root's too.
+``follow_symlinks = false`` the resolved real path must stay under the root's too, both
+before the file is opened and, for what was opened, after (a symlink swapped in between).
 Files are answered with pingap's headers (MIME type, weak ETag ``W/"<size>-<mtime>"``,
 ``Accept-Ranges``, ``Cache-Control`` from ``max_age``/``private``, ``charset``,
 ``download``, ``headers``), plus what pingap lacks: ``Last-Modified``, 304 for
@@ -53,6 +54,7 @@ class StaticFiles(Protocol):
     def realpath(self, path: str) -> str: ...
     def stat(self, path: str) -> os.stat_result: ...
     def open(self, path: str) -> tuple[Any, os.stat_result]: ...
+    def opened_path(self, handle: Any) -> str | None: ...
     def listdir(self, path: str) -> list[Entry]: ...
 
 
@@ -204,6 +206,8 @@ class Directory(Plugin):
             # open, then look at what was opened (as nginx does): one ``stat`` fewer than
             # asking first, and the answer describes the very bytes this handle reads
             handle, st = files.open(path)
+            if self._escaped(files, handle):
+                return self._forbidden(ctx)
             if not stat_mod.S_ISREG(st.st_mode):
                 handle.close()
                 if not stat_mod.S_ISDIR(st.st_mode) or not self.autoindex:
@@ -220,6 +224,18 @@ class Directory(Plugin):
             if exc.errno == errno.ENXIO:  # a socket or a device with no driver: not a file
                 return plugin_response(404, b"Not Found")
             return plugin_response(500, b"File access error")
+
+    def _escaped(self, files: StaticFiles, handle: Any) -> bool:
+        """With ``follow_symlinks = false``: whether what ``handle`` opened lies outside
+        the root (it is then closed). The real path was checked before opening too; this
+        catches a symlink swapped in between, which a check of the path alone cannot."""
+        if self.follow_symlinks:
+            return False
+        real = files.opened_path(handle)
+        if real is None or self._inside(real):
+            return False
+        handle.close()
+        return True
 
     def _inside(self, real: str) -> bool:
         root = self.real_root
@@ -244,6 +260,8 @@ class Directory(Plugin):
                     continue
                 handle, st = files.open(path + suffix)
             except OSError:
+                continue
+            if self._escaped(files, handle):
                 continue
             if stat_mod.S_ISREG(st.st_mode):
                 return handle, st, coding

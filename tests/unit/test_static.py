@@ -85,6 +85,42 @@ def test_symlink_out_of_root_refused_without_follow_symlinks(tree: Path) -> None
     assert followed.status == 200 and body_of(followed) == b"SECRET-OUTSIDE"
 
 
+class _SwappingFiles(LocalFiles):
+    """``realpath`` answers, then the symlink at that path is pointed out of the root:
+    the race between checking a path and opening it, made to happen every time."""
+
+    def __init__(self, outside: Path) -> None:
+        self.outside = outside
+
+    def realpath(self, path: str) -> str:
+        real = super().realpath(path)
+        if os.path.islink(path):
+            os.remove(path)
+            os.symlink(self.outside, path)
+        return real
+
+
+def test_a_symlink_swapped_after_the_check_is_refused(tree: Path) -> None:
+    """With ``follow_symlinks = false`` what was opened is checked too, not only the path
+    before: a link swapped in between gets 403 (the file) or is skipped (a precompressed
+    sibling), and the secret outside is never sent."""
+    outside = tree.parent / "outside.txt"
+    os.symlink(tree / "a.txt", tree / "swap.txt")
+    os.symlink(tree / "app.js.gz", tree / "other.js.gz")
+    (tree / "other.js").write_text("plain")
+    plugin = Directory("d", {"path": str(tree), "follow_symlinks": False})
+    plugin.bind(SimpleNamespace(files=_SwappingFiles(outside)))
+    before = len(os.listdir("/proc/self/fd"))
+    answer = plugin.handle_request("request", make_ctx("/swap.txt"))
+    assert isinstance(answer, Respond) and answer.status == 403
+    assert len(os.listdir("/proc/self/fd")) == before  # the escaped handle was closed
+    answer = plugin.handle_request(
+        "request", make_ctx("/other.js", headers={"accept-encoding": "gzip"}))
+    assert isinstance(answer, Respond) and answer.status == 200
+    assert header(answer.headers, "content-encoding") is None
+    assert body_of(answer) == b"plain"
+
+
 def test_relative_parts_normalises_only_harmless_segments() -> None:
     assert relative_parts("/a//./b/%63.txt") == ["a", "b", "c.txt"]
     with pytest.raises(Refused):
