@@ -50,9 +50,6 @@ class LocalFiles:
     def realpath(self, path: str) -> str:
         return os.path.realpath(path, strict=True)
 
-    def stat(self, path: str) -> os.stat_result:
-        return os.stat(path)
-
     def open(self, path: str) -> tuple[OpenFile, os.stat_result]:
         """The file opened for reading, and its own stat: the headers describe the
         bytes this handle will read even if the path is replaced meanwhile.

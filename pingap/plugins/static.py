@@ -52,7 +52,6 @@ class StaticFiles(Protocol):
     """The file-system calls the plugin needs (``workers.files.LocalFiles``)."""
 
     def realpath(self, path: str) -> str: ...
-    def stat(self, path: str) -> os.stat_result: ...
     def open(self, path: str) -> tuple[Any, os.stat_result]: ...
     def opened_path(self, handle: Any) -> str | None: ...
     def listdir(self, path: str) -> list[Entry]: ...
@@ -201,13 +200,12 @@ class Directory(Plugin):
             parts = [p for p in self.index.split("/") if p]
         path = os.path.join(self.root, *parts)
         try:
-            if not self.follow_symlinks and not self._inside(files.realpath(path)):
-                return self._forbidden(ctx)
             # open, then look at what was opened (as nginx does): one ``stat`` fewer than
             # asking first, and the answer describes the very bytes this handle reads
-            handle, st = files.open(path)
-            if self._escaped(files, handle):
+            opened = self._open_inside(files, path)
+            if opened is None:
                 return self._forbidden(ctx)
+            handle, st = opened
             if not stat_mod.S_ISREG(st.st_mode):
                 handle.close()
                 if not stat_mod.S_ISDIR(st.st_mode) or not self.autoindex:
@@ -225,17 +223,22 @@ class Directory(Plugin):
                 return plugin_response(404, b"Not Found")
             return plugin_response(500, b"File access error")
 
-    def _escaped(self, files: StaticFiles, handle: Any) -> bool:
-        """With ``follow_symlinks = false``: whether what ``handle`` opened lies outside
-        the root (it is then closed). The real path was checked before opening too; this
-        catches a symlink swapped in between, which a check of the path alone cannot."""
+    def _open_inside(self, files: StaticFiles,
+                     path: str) -> tuple[Any, os.stat_result] | None:
+        """``path`` opened, with its stat; None when ``follow_symlinks = false`` and it
+        lies outside the root. Then the real path is checked before opening, and what was
+        opened after: that catches a symlink swapped in between, which a check of the
+        path alone cannot. OSError from the file system passes through."""
         if self.follow_symlinks:
-            return False
+            return files.open(path)
+        if not self._inside(files.realpath(path)):
+            return None
+        handle, st = files.open(path)
         real = files.opened_path(handle)
-        if real is None or self._inside(real):
-            return False
-        handle.close()
-        return True
+        if real is not None and not self._inside(real):
+            handle.close()
+            return None
+        return handle, st
 
     def _inside(self, real: str) -> bool:
         root = self.real_root
@@ -256,13 +259,12 @@ class Directory(Plugin):
             if weight_of(weights, coding) <= 0:
                 continue
             try:
-                if not self.follow_symlinks and not self._inside(files.realpath(path + suffix)):
-                    continue
-                handle, st = files.open(path + suffix)
+                opened = self._open_inside(files, path + suffix)
             except OSError:
                 continue
-            if self._escaped(files, handle):
+            if opened is None:
                 continue
+            handle, st = opened
             if stat_mod.S_ISREG(st.st_mode):
                 return handle, st, coding
             handle.close()
