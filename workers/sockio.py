@@ -27,16 +27,16 @@ def recv_later(sock: socket.socket, size: int) -> bytes:
     return sock.recv(size)
 
 
-#: from this many bytes on, the pieces of one flush go out with ``sendmsg`` as they are
-#: rather than joined first: a 100 KB body is not copied once more in user space
+#: from this many bytes on, the pieces of one flush are worth ``send_pieces`` (a 100 KB
+#: body is not copied once more in user space); below it a join and one ``send`` cost less
 VECTOR_MIN = 32768
 
 
 def send_pieces(sock: socket.socket, pieces: list[bytes], flags: int = 0) -> None:
-    """The ``pieces`` in order, written as one: a plain socket takes them all in one
-    ``sendmsg`` when they are large (see ``VECTOR_MIN``); anything else gets them
-    joined."""
-    if type(sock) is PlainSocket and sum(map(len, pieces)) >= VECTOR_MIN:
+    """The ``pieces`` in order, written as one: on a plain socket in one ``sendmsg``, as
+    they are; a TLS socket (which has no ``sendmsg``) gets them joined. The caller decides
+    they are large enough (``VECTOR_MIN``)."""
+    if type(sock) is PlainSocket:
         sent = sock.sendmsg(pieces, (), flags)
         for i, piece in enumerate(pieces):  # a short write: the rest, joined
             if sent < len(piece):

@@ -28,7 +28,7 @@ def _read_all(sock: socket.socket, size: int) -> bytes:
     return bytes(got)
 
 
-def test_small_pieces_are_joined_into_one_write() -> None:
+def test_pieces_arrive_as_one_write_and_empty_ones_write_nothing() -> None:
     left, right = _pair()
     with left, right:
         send_pieces(left, [b"HTTP/1.1 200 OK\r\n\r\n", b"pong", b""])
