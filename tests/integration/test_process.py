@@ -234,7 +234,7 @@ def test_killed_worker_is_replaced_by_the_booted_spare(setup) -> None:
                                  what="a worker with its share of the clients")
         victim = victim_status["pid"]
         os.kill(victim, signal.SIGSTOP)  # frozen: its connection count cannot move
-        in_flight_bound = live_connections(master_pid(tmp), victim)  # one request each
+        in_flight_bound = client_connections(victim, port)  # one request each
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
 
