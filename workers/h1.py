@@ -34,7 +34,7 @@ from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
-from workers.sockio import VECTOR_MIN, recv_later, send_all, send_pieces
+from workers.sockio import VECTOR_MIN, recv_later, send_all, send_later, send_pieces, take_later
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -153,10 +153,23 @@ class H1Connection(Downstream):
         except ClientGone:
             return
         finally:
-            try:
-                self.sock.close()
-            except OSError:
-                pass
+            self.close()
+
+    def close(self) -> None:
+        """Close the socket, once what was written to it went out (``send_later``)."""
+        try:
+            self.deadline = time.monotonic() + self.write_timeout
+            rest = take_later(self.sock)
+            if rest:
+                send_all(self.sock, rest)
+        except OSError:
+            pass
+        finally:
+            self.deadline = 0.0
+        try:
+            self.sock.close()
+        except OSError:
+            pass
 
     def reject(self, err: PingapError) -> None:
         """Answer a malformed request and close; nothing reached any upstream."""
@@ -211,16 +224,23 @@ class H1Connection(Downstream):
         if not out:
             return
         self._out = []
-        # MSG_MORE: the kernel keeps the head until the raw write that follows, so head
-        # and body leave in the same segments (a static file: one wake-up of the client
-        # fewer; 16 % of that path was this send alone)
-        flags = socket.MSG_MORE if more else 0
         if len(out) == 1:
-            self.send(out[0], flags)
+            data = out[0]
         elif sum(map(len, out)) < VECTOR_MIN:
-            self.send(b"".join(out), flags)
+            data = b"".join(out)
         else:  # a large body: its pieces go as they are, not copied into one first
-            self.send(out, flags)
+            self.send(out)
+            return
+        if more:
+            # MSG_MORE: the kernel keeps the head until the raw write that follows, so
+            # head and body leave in the same segments (a static file: one wake-up of the
+            # client fewer; 16 % of that path was this send alone)
+            self.send(data, socket.MSG_MORE)
+        elif not (self.codec.ended_keep_alive()
+                  and send_later(self.sock, data, self.write_timeout)):
+            # the rest of a whole response on a kept-alive connection goes out with the
+            # loop turn's other writes (``workers.sockio``); anything else at once
+            self.send(data)
 
     def send_informational(self, status: int) -> None:
         self.send(self.codec.informational(status))
@@ -229,7 +249,12 @@ class H1Connection(Downstream):
         headers.append((b"Connection", b"close"))
 
     def raw_sink(self, owed: int) -> socket.socket | None:
-        return self.sock if self.codec.raw_body_owed() == owed else None
+        if self.codec.raw_body_owed() != owed:
+            return None
+        rest = take_later(self.sock)  # written around send_all: what it owes goes first
+        if rest:
+            self.send(rest)
+        return self.sock
 
     def raw_body_sent(self, size: int) -> None:
         self.codec.raw_body_sent(size)

@@ -26,7 +26,7 @@ from pingap.h1client import ResponseReader, chunk, last_chunk
 from pingap.headers import Headers
 from workers import splice
 from workers.pool import UpstreamConnection
-from workers.sockio import recv_later, send_all
+from workers.sockio import recv_later, send_all, send_later
 
 READ_SIZE = 65536
 #: the first read of a response: its head and the start of its body. Smaller than the
@@ -99,7 +99,9 @@ class H1UpstreamStream:
         if self.head:
             tail = self.head + tail
             self.head = b""
-        if tail:
+        # a body-less request's head goes with the loop turn's other writes
+        # (``workers.sockio``); if it fails, the read that follows sees the connection end
+        if tail and not send_later(self.conn.sock, tail, self.write_timeout):
             self._send(tail)
 
     # --- the response -------------------------------------------------------------------

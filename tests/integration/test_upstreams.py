@@ -1,8 +1,12 @@
-"""Upstream balancing, failures (502/504), health checks and keep-alive retry."""
+"""Upstream balancing, failures (502/504), health checks and keep-alive retry; responses
+on a kept-alive connection in order and whole (small ones wait for the end of the loop
+turn, ``workers.sockio.send_later``)."""
 
 from __future__ import annotations
 
 import http.client
+import json
+import socket
 from collections import Counter
 
 from tests.support.client import request
@@ -120,3 +124,91 @@ def test_max_retries_moves_to_the_next_backend(backends, pingap) -> None:
                                                   'upstream = "u"\nmax_retries = 1\n')
     pingap(config, port=port)
     assert all(request(port, path="/x").status == 200 for _ in range(6))
+
+
+class _KeptOpen:
+    """One buffered reader shared by successive responses (each would close it)."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+    def close(self) -> None:
+        pass
+
+
+def _read_responses(sock: socket.socket,
+                    count: int) -> list[tuple[http.client.HTTPResponse, bytes]]:
+    """``count`` responses read one after the other from ``sock``, with their bodies."""
+    stream = _KeptOpen(sock.makefile("rb"))
+    replies = []
+    for _ in range(count):
+        reply = http.client.HTTPResponse(sock)
+        reply.fp = stream  # type: ignore[assignment]  # every response from one reader
+        reply.begin()
+        replies.append((reply, reply.read()))
+    return replies
+
+
+def test_pipelined_small_and_large_responses_come_back_whole_and_in_order(
+        backends, pingap) -> None:
+    """Small responses wait for the end of the loop turn, large ones go at once: on one
+    connection they still arrive in request order, each whole. Proxied and local answers
+    (a mock plugin's, small and large) alternate, so a large local answer is written right
+    after a small held one without any wait in between."""
+    backend = backends()
+    port = free_port()
+    big = "b" * 40000
+    config = one_location(port, f'[upstreams.u]\naddrs = ["{backend.addr}"]\n') + f"""
+[locations.local]
+path = "/local"
+plugins = ["small", "big"]
+
+[plugins.small]
+category = "mock"
+path = "/local/small"
+data = "tiny"
+
+[plugins.big]
+category = "mock"
+path = "/local/big"
+data = "{big}"
+"""
+    pingap(config.replace('locations = ["all"]', 'locations = ["local", "all"]'), port=port)
+    paths = []
+    for i in range(8):
+        paths += [f"/p/{i}", "/local/big", f"/big?n={40000 + i}&cl=1", "/local/small"]
+    wire = b"".join(f"GET {p} HTTP/1.1\r\nHost: pipe.test\r\n\r\n".encode()
+                    for p in paths)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(wire)
+        replies = _read_responses(sock, len(paths))
+    for path, (reply, body) in zip(paths, replies, strict=True):
+        assert reply.status == 200, path
+        if path == "/local/big":
+            assert body == big.encode()
+        elif path == "/local/small":
+            assert body == b"tiny"
+        elif path.startswith("/big"):
+            assert len(body) == int(path.split("=")[1].split("&")[0]), path
+        else:
+            assert json.loads(body)["target"] == path
+
+
+def test_a_request_followed_by_the_end_of_the_client_stream_gets_its_response(
+        backends, pingap) -> None:
+    """The client sends one request and shuts its side down at once: the response (held
+    to the end of the loop turn) still reaches it before the connection closes."""
+    backend = backends()
+    port = free_port()
+    pingap(one_location(port, f'[upstreams.u]\naddrs = ["{backend.addr}"]\n'), port=port)
+    for _ in range(20):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /half-closed HTTP/1.1\r\nHost: fin.test\r\n\r\n")
+            sock.shutdown(socket.SHUT_WR)
+            reply, body = _read_responses(sock, 1)[0]
+            assert reply.status == 200
+            assert json.loads(body)["target"] == "/half-closed"
+            assert sock.recv(100) == b""  # then the proxy closes

@@ -1,5 +1,7 @@
 """``workers.sockio``'s writes on real (gevent) socket pairs: pieces sent as one, a short
-``sendmsg`` finished with the rest in order, and ``MSG_MORE`` accepted."""
+``sendmsg`` finished with the rest in order, ``MSG_MORE`` accepted, and writes deferred
+to the end of the loop turn (``send_later``): sent then, in order with the socket's other
+writes, finished when the socket takes only part, and a failure that wakes the reader."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import socket as stdlib_socket
 import gevent
 from gevent import socket
 
-from workers.sockio import VECTOR_MIN, send_pieces
+from workers import sockio
+from workers.sockio import LATER_MAX, VECTOR_MIN, send_all, send_later, send_pieces, take_later
 
 
 def _pair(sndbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
@@ -64,3 +67,104 @@ def test_large_pieces_on_a_tcp_socket_arrive_whole() -> None:
             reader = gevent.spawn(_read_all, client, sum(map(len, pieces)))
             send_pieces(server, pieces)
             assert reader.get(timeout=10) == b"".join(pieces)
+
+
+# --- send_later ------------------------------------------------------------------------
+
+
+def _nothing_waiting(sock: socket.socket) -> bool:
+    """No byte is readable on ``sock`` right now (checked without waiting)."""
+    try:
+        sock._sock.recv(1, stdlib_socket.MSG_PEEK | stdlib_socket.MSG_DONTWAIT)  # type: ignore[attr-defined]
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_a_deferred_write_goes_out_at_the_end_of_the_loop_turn() -> None:
+    left, right = _pair()
+    with left, right:
+        assert send_later(left, b"HTTP/1.1 200 OK\r\n\r\n", 5.0)
+        assert send_later(left, b"pong", 5.0)  # a second one joins the first
+        assert _nothing_waiting(right)  # held back while this greenlet runs
+        gevent.sleep(0)  # one turn of the hub's loop
+        assert right.recv(100) == b"HTTP/1.1 200 OK\r\n\r\npong"
+        assert not sockio._later
+
+
+def test_a_direct_write_sends_the_deferred_bytes_first_and_only_once() -> None:
+    left, right = _pair()
+    with left, right:
+        assert send_later(left, b"first ", 5.0)
+        send_all(left, b"second ")
+        send_pieces(left, [b"third", b""])
+        gevent.sleep(0)
+        left.close()
+        assert _read_until_closed(right) == b"first second third"
+
+
+def _read_until_closed(sock: socket.socket) -> bytes:
+    got = bytearray()
+    while data := sock.recv(65536):
+        got += data
+    return bytes(got)
+
+
+def test_large_writes_and_non_gevent_sockets_are_not_deferred() -> None:
+    left, right = _pair()
+    plain_left, plain_right = stdlib_socket.socketpair()
+    with left, right, plain_left, plain_right:
+        assert not send_later(left, b"x" * LATER_MAX, 5.0)
+        assert not send_later(plain_left, b"x", 5.0)  # e.g. what is not a plain gevent socket
+        assert not sockio._later
+
+
+def test_take_later_hands_the_deferred_bytes_to_the_caller() -> None:
+    """What a caller writing around ``send_all`` (splice, sendfile, close) does first."""
+    left, right = _pair()
+    with left, right:
+        assert send_later(left, b"owed", 5.0)
+        assert take_later(left) == b"owed"
+        assert take_later(left) == b""
+        gevent.sleep(0)
+        assert _nothing_waiting(right)  # taken: the loop turn did not send it again
+
+
+def test_a_deferred_write_the_socket_takes_only_in_part_is_finished_in_order() -> None:
+    """Small socket buffers and a reader that has not started: the end of the turn writes
+    part, a greenlet writes the rest, and a later write on the socket waits for it."""
+    want = bytes(range(256)) * ((LATER_MAX - 1) // 256)
+    left, right = _pair(sndbuf=4096)
+    with left, right:
+        assert send_later(left, want, 5.0)
+        gevent.sleep(0)
+        assert sockio._writing  # the socket took only part
+        reader = gevent.spawn(_read_all, right, len(want) + 4)
+        send_all(left, b"tail")  # waits for the rest first
+        assert reader.get(timeout=10) == want + b"tail"
+        assert not sockio._writing
+
+
+def test_a_failed_deferred_write_wakes_the_reader_with_the_end_of_the_connection() -> None:
+    left, right = _pair()
+    with left:
+        right.close()  # the peer is gone: the deferred write fails
+        assert send_later(left, b"response", 5.0)
+        reader = gevent.spawn(left.recv, 100)  # the owner, waiting for the next request
+        assert reader.get(timeout=10) == b""  # woken: the socket was shut down
+
+
+def test_a_deferred_rest_that_times_out_fails_the_next_write() -> None:
+    """A peer that stops reading: the greenlet finishing the write gives up after the
+    write timeout and the socket's next write fails instead of waiting forever."""
+    left, right = _pair(sndbuf=4096)
+    with left, right:
+        assert send_later(left, b"x" * (LATER_MAX - 1), 0.2)
+        gevent.sleep(0)
+        assert sockio._writing
+        try:
+            send_all(left, b"more")
+        except OSError:
+            pass
+        else:
+            raise AssertionError("a write after the failed deferred one went through")
