@@ -161,7 +161,7 @@ class H1Connection(Downstream):
             self.deadline = time.monotonic() + self.write_timeout
             rest = take_later(self.sock)
             if rest:
-                send_all(self.sock, rest)
+                send_pieces(self.sock, rest)
         except OSError:
             pass
         finally:
@@ -214,33 +214,35 @@ class H1Connection(Downstream):
         self._out.append(self.codec.response_head(status, headers, reason))
 
     def write_body(self, data: bytes) -> None:
-        self._out.append(self.codec.body(data))
+        piece = self.codec.body(data)
+        if piece:
+            self._out.append(piece)
 
     def write_end(self, trailers: Headers | None) -> None:
-        self._out.append(self.codec.end(trailers))
+        piece = self.codec.end(trailers)  # nothing under Content-Length: no write for it
+        if piece:
+            self._out.append(piece)
 
     def flush(self, more: bool = False) -> None:
         out = self._out
         if not out:
             return
         self._out = []
-        if len(out) == 1:
-            data = out[0]
-        elif sum(map(len, out)) < VECTOR_MIN:
-            data = b"".join(out)
-        else:  # a large body: its pieces go as they are, not copied into one first
-            self.send(out)
-            return
         if more:
             # MSG_MORE: the kernel keeps the head until the raw write that follows, so
             # head and body leave in the same segments (a static file: one wake-up of the
             # client fewer; 16 % of that path was this send alone)
-            self.send(data, socket.MSG_MORE)
-        elif not (self.codec.ended_keep_alive()
-                  and send_later(self.sock, data, self.write_timeout)):
-            # the rest of a whole response on a kept-alive connection goes out with the
-            # loop turn's other writes (``workers.sockio``); anything else at once
-            self.send(data)
+            self.send(out[0] if len(out) == 1 else b"".join(out), socket.MSG_MORE)
+        elif self.codec.ended_keep_alive() and send_later(self.sock, out, self.write_timeout):
+            # the end of a whole response on a kept-alive connection goes out with the
+            # loop turn's other writes (``workers.sockio``)
+            pass
+        elif len(out) == 1:
+            self.send(out[0])
+        elif sum(map(len, out)) < VECTOR_MIN:
+            self.send(b"".join(out))
+        else:  # a large body: its pieces go as they are, not copied into one first
+            self.send(out)
 
     def send_informational(self, status: int) -> None:
         self.send(self.codec.informational(status))

@@ -101,7 +101,7 @@ class H1UpstreamStream:
             self.head = b""
         # a body-less request's head goes with the loop turn's other writes
         # (``workers.sockio``); if it fails, the read that follows sees the connection end
-        if tail and not send_later(self.conn.sock, tail, self.write_timeout):
+        if tail and not send_later(self.conn.sock, [tail], self.write_timeout):
             self._send(tail)
 
     # --- the response -------------------------------------------------------------------

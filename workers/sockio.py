@@ -60,14 +60,11 @@ def send_pieces(sock: socket.socket, pieces: list[bytes], flags: int = 0) -> Non
     if _later or _writing:
         prior = take_later(sock)
         if prior:
-            pieces = [prior, *pieces]
+            pieces = [*prior, *pieces]
     if type(sock) is PlainSocket:
-        sent = sock.sendmsg(pieces, (), flags)
-        for i, piece in enumerate(pieces):  # a short write: the rest, joined
-            if sent < len(piece):
-                send_all(sock, b"".join([memoryview(piece)[sent:], *pieces[i + 1:]]), flags)
-                return
-            sent -= len(piece)
+        rest = _after(pieces, sock.sendmsg(pieces, (), flags))
+        if rest:  # a short write: the rest, joined
+            send_all(sock, rest, flags)
         return
     data = b"".join(pieces)
     if data:
@@ -81,7 +78,7 @@ def send_all(sock: socket.socket, data: bytes, flags: int = 0) -> None:
     if _later or _writing:
         prior = take_later(sock)
         if prior:
-            data = prior + data
+            data = b"".join([*prior, data])
     sent = sock.send(data, flags) if flags else sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:], flags)
@@ -89,41 +86,42 @@ def send_all(sock: socket.socket, data: bytes, flags: int = 0) -> None:
 
 # --- writes deferred to the end of the loop turn ----------------------------------------
 
-#: writes from this size on go at once: the point of waiting is many small ones together
-LATER_MAX = VECTOR_MIN
-
-#: deferred bytes by socket, with the write timeout for what the socket cannot take at once
-_later: dict[socket.socket, tuple[bytes, float]] = {}
+#: deferred pieces by socket, with the write timeout for what the socket cannot take at once
+_later: dict[socket.socket, tuple[list[bytes], float]] = {}
 #: the rest of a deferred write the socket did not take whole, being sent by a greenlet
 _writing: dict[socket.socket, gevent.Greenlet] = {}
 _scheduled = False
 
 
-def send_later(sock: socket.socket, data: bytes, timeout: float) -> bool:
-    """Send ``data`` at the end of this loop turn, with the other deferred writes; False
-    (nothing done) when it must be sent now: a TLS socket, a large write, or the rest of
-    an earlier one still on its way. Only for a final write, after which the caller waits
-    to read (or writes again through ``send_all``)."""
+def send_later(sock: socket.socket, pieces: list[bytes], timeout: float) -> bool:
+    """Send ``pieces`` (in order, as one write) at the end of this loop turn, with the
+    other deferred writes; False (nothing done) when they must be sent now: a TLS socket,
+    or the rest of an earlier deferred write still on its way. Only for a final write,
+    after which the caller waits to read (or writes again through ``send_all``). The
+    pieces are referenced, not copied: they are in memory already."""
     global _scheduled
-    if type(sock) is not PlainSocket or len(data) >= LATER_MAX or sock in _writing:
+    if type(sock) is not PlainSocket or sock in _writing:
         return False
     prior = _later.get(sock)
-    _later[sock] = (prior[0] + data, timeout) if prior is not None else (data, timeout)
+    if prior is not None:  # pipelined responses: one after the other
+        prior[0].extend(pieces)
+    else:
+        _later[sock] = (pieces, timeout)
     if not _scheduled:
         _scheduled = True
         get_hub().loop.run_callback(_send_deferred)
     return True
 
 
-def take_later(sock: socket.socket) -> bytes:
+def take_later(sock: socket.socket) -> list[bytes]:
     """What ``sock`` still owes of its deferred writes, now the caller's to send first:
-    the deferred bytes, or nothing once the greenlet finishing a short one is done
+    the deferred pieces, or nothing once the greenlet finishing a short one is done
     (waited for here; OSError if it failed)."""
     writer = _writing.get(sock)
     if writer is not None and not writer.get():
         raise BrokenPipeError("a deferred write on this socket failed")
     entry = _later.pop(sock, None)
-    return entry[0] if entry is not None else b""
+    return entry[0] if entry is not None else []
 
 
 def _send_deferred() -> None:
@@ -132,16 +130,27 @@ def _send_deferred() -> None:
     _scheduled = False
     batch = list(_later.items())
     _later.clear()
-    for sock, (data, timeout) in batch:
+    for sock, (pieces, timeout) in batch:
+        raw = sock._sock  # type: ignore[attr-defined]  # the non-blocking socket itself
         try:
-            sent = sock._sock.send(data)  # type: ignore[attr-defined]  # non-blocking
+            sent = raw.send(pieces[0]) if len(pieces) == 1 else raw.sendmsg(pieces)
         except BlockingIOError:
             sent = 0
         except OSError:  # reset, or closed meanwhile
             _broken(sock)
             continue
-        if sent < len(data):
-            _writing[sock] = gevent.spawn(_send_rest, sock, data[sent:], timeout)
+        rest = _after(pieces, sent)
+        if rest:
+            _writing[sock] = gevent.spawn(_send_rest, sock, rest, timeout)
+
+
+def _after(pieces: list[bytes], sent: int) -> bytes:
+    """What is left of ``pieces`` once ``sent`` bytes of them went, joined."""
+    for i, piece in enumerate(pieces):
+        if sent < len(piece):
+            return b"".join([memoryview(piece)[sent:], *pieces[i + 1:]])
+        sent -= len(piece)
+    return b""
 
 
 def _send_rest(sock: socket.socket, rest: bytes, timeout: float) -> bool:

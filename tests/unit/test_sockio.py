@@ -11,7 +11,7 @@ import gevent
 from gevent import socket
 
 from workers import sockio
-from workers.sockio import LATER_MAX, VECTOR_MIN, send_all, send_later, send_pieces, take_later
+from workers.sockio import VECTOR_MIN, send_all, send_later, send_pieces, take_later
 
 
 def _pair(sndbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
@@ -84,8 +84,8 @@ def _nothing_waiting(sock: socket.socket) -> bool:
 def test_a_deferred_write_goes_out_at_the_end_of_the_loop_turn() -> None:
     left, right = _pair()
     with left, right:
-        assert send_later(left, b"HTTP/1.1 200 OK\r\n\r\n", 5.0)
-        assert send_later(left, b"pong", 5.0)  # a second one joins the first
+        assert send_later(left, [b"HTTP/1.1 200 OK\r\n\r\n"], 5.0)
+        assert send_later(left, [b"po", b"ng"], 5.0)  # a second one joins the first
         assert _nothing_waiting(right)  # held back while this greenlet runs
         gevent.sleep(0)  # one turn of the hub's loop
         assert right.recv(100) == b"HTTP/1.1 200 OK\r\n\r\npong"
@@ -95,7 +95,7 @@ def test_a_deferred_write_goes_out_at_the_end_of_the_loop_turn() -> None:
 def test_a_direct_write_sends_the_deferred_bytes_first_and_only_once() -> None:
     left, right = _pair()
     with left, right:
-        assert send_later(left, b"first ", 5.0)
+        assert send_later(left, [b"first "], 5.0)
         send_all(left, b"second ")
         send_pieces(left, [b"third", b""])
         gevent.sleep(0)
@@ -110,12 +110,23 @@ def _read_until_closed(sock: socket.socket) -> bytes:
     return bytes(got)
 
 
-def test_large_writes_and_non_gevent_sockets_are_not_deferred() -> None:
+def test_a_large_deferred_write_goes_out_whole_and_in_order() -> None:
+    """A 100 KB response (a cache hit: head and body as pieces) is held too, referenced
+    and not copied, and arrives whole."""
+    pieces = [b"HTTP/1.1 200 OK\r\nContent-Length: 102400\r\n\r\n",
+              bytes(range(256)) * 400]
+    want = b"".join(pieces)
     left, right = _pair()
+    with left, right:
+        reader = gevent.spawn(_read_all, right, len(want))
+        assert send_later(left, pieces, 5.0)
+        assert reader.get(timeout=10) == want
+
+
+def test_non_gevent_sockets_are_not_deferred() -> None:
     plain_left, plain_right = stdlib_socket.socketpair()
-    with left, right, plain_left, plain_right:
-        assert not send_later(left, b"x" * LATER_MAX, 5.0)
-        assert not send_later(plain_left, b"x", 5.0)  # e.g. what is not a plain gevent socket
+    with plain_left, plain_right:
+        assert not send_later(plain_left, [b"x"], 5.0)  # what is not a plain gevent socket
         assert not sockio._later
 
 
@@ -123,9 +134,9 @@ def test_take_later_hands_the_deferred_bytes_to_the_caller() -> None:
     """What a caller writing around ``send_all`` (splice, sendfile, close) does first."""
     left, right = _pair()
     with left, right:
-        assert send_later(left, b"owed", 5.0)
-        assert take_later(left) == b"owed"
-        assert take_later(left) == b""
+        assert send_later(left, [b"owed"], 5.0)
+        assert take_later(left) == [b"owed"]
+        assert take_later(left) == []
         gevent.sleep(0)
         assert _nothing_waiting(right)  # taken: the loop turn did not send it again
 
@@ -133,10 +144,10 @@ def test_take_later_hands_the_deferred_bytes_to_the_caller() -> None:
 def test_a_deferred_write_the_socket_takes_only_in_part_is_finished_in_order() -> None:
     """Small socket buffers and a reader that has not started: the end of the turn writes
     part, a greenlet writes the rest, and a later write on the socket waits for it."""
-    want = bytes(range(256)) * ((LATER_MAX - 1) // 256)
+    want = bytes(range(256)) * 400
     left, right = _pair(sndbuf=4096)
     with left, right:
-        assert send_later(left, want, 5.0)
+        assert send_later(left, [want[:1000], want[1000:]], 5.0)
         gevent.sleep(0)
         assert sockio._writing  # the socket took only part
         reader = gevent.spawn(_read_all, right, len(want) + 4)
@@ -149,7 +160,7 @@ def test_a_failed_deferred_write_wakes_the_reader_with_the_end_of_the_connection
     left, right = _pair()
     with left:
         right.close()  # the peer is gone: the deferred write fails
-        assert send_later(left, b"response", 5.0)
+        assert send_later(left, [b"response"], 5.0)
         reader = gevent.spawn(left.recv, 100)  # the owner, waiting for the next request
         assert reader.get(timeout=10) == b""  # woken: the socket was shut down
 
@@ -159,7 +170,7 @@ def test_a_deferred_rest_that_times_out_fails_the_next_write() -> None:
     write timeout and the socket's next write fails instead of waiting forever."""
     left, right = _pair(sndbuf=4096)
     with left, right:
-        assert send_later(left, b"x" * (LATER_MAX - 1), 0.2)
+        assert send_later(left, [b"x" * 200_000], 0.2)
         gevent.sleep(0)
         assert sockio._writing
         try:
