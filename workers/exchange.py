@@ -46,7 +46,7 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import gevent
 
@@ -140,6 +140,13 @@ class Downstream:
 
     def raw_body_sent(self, size: int) -> None:
         """``size`` body bytes reached the client around ``write_body``."""
+
+    def hold_file(self, file: Any, offset: int, count: int) -> bool:
+        """End the response with what was written and ``count`` bytes of ``file`` from
+        ``offset``, sent with the loop turn's other writes (``workers.sockio``); False:
+        the caller sends them now. Only for the last bytes of a body going to
+        ``raw_sink``; the caller may close ``file`` at once."""
+        return False
 
     def switch_protocols(self, up: UpstreamConnection, session: ProxySession,
                          events: Sequence[object], upstream_leftover: bytes) -> int:

@@ -22,7 +22,7 @@ import logging
 import socket
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import gevent
 
@@ -34,7 +34,7 @@ from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
-from workers.sockio import VECTOR_MIN, recv_later, send_all, send_later, send_pieces, take_later
+from workers.sockio import VECTOR_MIN, recv_later, send_all, send_file_later, send_later, send_pieces, settle
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -159,9 +159,7 @@ class H1Connection(Downstream):
         """Close the socket, once what was written to it went out (``send_later``)."""
         try:
             self.deadline = time.monotonic() + self.write_timeout
-            rest = take_later(self.sock)
-            if rest:
-                send_pieces(self.sock, rest)
+            settle(self.sock)
         except OSError:
             pass
         finally:
@@ -253,10 +251,25 @@ class H1Connection(Downstream):
     def raw_sink(self, owed: int) -> socket.socket | None:
         if self.codec.raw_body_owed() != owed:
             return None
-        rest = take_later(self.sock)  # written around send_all: what it owes goes first
-        if rest:
-            self.send(rest)
+        # written around send_all: what the socket still owes goes first
+        self.deadline = time.monotonic() + self.write_timeout
+        try:
+            settle(self.sock)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+        finally:
+            self.deadline = 0.0
         return self.sock
+
+    def hold_file(self, file: Any, offset: int, count: int) -> bool:
+        if not self.codec.keeps_alive():
+            return False
+        out = self._out
+        if not send_file_later(self.sock, out, file.fileno(), offset, count,
+                               self.write_timeout):
+            return False
+        self._out = []
+        return True
 
     def raw_body_sent(self, size: int) -> None:
         self.codec.raw_body_sent(size)

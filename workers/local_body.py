@@ -11,17 +11,15 @@ result decides the head), the head is written just before the first output bytes
 
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import ssl
 from collections.abc import Callable
 from typing import Any
 
-from gevent.socket import wait_write
-
 from pingap.actions import FilePart, Respond
 from pingap.context import RequestContext
+from workers import sockio
 
 SEND_TIMEOUT = 60.0
 
@@ -33,25 +31,10 @@ class ClientWriteFailed(Exception):
 def send_file(sock: socket.socket, file: Any, offset: int, count: int,
               timeout: float = SEND_TIMEOUT) -> None:
     """``count`` bytes of ``file`` from ``offset`` to ``sock`` with ``os.sendfile``."""
-    out_fd = sock.fileno()
-    in_fd = file.fileno()
-    while count > 0:
-        try:
-            sent = os.sendfile(out_fd, in_fd, offset, min(count, 1 << 30))
-        except BlockingIOError:
-            try:
-                wait_write(out_fd, timeout=timeout)
-            except OSError as exc:
-                raise ClientWriteFailed(str(exc)) from exc
-            continue
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            raise ClientWriteFailed(str(exc)) from exc
-        if sent == 0:  # the file shrank under us: the promised length cannot be kept
-            raise ClientWriteFailed("file truncated while sending")
-        offset += sent
-        count -= sent
+    try:
+        sockio.send_file(sock, file.fileno(), offset, count, timeout)
+    except OSError as exc:  # the timeout included
+        raise ClientWriteFailed(str(exc)) from exc
 
 
 def read_part(part: FilePart) -> Any:
@@ -84,8 +67,12 @@ def write_local_body(down: Any, answer: Respond, ctx: RequestContext, *,
             if isinstance(piece, FilePart):
                 sink = down.raw_sink(total - sent)
                 if sink is not None and not isinstance(sink, ssl.SSLSocket):
-                    down.flush(more=True)  # the head goes out with the file's first bytes
-                    send_file(sink, piece.file, piece.offset, piece.length)
+                    # the end of the body: head and file go with the loop turn's other
+                    # writes; otherwise the head goes out with the file's first bytes
+                    if not (sent + piece.length == total
+                            and down.hold_file(piece.file, piece.offset, piece.length)):
+                        down.flush(more=True)
+                        send_file(sink, piece.file, piece.offset, piece.length)
                     down.raw_body_sent(piece.length)
                 else:
                     down.flush()

@@ -17,7 +17,7 @@ one loop turn: under no load that is no delay at all, under load it is the time 
 takes anyway.
 
 Writes on one socket stay in order: ``send_all`` and ``send_pieces`` send a socket's
-deferred bytes first (``take_later``), and a caller about to write around them (``splice``,
+deferred bytes first (``settle``), and a caller about to write around them (``splice``,
 ``sendfile``) or to close the socket takes them itself. A deferred write the socket
 cannot take whole at the end of the turn is finished by a greenlet of its own, under the
 caller's write timeout; a later write on that socket waits for it. A deferred write that
@@ -28,11 +28,15 @@ as for any stale connection).
 
 from __future__ import annotations
 
+import os
 import socket
 
 import gevent
 from gevent.hub import get_hub
 from gevent.socket import socket as PlainSocket
+from gevent.socket import wait_write
+
+from workers.files import close_file
 
 
 def recv_later(sock: socket.socket, size: int) -> bytes:
@@ -58,9 +62,7 @@ def send_pieces(sock: socket.socket, pieces: list[bytes], flags: int = 0) -> Non
     they are; a TLS socket (which has no ``sendmsg``) gets them joined. The caller decides
     they are large enough (``VECTOR_MIN``)."""
     if _later or _writing:
-        prior = take_later(sock)
-        if prior:
-            pieces = [*prior, *pieces]
+        settle(sock)
     if type(sock) is PlainSocket:
         rest = _after(pieces, sock.sendmsg(pieces, (), flags))
         if rest:  # a short write: the rest, joined
@@ -76,9 +78,7 @@ def send_all(sock: socket.socket, data: bytes, flags: int = 0) -> None:
     time): one ``send`` almost always writes a whole response or request head. ``flags``
     (``MSG_MORE``) are for plain sockets only. The socket's deferred bytes go first."""
     if _later or _writing:
-        prior = take_later(sock)
-        if prior:
-            data = b"".join([*prior, data])
+        settle(sock)
     sent = sock.send(data, flags) if flags else sock.send(data)
     if sent < len(data):
         sock.sendall(memoryview(data)[sent:], flags)
@@ -86,62 +86,168 @@ def send_all(sock: socket.socket, data: bytes, flags: int = 0) -> None:
 
 # --- writes deferred to the end of the loop turn ----------------------------------------
 
-#: deferred pieces by socket, with the write timeout for what the socket cannot take at once
-_later: dict[socket.socket, tuple[list[bytes], float]] = {}
-#: the rest of a deferred write the socket did not take whole, being sent by a greenlet
+
+class HeldFile:
+    """``count`` bytes of an open file from ``offset``, held for ``sendfile``. The
+    descriptor is the held write's own (a ``dup``): the request may close its file
+    before the turn ends. Closed once sent or given up."""
+
+    __slots__ = ("count", "fd", "offset")
+
+    def __init__(self, fd: int, offset: int, count: int) -> None:
+        self.fd = fd
+        self.offset = offset
+        self.count = count
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            close_file(self.fd)
+            self.fd = -1
+
+
+Held = list[bytes | HeldFile]
+
+#: held writes by socket: the pieces in order, the write timeout for what the socket
+#: cannot take at once, and whether a file is among them
+_later: dict[socket.socket, tuple[Held, float, bool]] = {}
+#: the rest of a held write the socket did not take whole, being sent by a greenlet
 _writing: dict[socket.socket, gevent.Greenlet] = {}
 _scheduled = False
 
 
 def send_later(sock: socket.socket, pieces: list[bytes], timeout: float) -> bool:
     """Send ``pieces`` (in order, as one write) at the end of this loop turn, with the
-    other deferred writes; False (nothing done) when they must be sent now: a TLS socket,
-    or the rest of an earlier deferred write still on its way. Only for a final write,
-    after which the caller waits to read (or writes again through ``send_all``). The
-    pieces are referenced, not copied: they are in memory already."""
-    global _scheduled
+    other held writes; False (nothing done) when they must be sent now: a TLS socket,
+    or the rest of an earlier held write still on its way. Only for the end of a
+    response or request, after which the caller waits to read (or writes again through
+    ``send_all``). The pieces are referenced, not copied: they are in memory already."""
     if type(sock) is not PlainSocket or sock in _writing:
         return False
-    prior = _later.get(sock)
-    if prior is not None:  # pipelined responses: one after the other
-        prior[0].extend(pieces)
-    else:
-        _later[sock] = (pieces, timeout)
-    if not _scheduled:
-        _scheduled = True
-        get_hub().loop.run_callback(_send_deferred)
+    _hold(sock, pieces, timeout, False)  # type: ignore[arg-type]
     return True
 
 
-def take_later(sock: socket.socket) -> list[bytes]:
-    """What ``sock`` still owes of its deferred writes, now the caller's to send first:
-    the deferred pieces, or nothing once the greenlet finishing a short one is done
-    (waited for here; OSError if it failed)."""
+def send_file_later(sock: socket.socket, head: list[bytes], fd: int, offset: int,
+                    count: int, timeout: float) -> bool:
+    """``head`` then ``count`` bytes of the file ``fd`` from ``offset`` (``sendfile``),
+    held like ``send_later``; the caller may close ``fd`` at once."""
+    if type(sock) is not PlainSocket or sock in _writing:
+        return False
+    _hold(sock, [*head, HeldFile(os.dup(fd), offset, count)], timeout, True)
+    return True
+
+
+def _hold(sock: socket.socket, items: Held, timeout: float, has_file: bool) -> None:
+    global _scheduled
+    prior = _later.get(sock)
+    if prior is not None:  # pipelined responses: one after the other
+        prior[0].extend(items)
+        if has_file and not prior[2]:
+            _later[sock] = (prior[0], prior[1], True)
+    else:
+        _later[sock] = (items, timeout, has_file)
+    if not _scheduled:
+        _scheduled = True
+        get_hub().loop.run_callback(_send_deferred)
+
+
+def settle(sock: socket.socket) -> None:
+    """Send now, in the caller's greenlet, what ``sock`` still owes of its held writes:
+    first wait for the greenlet finishing a short one (OSError if it failed). The
+    caller bounds the wait (its deadline)."""
     writer = _writing.get(sock)
     if writer is not None and not writer.get():
-        raise BrokenPipeError("a deferred write on this socket failed")
+        raise BrokenPipeError("a held write on this socket failed")
     entry = _later.pop(sock, None)
-    return entry[0] if entry is not None else []
+    if entry is not None:
+        _send_items(sock, entry[0])
 
 
 def _send_deferred() -> None:
-    """The end of the loop turn (run by the hub): every deferred write, non-blocking."""
+    """The end of the loop turn (run by the hub): every held write, non-blocking; what a
+    socket does not take whole goes on in a greenlet (``_send_rest``)."""
     global _scheduled
     _scheduled = False
     batch = list(_later.items())
     _later.clear()
-    for sock, (pieces, timeout) in batch:
+    for sock, (items, timeout, has_file) in batch:
         raw = sock._sock  # type: ignore[attr-defined]  # the non-blocking socket itself
         try:
-            sent = raw.send(pieces[0]) if len(pieces) == 1 else raw.sendmsg(pieces)
+            if has_file:
+                rest = _send_some(raw, items)
+            else:  # the common case: bytes only
+                sent = raw.send(items[0]) if len(items) == 1 else raw.sendmsg(items)
+                tail = _after(items, sent)  # type: ignore[arg-type]
+                rest = [tail] if tail else []
         except BlockingIOError:
-            sent = 0
-        except OSError:  # reset, or closed meanwhile
+            rest = items
+        except OSError:  # reset, closed meanwhile, or a file that shrank
+            _close_files(items)
             _broken(sock)
             continue
-        rest = _after(pieces, sent)
         if rest:
             _writing[sock] = gevent.spawn(_send_rest, sock, rest, timeout)
+
+
+def _send_some(raw: socket.socket, items: Held) -> Held:
+    """As much of ``items`` as ``raw`` (non-blocking) takes now; the rest. Files sent
+    whole are closed; a file cut short stays open, its offset moved on."""
+    i, n = 0, len(items)
+    while i < n:
+        item = items[i]
+        if type(item) is HeldFile:
+            try:
+                sent = os.sendfile(raw.fileno(), item.fd, item.offset, item.count)
+            except BlockingIOError:
+                return items[i:]
+            if sent == 0:
+                raise OSError("file truncated while sending")
+            item.offset += sent
+            item.count -= sent
+            if item.count:
+                return items[i:]
+            item.close()
+            i += 1
+            continue
+        j = i + 1
+        while j < n and type(items[j]) is not HeldFile:
+            j += 1
+        run: list[bytes] = items[i:j]  # type: ignore[assignment]
+        flags = socket.MSG_MORE if j < n else 0  # the head goes with the file's bytes
+        try:
+            sent = raw.send(run[0], flags) if len(run) == 1 else raw.sendmsg(run, (), flags)
+        except BlockingIOError:
+            return items[i:]
+        tail = _after(run, sent)
+        if tail:
+            return [tail, *items[j:]]
+        i = j
+    return []
+
+
+def _send_items(sock: socket.socket, items: Held) -> None:
+    """``items`` in order, blocking (gevent); every held file closed whatever happens."""
+    try:
+        pieces: list[bytes] = []
+        for item in items:
+            if type(item) is HeldFile:
+                if pieces:
+                    sock.sendall(b"".join(pieces), socket.MSG_MORE)
+                    pieces = []
+                send_file(sock, item.fd, item.offset, item.count)
+                item.close()
+            else:
+                pieces.append(item)  # type: ignore[arg-type]
+        if pieces:
+            sock.sendall(b"".join(pieces))
+    finally:
+        _close_files(items)
+
+
+def _close_files(items: Held) -> None:
+    for item in items:
+        if type(item) is HeldFile:
+            item.close()
 
 
 def _after(pieces: list[bytes], sent: int) -> bytes:
@@ -153,22 +259,43 @@ def _after(pieces: list[bytes], sent: int) -> bytes:
     return b""
 
 
-def _send_rest(sock: socket.socket, rest: bytes, timeout: float) -> bool:
+def _send_rest(sock: socket.socket, rest: Held, timeout: float) -> bool:
     try:
         with gevent.Timeout(timeout or None, TimeoutError):
-            sock.sendall(rest)
+            _send_items(sock, rest)
         return True
     except OSError:  # TimeoutError included: the peer stopped reading
         _broken(sock)
         return False
     finally:
+        _close_files(rest)
         _writing.pop(sock, None)
 
 
 def _broken(sock: socket.socket) -> None:
-    """A deferred write failed: end the socket both ways, so a reader waiting on it wakes
+    """A held write failed: end the socket both ways, so a reader waiting on it wakes
     (its owner sees the connection end and closes it)."""
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+def send_file(sock: socket.socket, fd: int, offset: int, count: int,
+              timeout: float | None = None) -> None:
+    """``count`` bytes of the file ``fd`` from ``offset`` to ``sock`` with ``os.sendfile``,
+    waiting (gevent) while the socket is full; OSError on failure, also when the file
+    turns out shorter than ``count``."""
+    out_fd = sock.fileno()
+    while count > 0:
+        try:
+            sent = os.sendfile(out_fd, fd, offset, min(count, 1 << 30))
+        except BlockingIOError:
+            wait_write(out_fd, timeout=timeout)
+            continue
+        except InterruptedError:
+            continue
+        if sent == 0:  # the file shrank under us: the promised length cannot be kept
+            raise OSError("file truncated while sending")
+        offset += sent
+        count -= sent

@@ -8,12 +8,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.support.client import raw_exchange
+from tests.support.client import raw_exchange, read_responses
 from tests.support.h2c import http1, http2
 from tests.support.proc import PingapProcess, free_port
 
@@ -79,6 +80,34 @@ def test_files_over_http1_and_http2(pingap: Callable[..., PingapProcess], site: 
     head = http1(port, "HEAD", "/big.bin")
     assert head.status == 200 and head.body == b""
     assert head.header("content-length") == str(len(big))
+
+
+def test_pipelined_files_come_back_whole_and_in_order(
+        pingap: Callable[..., PingapProcess], site: Path) -> None:
+    """A file's head and ``sendfile`` wait for the end of the loop turn like any response
+    end: pipelined requests for large and small files, a range, a 404 and a 304 still get
+    their answers in request order, each whole."""
+    port = serve(pingap, site)
+    big = (site / "big.bin").read_bytes()
+    css = (site / "app.css").read_bytes()
+    first = http1(port, path="/app.css")
+    etag = first.header("etag")
+    requests = [("/big.bin", {}), ("/index.html", {}), ("/missing", {}),
+                ("/app.css", {"If-None-Match": etag}), ("/big.bin", {"Range": "bytes=10-19"}),
+                ("/app.css", {})] * 3
+    wire = b"".join(
+        f"GET {path} HTTP/1.1\r\nHost: files.test\r\n".encode()
+        + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n"
+        for path, headers in requests)
+    want = [(200, big), (200, b"<h1>home</h1>"), (404, None), (304, b""), (206, big[10:20]),
+            (200, css)] * 3
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(wire)
+        replies = read_responses(sock, len(requests))
+    for (path, _), (status, body), (reply, got) in zip(requests, want, replies, strict=True):
+        assert reply.status == status, path
+        if body is not None:
+            assert got == body, path
 
 
 def test_ranges_and_conditionals(pingap: Callable[..., PingapProcess], site: Path) -> None:

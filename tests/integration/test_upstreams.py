@@ -9,7 +9,7 @@ import json
 import socket
 from collections import Counter
 
-from tests.support.client import request
+from tests.support.client import read_responses, request
 from tests.support.configs import proxy_config
 from tests.support.proc import free_port, wait_for
 
@@ -126,32 +126,6 @@ def test_max_retries_moves_to_the_next_backend(backends, pingap) -> None:
     assert all(request(port, path="/x").status == 200 for _ in range(6))
 
 
-class _KeptOpen:
-    """One buffered reader shared by successive responses (each would close it)."""
-
-    def __init__(self, stream: object) -> None:
-        self._stream = stream
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._stream, name)
-
-    def close(self) -> None:
-        pass
-
-
-def _read_responses(sock: socket.socket,
-                    count: int) -> list[tuple[http.client.HTTPResponse, bytes]]:
-    """``count`` responses read one after the other from ``sock``, with their bodies."""
-    stream = _KeptOpen(sock.makefile("rb"))
-    replies = []
-    for _ in range(count):
-        reply = http.client.HTTPResponse(sock)
-        reply.fp = stream  # type: ignore[assignment]  # every response from one reader
-        reply.begin()
-        replies.append((reply, reply.read()))
-    return replies
-
-
 def test_pipelined_small_and_large_responses_come_back_whole_and_in_order(
         backends, pingap) -> None:
     """Small responses wait for the end of the loop turn, large ones go at once: on one
@@ -184,7 +158,7 @@ data = "{big}"
                     for p in paths)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(wire)
-        replies = _read_responses(sock, len(paths))
+        replies = read_responses(sock, len(paths))
     for path, (reply, body) in zip(paths, replies, strict=True):
         assert reply.status == 200, path
         if path == "/local/big":
@@ -208,7 +182,7 @@ def test_a_request_followed_by_the_end_of_the_client_stream_gets_its_response(
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             sock.sendall(b"GET /half-closed HTTP/1.1\r\nHost: fin.test\r\n\r\n")
             sock.shutdown(socket.SHUT_WR)
-            reply, body = _read_responses(sock, 1)[0]
+            reply, body = read_responses(sock, 1)[0]
             assert reply.status == 200
             assert json.loads(body)["target"] == "/half-closed"
             assert sock.recv(100) == b""  # then the proxy closes

@@ -90,3 +90,29 @@ def h1_request(port: int, method: str = "GET", path: str = "/", *,
     reply = request(port, method, path, headers=headers, body=body or None, timeout=timeout)
     return Answer(reply.status, [(n.lower(), v) for n, v in reply.headers.items()],
                   reply.body, reply.elapsed)
+
+
+class _KeptOpen:
+    """One buffered reader shared by successive responses (each would close it)."""
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+    def close(self) -> None:
+        pass
+
+
+def read_responses(sock: socket.socket,
+                    count: int) -> list[tuple[http.client.HTTPResponse, bytes]]:
+    """``count`` responses read one after the other from ``sock``, with their bodies."""
+    stream = _KeptOpen(sock.makefile("rb"))
+    replies = []
+    for _ in range(count):
+        reply = http.client.HTTPResponse(sock)
+        reply.fp = stream  # type: ignore[assignment]  # every response from one reader
+        reply.begin()
+        replies.append((reply, reply.read()))
+    return replies

@@ -5,13 +5,15 @@ writes, finished when the socket takes only part, and a failure that wakes the r
 
 from __future__ import annotations
 
+import os
 import socket as stdlib_socket
+from pathlib import Path
 
 import gevent
 from gevent import socket
 
 from workers import sockio
-from workers.sockio import VECTOR_MIN, send_all, send_later, send_pieces, take_later
+from workers.sockio import VECTOR_MIN, send_all, send_file_later, send_later, send_pieces, settle
 
 
 def _pair(sndbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
@@ -130,15 +132,76 @@ def test_non_gevent_sockets_are_not_deferred() -> None:
         assert not sockio._later
 
 
-def test_take_later_hands_the_deferred_bytes_to_the_caller() -> None:
+def test_settle_sends_the_held_bytes_now_and_once() -> None:
     """What a caller writing around ``send_all`` (splice, sendfile, close) does first."""
     left, right = _pair()
     with left, right:
         assert send_later(left, [b"owed"], 5.0)
-        assert take_later(left) == [b"owed"]
-        assert take_later(left) == []
+        settle(left)
+        assert right.recv(100) == b"owed"
+        settle(left)  # nothing left to send
         gevent.sleep(0)
-        assert _nothing_waiting(right)  # taken: the loop turn did not send it again
+        assert _nothing_waiting(right)  # sent: the loop turn did not send it again
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _file(tmp_path: Path, size: int) -> tuple[bytes, int]:
+    data = bytes(range(256)) * (size // 256)
+    path = tmp_path / "body.bin"
+    path.write_bytes(data)
+    return data, os.open(path, os.O_RDONLY)
+
+
+def test_a_held_file_follows_its_head_though_the_caller_closed_it(tmp_path: Path) -> None:
+    """A static file's end: the head and a ``sendfile`` of the file, held to the end of
+    the turn; the request closes its file at once, the held write has its own
+    descriptor and closes it once sent."""
+    data, fd = _file(tmp_path, 102400)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+    left, right = _pair()
+    with left, right:
+        before = _open_fds()
+        assert send_file_later(left, [head], fd, 1000, 100, 5.0)
+        os.close(fd)
+        assert _nothing_waiting(right)
+        gevent.sleep(0)
+        assert _read_all(right, len(head) + 100) == head + data[1000:1100]
+        assert _open_fds() == before - 1  # the caller's descriptor and the held one: closed
+
+
+def test_a_held_file_the_socket_takes_only_in_part_is_finished_in_order(
+        tmp_path: Path) -> None:
+    data, fd = _file(tmp_path, 204800)
+    left, right = _pair(sndbuf=4096)
+    with left, right:
+        before = _open_fds()
+        assert send_later(left, [b"first|"], 5.0)
+        assert send_file_later(left, [b"head|"], fd, 0, len(data), 5.0)  # pipelined
+        os.close(fd)
+        gevent.sleep(0)
+        assert sockio._writing  # the socket took only part
+        want = b"first|head|" + data + b"|last"
+        reader = gevent.spawn(_read_all, right, len(want))
+        send_all(left, b"|last")  # waits for the rest first
+        assert reader.get(timeout=10) == want
+        assert _open_fds() == before - 1
+
+
+def test_a_held_file_whose_socket_failed_is_closed_and_the_reader_wakes(
+        tmp_path: Path) -> None:
+    _, fd = _file(tmp_path, 4096)
+    left, right = _pair()
+    with left:
+        before = _open_fds()
+        right.close()
+        assert send_file_later(left, [b"head"], fd, 0, 4096, 5.0)
+        os.close(fd)
+        reader = gevent.spawn(left.recv, 100)
+        assert reader.get(timeout=10) == b""
+        assert _open_fds() == before - 2  # right, and the file: both descriptors closed
 
 
 def test_a_deferred_write_the_socket_takes_only_in_part_is_finished_in_order() -> None:
