@@ -136,9 +136,13 @@ class LocationRuntime:
     processing: int = 0
     #: ``plugins`` by step, as the session runs them (``plugins_by_step``)
     plugin_steps: dict[str, tuple[Plugin, ...]] = field(default_factory=dict)
+    #: the plugins that may install a body filter, lowest ``filter_rank`` first
+    filter_plugins: tuple[Plugin, ...] = ()
 
     def __post_init__(self) -> None:
         self.plugin_steps = plugins_by_step(self.plugins)
+        self.filter_plugins = tuple(sorted((p for p in self.plugins if p.filter_rank),
+                                           key=lambda p: p.filter_rank))
 
 
 @dataclass(slots=True)

@@ -259,7 +259,7 @@ class ProxySession:
             if replacement is not None:
                 self.replacement = replacement
                 return out
-        if self.location is not None and self.location.plugins:
+        if self.location is not None and self.location.filter_plugins:
             self._add_filters(status, out)
         ctx.response_headers = out
         return out
@@ -279,12 +279,8 @@ class ProxySession:
         """Ask the plugins with a ``filter_rank``, lowest first, for their body filter;
         True if any was installed (``ctx.add_body_filter``)."""
         assert self.location is not None
-        ranked = [p for p in self.location.plugins if p.filter_rank]
-        if not ranked:
-            return False
-        ranked.sort(key=lambda p: p.filter_rank)
         added = False
-        for plugin in ranked:
+        for plugin in self.location.filter_plugins:
             body_filter = plugin.body_filter(self.ctx, status, headers)
             if body_filter is not None:
                 self.ctx.add_body_filter(body_filter)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pingap.actions import CONTINUE, Continue, Respond
 from pingap.context import RequestContext
-from pingap.headers import Headers
+from pingap.headers import Headers, header_value
 from pingap.plugins import (
     OptionProblems,
     Plugin,
@@ -70,6 +70,7 @@ class RequestId(Plugin):
         problems = OptionProblems()
         self.header = _header_name(str(options.get("header_name") or "X-Request-Id"),
                                    "header_name", problems)
+        self.header_low = self.header.lower()
         self.nanoid = str(options.get("algorithm") or "") == "nanoid"
         size = options.get("size") or 8
         if not isinstance(size, int) or not 1 <= size <= 256:
@@ -86,12 +87,14 @@ class RequestId(Plugin):
     def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
         if step != self.step:
             return CONTINUE
-        incoming = ctx.request_header(self.header.decode("latin-1"))
+        incoming = header_value(ctx.request_headers, self.header_low)
         if incoming is not None:
-            ctx.request_id = incoming
+            ctx.request_id = incoming.decode("latin-1")
             return CONTINUE
         ctx.request_id = self.new_id()
-        set_request_headers(ctx, [(self.header, ctx.request_id.encode("latin-1"))])
+        # absent (just looked up): appended to a copy, the client's list stays as sent
+        ctx.request_headers = [*ctx.request_headers,
+                               (self.header, ctx.request_id.encode("latin-1"))]
         return CONTINUE
 
 
@@ -123,6 +126,7 @@ class ResponseHeaders(Plugin):
         self.set_absent = _rules(options, "set_headers_not_exists", problems)
         self.remove = [_header_name(item, f"remove_headers[{i}]", problems)
                        for i, item in enumerate(str_list(options, "remove_headers"))]
+        self.remove_low = frozenset(name.lower() for name in self.remove)
         self.rename: list[tuple[bytes, bytes]] = []
         for i, item in enumerate(options.get("rename_headers") or []):
             old, sep, new = str(item).partition(":")
@@ -139,12 +143,19 @@ class ResponseHeaders(Plugin):
             value = rule.value(ctx)
             if value is not None:
                 headers.append((rule.name, value))
-        for name in self.remove:
-            remove_header(headers, name)
+        # remove, then set (each set name replaced, a later rule for a name winning):
+        # one pass over the headers for both
+        chosen: dict[bytes, tuple[bytes, bytes]] = {}
         for rule in self.set:
             value = rule.value(ctx)
             if value is not None:
-                set_header(headers, rule.name, value)
+                low = rule.name.lower()
+                chosen.pop(low, None)  # a later rule for a name takes its place at the end
+                chosen[low] = (rule.name, value)
+        drop = self.remove_low.union(chosen) if chosen else self.remove_low
+        if drop:
+            headers[:] = [item for item in headers if item[0].lower() not in drop]
+            headers.extend(chosen.values())
         for rule in self.set_absent:
             low = rule.name.lower()
             if not any(n.lower() == low for n, _ in headers):
