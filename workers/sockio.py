@@ -6,21 +6,23 @@ general and cost a syscall (and, for the failed read, a raised and caught except
 every request here: ``perf stat`` counted 7.7 syscalls per proxied pong, 1.9 of them
 reads that found nothing.
 
-Small final writes wait for the end of the loop turn (``send_later``): a whole response on
-a kept-alive connection, a body-less request head. Every write deferred in one turn of the
-hub goes out together, after every greenlet the turn woke has run. A peer that sleeps (a
-client or a backend on another CPU) is then woken once for several writes rather than
-once each; each such wake-up of a sleeping process is an inter-processor interrupt, which
-``perf`` showed at 14 % of a worker's time under the pong bench (``sock_def_readable``).
-Node's http server does the same: a response is corked until the next tick. The delay is
-one loop turn: under no load that is no delay at all, under load it is the time the turn
-takes anyway.
+The last write of a response or request waits for the end of the loop turn
+(``send_later``, ``send_file_later``): the end of a whole response on a kept-alive
+connection (its pieces referenced, whatever their size), a static file's head and
+``sendfile``, a body-less request head. Every write held in one turn of the hub goes out
+together, after every greenlet the turn woke has run. A peer that sleeps (a client or a
+backend on another CPU) is then woken once for several writes rather than once each; each
+such wake-up of a sleeping process is an inter-processor interrupt, which ``perf`` showed
+at 14 % of a worker's time under the pong bench (``sock_def_readable``). Node's http
+server does the same: a response is corked until the next tick. The delay is one loop
+turn: under no load that is no delay at all, under load it is the time the turn takes
+anyway.
 
-Writes on one socket stay in order: ``send_all`` and ``send_pieces`` send a socket's
-deferred bytes first (``settle``), and a caller about to write around them (``splice``,
-``sendfile``) or to close the socket takes them itself. A deferred write the socket
-cannot take whole at the end of the turn is finished by a greenlet of its own, under the
-caller's write timeout; a later write on that socket waits for it. A deferred write that
+Writes on one socket stay in order: ``send_all`` and ``send_pieces`` send a socket's held
+writes first (``settle``), and a caller about to write around them (``splice``,
+``sendfile``) or to close the socket settles them itself. A held write the socket cannot
+take whole at the end of the turn is finished by a greenlet of its own, under the
+caller's write timeout; a later write on that socket waits for it. A held write that
 fails shuts the socket down, so whoever waits to read from it wakes up (the client's
 connection ends; a pooled upstream connection reads as closed, and its request goes again
 as for any stale connection).
