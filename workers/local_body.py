@@ -68,7 +68,8 @@ def write_local_body(down: Any, answer: Respond, ctx: RequestContext, *,
                 sink = down.raw_sink(total - sent)
                 if sink is not None and not isinstance(sink, ssl.SSLSocket):
                     # the end of the body: head and file go with the loop turn's other
-                    # writes; otherwise the head goes out with the file's first bytes
+                    # writes (a file under ``sockio.HOLD_FILE_MAX``); otherwise the head
+                    # goes out with the file's first bytes
                     if not (sent + piece.length == total
                             and down.hold_file(piece.file, piece.offset, piece.length)):
                         down.flush(more=True)

@@ -109,6 +109,11 @@ class HeldFile:
 
 Held = list[bytes | HeldFile]
 
+#: a file from this size on is sent at once, not held: its ``sendfile`` may take a slow
+#: client long, which the request should still be in progress for (its write timeout
+#: applies per wait, the file cache counts it among its reads: ``reading_max``)
+HOLD_FILE_MAX = 256 * 1024
+
 #: held writes by socket: the pieces in order, the write timeout for what the socket
 #: cannot take at once, and whether a file is among them
 _later: dict[socket.socket, tuple[Held, float, bool]] = {}
@@ -132,8 +137,9 @@ def send_later(sock: socket.socket, pieces: list[bytes], timeout: float) -> bool
 def send_file_later(sock: socket.socket, head: list[bytes], fd: int, offset: int,
                     count: int, timeout: float) -> bool:
     """``head`` then ``count`` bytes of the file ``fd`` from ``offset`` (``sendfile``),
-    held like ``send_later``; the caller may close ``fd`` at once."""
-    if type(sock) is not PlainSocket or sock in _writing:
+    held like ``send_later``; the caller may close ``fd`` at once. False (nothing done)
+    also for a file of ``HOLD_FILE_MAX`` bytes or more."""
+    if type(sock) is not PlainSocket or sock in _writing or count >= HOLD_FILE_MAX:
         return False
     _hold(sock, [*head, HeldFile(os.dup(fd), offset, count)], timeout, True)
     return True

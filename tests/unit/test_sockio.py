@@ -13,7 +13,15 @@ import gevent
 from gevent import socket
 
 from workers import sockio
-from workers.sockio import VECTOR_MIN, send_all, send_file_later, send_later, send_pieces, settle
+from workers.sockio import (
+    HOLD_FILE_MAX,
+    VECTOR_MIN,
+    send_all,
+    send_file_later,
+    send_later,
+    send_pieces,
+    settle,
+)
 
 
 def _pair(sndbuf: int | None = None) -> tuple[socket.socket, socket.socket]:
@@ -172,9 +180,22 @@ def test_a_held_file_follows_its_head_though_the_caller_closed_it(tmp_path: Path
         assert _open_fds() == before - 1  # the caller's descriptor and the held one: closed
 
 
+def test_a_large_file_is_not_held(tmp_path: Path) -> None:
+    """Its sendfile may take a slow client long: it is sent while the request is still in
+    progress (the file cache counts it among its reads), with the per-wait timeout."""
+    _, fd = _file(tmp_path, HOLD_FILE_MAX)
+    left, right = _pair()
+    with left, right:
+        assert not send_file_later(left, [b"head"], fd, 0, HOLD_FILE_MAX, 5.0)
+        assert send_file_later(left, [b"head"], fd, 0, HOLD_FILE_MAX - 1, 5.0)
+        os.close(fd)
+        gevent.sleep(0)
+        assert _read_all(right, HOLD_FILE_MAX + 3)[:4] == b"head"
+
+
 def test_a_held_file_the_socket_takes_only_in_part_is_finished_in_order(
         tmp_path: Path) -> None:
-    data, fd = _file(tmp_path, 204800)
+    data, fd = _file(tmp_path, 204800)  # under HOLD_FILE_MAX
     left, right = _pair(sndbuf=4096)
     with left, right:
         before = _open_fds()
