@@ -8,15 +8,15 @@ reads that found nothing.
 
 The last write of a response or request waits for the end of the loop turn
 (``send_later``, ``send_file_later``): the end of a whole response on a kept-alive
-connection (its pieces referenced, whatever their size), a file's head and
-``sendfile`` (under ``HOLD_FILE_MAX``), a body-less request head. Every write held in one
-turn of the hub goes out together, after every greenlet the turn woke has run. A peer that sleeps (a client or a
-backend on another CPU) is then woken once for several writes rather than once each; each
-such wake-up of a sleeping process is an inter-processor interrupt, which ``perf`` showed
-at 14 % of a worker's time under the pong bench (``sock_def_readable``). Node's http
-server does the same: a response is corked until the next tick. The delay is one loop
-turn: under no load that is no delay at all, under load it is the time the turn takes
-anyway.
+connection (its pieces referenced, whatever their size), a file's head and ``sendfile``
+(under ``HOLD_FILE_MAX``), a body-less request head. Every write held in one turn of the
+hub goes out together, after every greenlet the turn woke has run. A peer that sleeps (a
+client or a backend on another CPU) is then woken once for several writes rather than
+once each; each such wake-up of a sleeping process is an inter-processor interrupt, which
+``perf`` showed at 14 % of a worker's time under the pong bench (``sock_def_readable``).
+Node's http server does the same: a response is corked until the next tick. The delay is
+one loop turn: under no load that is no delay at all, under load it is the time the turn
+takes anyway.
 
 Writes on one socket stay in order: ``send_all`` and ``send_pieces`` send a socket's held
 writes first (``settle``), and a caller about to write around them (``splice``,
