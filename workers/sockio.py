@@ -30,6 +30,7 @@ as for any stale connection).
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -39,6 +40,8 @@ from gevent.socket import socket as PlainSocket
 from gevent.socket import wait_write
 
 from workers.files import close_file
+
+log = logging.getLogger("pingap.sockio")
 
 
 def recv_later(sock: socket.socket, size: int) -> bytes:
@@ -141,7 +144,11 @@ def send_file_later(sock: socket.socket, head: list[bytes], fd: int, offset: int
     also for a file of ``HOLD_FILE_MAX`` bytes or more."""
     if type(sock) is not PlainSocket or sock in _writing or count >= HOLD_FILE_MAX:
         return False
-    _hold(sock, [*head, HeldFile(os.dup(fd), offset, count)], timeout, True)
+    try:
+        own = os.dup(fd)
+    except OSError:  # out of descriptors: the caller sends it now, with its own
+        return False
+    _hold(sock, [*head, HeldFile(own, offset, count)], timeout, True)
     return True
 
 
@@ -190,6 +197,11 @@ def _send_deferred() -> None:
         except BlockingIOError:
             rest = items
         except OSError:  # reset, closed meanwhile, or a file that shrank
+            _close_files(items)
+            _broken(sock)
+            continue
+        except Exception:  # a bug here must not cost the other sockets their writes
+            log.exception("held write failed")
             _close_files(items)
             _broken(sock)
             continue

@@ -6,6 +6,7 @@ writes, finished when the socket takes only part, and a failure that wakes the r
 from __future__ import annotations
 
 import os
+import resource
 import socket as stdlib_socket
 from pathlib import Path
 
@@ -191,6 +192,26 @@ def test_a_large_file_is_not_held(tmp_path: Path) -> None:
         os.close(fd)
         gevent.sleep(0)
         assert _read_all(right, HOLD_FILE_MAX + 3)[:4] == b"head"
+
+
+def test_a_file_is_not_held_when_no_descriptor_is_left(tmp_path: Path) -> None:
+    """The held write needs a descriptor of its own; out of them (EMFILE), the caller
+    sends the file now with its own instead of failing the request."""
+    _, fd = _file(tmp_path, 4096)
+    left, right = _pair()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with left, right:
+        probe = os.dup(fd)  # the lowest free descriptor number
+        os.close(probe)
+        lowest_free = probe
+        try:
+            # the next descriptor would be lowest_free: at the limit, dup fails (EMFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+            assert not send_file_later(left, [b"head"], fd, 0, 4096, 5.0)
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            os.close(fd)
+        assert not sockio._later
 
 
 def test_a_held_file_the_socket_takes_only_in_part_is_finished_in_order(
