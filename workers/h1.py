@@ -164,10 +164,10 @@ class H1Connection(Downstream):
             pass
         finally:
             self.deadline = 0.0
-        try:
-            self.sock.close()
-        except OSError:
-            pass
+            try:
+                self.sock.close()  # also when killed while settling (a second drain step)
+            except OSError:
+                pass
 
     def reject(self, err: PingapError) -> None:
         """Answer a malformed request and close; nothing reached any upstream."""

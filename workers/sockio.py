@@ -60,6 +60,14 @@ def recv_later(sock: socket.socket, size: int) -> bytes:
 #: from this many bytes on, the pieces of one flush are worth ``send_pieces`` (a 100 KB
 #: body is not copied once more in user space); below it a join and one ``send`` cost less
 VECTOR_MIN = 32768
+#: more pieces than this are joined before a ``sendmsg``: the kernel takes at most 1024
+#: (IOV_MAX, EMSGSIZE past it: a chunked response read in many small chunks), and past a
+#: few dozen one copy costs less than the vector
+VECTOR_MAX_PIECES = 64
+
+
+def _vector(pieces: list[bytes]) -> list[bytes]:
+    return pieces if len(pieces) <= VECTOR_MAX_PIECES else [b"".join(pieces)]
 
 
 def send_pieces(sock: socket.socket, pieces: list[bytes], flags: int = 0) -> None:
@@ -69,6 +77,7 @@ def send_pieces(sock: socket.socket, pieces: list[bytes], flags: int = 0) -> Non
     if _later or _writing:
         settle(sock)
     if type(sock) is PlainSocket:
+        pieces = _vector(pieces)
         rest = _after(pieces, sock.sendmsg(pieces, (), flags))
         if rest:  # a short write: the rest, joined
             send_all(sock, rest, flags)
@@ -142,7 +151,7 @@ def send_file_later(sock: socket.socket, head: list[bytes], fd: int, offset: int
     """``head`` then ``count`` bytes of the file ``fd`` from ``offset`` (``sendfile``),
     held like ``send_later``; the caller may close ``fd`` at once. False (nothing done)
     also for a file of ``HOLD_FILE_MAX`` bytes or more."""
-    if type(sock) is not PlainSocket or sock in _writing or count >= HOLD_FILE_MAX:
+    if type(sock) is not PlainSocket or sock in _writing or not 0 < count < HOLD_FILE_MAX:
         return False
     try:
         own = os.dup(fd)
@@ -191,8 +200,9 @@ def _send_deferred() -> None:
             if has_file:
                 rest = _send_some(raw, items)
             else:  # the common case: bytes only
-                sent = raw.send(items[0]) if len(items) == 1 else raw.sendmsg(items)
-                tail = _after(items, sent)  # type: ignore[arg-type]
+                pieces = _vector(items)  # type: ignore[arg-type]
+                sent = raw.send(pieces[0]) if len(pieces) == 1 else raw.sendmsg(pieces)
+                tail = _after(pieces, sent)
                 rest = [tail] if tail else []
         except BlockingIOError:
             rest = items
@@ -232,7 +242,7 @@ def _send_some(raw: socket.socket, items: Held) -> Held:
         j = i + 1
         while j < n and type(items[j]) is not HeldFile:
             j += 1
-        run: list[bytes] = items[i:j]  # type: ignore[assignment]
+        run = _vector(items[i:j])  # type: ignore[arg-type]
         flags = socket.MSG_MORE if j < n else 0  # the head goes with the file's bytes
         try:
             sent = raw.send(run[0], flags) if len(run) == 1 else raw.sendmsg(run, (), flags)

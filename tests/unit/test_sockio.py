@@ -284,3 +284,26 @@ def test_a_deferred_rest_that_times_out_fails_the_next_write() -> None:
             pass
         else:
             raise AssertionError("a write after the failed deferred one went through")
+
+
+def test_many_small_pieces_arrive_whole() -> None:
+    """A chunked response read in many small chunks: more pieces than ``sendmsg`` takes at
+    once (1024), held or sent at once, still arrive whole (joined first)."""
+    pieces = [b"%x\r\n%s\r\n" % (5, b"chunk") for _ in range(1100)] + [b"0\r\n\r\n"]
+    big = [*pieces[:-1], b"x" * VECTOR_MIN]
+    left, right = _pair()
+    with left, right:
+        assert send_later(left, list(pieces), 5.0)
+        gevent.sleep(0)
+        assert _read_all(right, len(b"".join(pieces))) == b"".join(pieces)
+        send_pieces(left, big)  # a large flush of many pieces, at once
+        assert _read_all(right, len(b"".join(big))) == b"".join(big)
+
+
+def test_an_empty_file_is_not_held(tmp_path: Path) -> None:
+    _, fd = _file(tmp_path, 256)
+    left, right = _pair()
+    with left, right:
+        assert not send_file_later(left, [b"head"], fd, 0, 0, 5.0)
+        os.close(fd)
+        assert not sockio._later
