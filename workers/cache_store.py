@@ -165,9 +165,8 @@ class _Reading(OpenFile):
         self._slot = slot
 
     def close(self) -> None:
-        if not self.closed:
-            super().close()
-            self._slot.release()
+        super().close()
+        self._slot.release()  # once, also after ``detach``
 
 
 def _touch(file: int | str, st: os.stat_result) -> None:

@@ -43,6 +43,13 @@ class OpenFile:
             close_file(self._fd)
             self._fd = -1
 
+    def detach(self) -> int:
+        """The descriptor, now the caller's to close (a held ``sendfile``); ``close``
+        does nothing after this."""
+        fd = self.fileno()
+        self._fd = -1
+        return fd
+
 
 class LocalFiles:
     """``pingap.plugins.static.StaticFiles`` on the local disk."""

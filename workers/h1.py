@@ -265,7 +265,7 @@ class H1Connection(Downstream):
         if not self.codec.keeps_alive():
             return False
         out = self._out
-        if not send_file_later(self.sock, out, file.fileno(), offset, count,
+        if not send_file_later(self.sock, out, file, offset, count,
                                self.write_timeout):
             return False
         self._out = []

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from typing import Any
 
 import gevent
 from gevent.hub import get_hub
@@ -103,8 +104,9 @@ def send_all(sock: socket.socket, data: bytes, flags: int = 0) -> None:
 
 class HeldFile:
     """``count`` bytes of an open file from ``offset``, held for ``sendfile``. The
-    descriptor is the held write's own (a ``dup``): the request may close its file
-    before the turn ends. Closed once sent or given up."""
+    descriptor is the held write's own (taken over from the request's file, or a
+    ``dup``): the request may close its file before the turn ends. Closed once sent or
+    given up."""
 
     __slots__ = ("count", "fd", "offset")
 
@@ -146,17 +148,23 @@ def send_later(sock: socket.socket, pieces: list[bytes], timeout: float) -> bool
     return True
 
 
-def send_file_later(sock: socket.socket, head: list[bytes], fd: int, offset: int,
+def send_file_later(sock: socket.socket, head: list[bytes], file: Any, offset: int,
                     count: int, timeout: float) -> bool:
-    """``head`` then ``count`` bytes of the file ``fd`` from ``offset`` (``sendfile``),
-    held like ``send_later``; the caller may close ``fd`` at once. False (nothing done)
-    also for a file of ``HOLD_FILE_MAX`` bytes or more."""
+    """``head`` then ``count`` bytes of ``file`` from ``offset`` (``sendfile``), held like
+    ``send_later``; the caller may close ``file`` at once. The held write takes the
+    descriptor over when ``file`` can give it up (``detach``: ``workers.files.OpenFile``),
+    else it holds a ``dup`` of it. False (nothing done) also for a file of
+    ``HOLD_FILE_MAX`` bytes or more."""
     if type(sock) is not PlainSocket or sock in _writing or not 0 < count < HOLD_FILE_MAX:
         return False
-    try:
-        own = os.dup(fd)
-    except OSError:  # out of descriptors: the caller sends it now, with its own
-        return False
+    detach = getattr(file, "detach", None)
+    if detach is not None:
+        own = detach()
+    else:
+        try:
+            own = os.dup(file.fileno())
+        except OSError:  # out of descriptors: the caller sends it now, with its own
+            return False
     _hold(sock, [*head, HeldFile(own, offset, count)], timeout, True)
     return True
 

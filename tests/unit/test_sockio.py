@@ -14,6 +14,7 @@ import gevent
 from gevent import socket
 
 from workers import sockio
+from workers.files import OpenFile
 from workers.sockio import (
     HOLD_FILE_MAX,
     VECTOR_MIN,
@@ -164,6 +165,34 @@ def _file(tmp_path: Path, size: int) -> tuple[bytes, int]:
     return data, os.open(path, os.O_RDONLY)
 
 
+class _Shared:
+    """A file the held write may not take over (no ``detach``): it holds a ``dup``."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+def test_a_held_file_takes_the_request_s_descriptor_over(tmp_path: Path) -> None:
+    """A static file's own ``OpenFile``: the held write takes its descriptor (no ``dup``,
+    no second ``close``); the request's ``close`` then leaves it open until it is sent."""
+    data, fd = _file(tmp_path, 4096)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n"
+    left, right = _pair()
+    with left, right:
+        before = _open_fds()
+        handle = OpenFile(fd)
+        assert send_file_later(left, [head], handle, 0, 4096, 5.0)
+        handle.close()  # the request ends
+        assert handle.closed and _open_fds() == before  # not closed, not duplicated
+        assert _nothing_waiting(right)
+        gevent.sleep(0)
+        assert _read_all(right, len(head) + 4096) == head + data
+        assert _open_fds() == before - 1  # closed once sent
+
+
 def test_a_held_file_follows_its_head_though_the_caller_closed_it(tmp_path: Path) -> None:
     """A static file's end: the head and a ``sendfile`` of the file, held to the end of
     the turn; the request closes its file at once, the held write has its own
@@ -173,7 +202,7 @@ def test_a_held_file_follows_its_head_though_the_caller_closed_it(tmp_path: Path
     left, right = _pair()
     with left, right:
         before = _open_fds()
-        assert send_file_later(left, [head], fd, 1000, 100, 5.0)
+        assert send_file_later(left, [head], _Shared(fd), 1000, 100, 5.0)
         os.close(fd)
         assert _nothing_waiting(right)
         gevent.sleep(0)
@@ -187,8 +216,8 @@ def test_a_large_file_is_not_held(tmp_path: Path) -> None:
     _, fd = _file(tmp_path, HOLD_FILE_MAX)
     left, right = _pair()
     with left, right:
-        assert not send_file_later(left, [b"head"], fd, 0, HOLD_FILE_MAX, 5.0)
-        assert send_file_later(left, [b"head"], fd, 0, HOLD_FILE_MAX - 1, 5.0)
+        assert not send_file_later(left, [b"head"], _Shared(fd), 0, HOLD_FILE_MAX, 5.0)
+        assert send_file_later(left, [b"head"], _Shared(fd), 0, HOLD_FILE_MAX - 1, 5.0)
         os.close(fd)
         gevent.sleep(0)
         assert _read_all(right, HOLD_FILE_MAX + 3)[:4] == b"head"
@@ -207,7 +236,7 @@ def test_a_file_is_not_held_when_no_descriptor_is_left(tmp_path: Path) -> None:
         try:
             # the next descriptor would be lowest_free: at the limit, dup fails (EMFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
-            assert not send_file_later(left, [b"head"], fd, 0, 4096, 5.0)
+            assert not send_file_later(left, [b"head"], _Shared(fd), 0, 4096, 5.0)
         finally:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
             os.close(fd)
@@ -221,7 +250,7 @@ def test_a_held_file_the_socket_takes_only_in_part_is_finished_in_order(
     with left, right:
         before = _open_fds()
         assert send_later(left, [b"first|"], 5.0)
-        assert send_file_later(left, [b"head|"], fd, 0, len(data), 5.0)  # pipelined
+        assert send_file_later(left, [b"head|"], _Shared(fd), 0, len(data), 5.0)  # pipelined
         os.close(fd)
         gevent.sleep(0)
         assert sockio._writing  # the socket took only part
@@ -239,7 +268,7 @@ def test_a_held_file_whose_socket_failed_is_closed_and_the_reader_wakes(
     with left:
         before = _open_fds()
         right.close()
-        assert send_file_later(left, [b"head"], fd, 0, 4096, 5.0)
+        assert send_file_later(left, [b"head"], _Shared(fd), 0, 4096, 5.0)
         os.close(fd)
         reader = gevent.spawn(left.recv, 100)
         assert reader.get(timeout=10) == b""
@@ -304,6 +333,21 @@ def test_an_empty_file_is_not_held(tmp_path: Path) -> None:
     _, fd = _file(tmp_path, 256)
     left, right = _pair()
     with left, right:
-        assert not send_file_later(left, [b"head"], fd, 0, 0, 5.0)
+        assert not send_file_later(left, [b"head"], _Shared(fd), 0, 0, 5.0)
         os.close(fd)
         assert not sockio._later
+
+
+def test_a_cache_read_taken_over_still_gives_back_its_slot(tmp_path: Path) -> None:
+    """A file-backed cache hit's file (``reading_max`` counts it): when a held write takes
+    its descriptor over, the request's ``close`` still gives back the read's slot."""
+    from workers.cache_store import _Gauge, _Reading
+
+    _, fd = _file(tmp_path, 4096)
+    gauge = _Gauge(1)
+    slot = gauge.acquire()
+    assert slot is not None and gauge.busy == 1
+    reading = _Reading(fd, slot)
+    os.close(reading.detach())
+    reading.close()
+    assert gauge.busy == 0 and gauge.acquire() is not None
