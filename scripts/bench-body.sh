@@ -16,10 +16,12 @@ bench_harness
 bench_tools nginx wrk taskset
 bench_python gevent h11 httptools
 subst="sed -e 's|@PORT@|{port}|g' -e 's|@UPSTREAM@|{upstream}|g' -e 's|@WORKDIR@|{workdir}/{name}|g' -e 's|@WWW@|{workdir}/www|g'"
-pingap_cmd="$subst $here/bench/pingap-$kind.toml.tpl > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec $pingap_prog -c '{workdir}/{name}.toml'"
+pingap_tail="$subst $here/bench/pingap-$kind.toml.tpl > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec @PINGAP@ -c '{workdir}/{name}.toml'"
+pingap_cmd="${pingap_tail//@PINGAP@/"$pingap_prog"}"
 proxies=(--proxy "pingap-$kind=$pingap_cmd")
 bench_before "pingap-$kind" "$pingap_cmd"
-proxies+=("${before_args[@]}")
+bench_alt "pingap-$kind" "$pingap_tail"
+proxies+=("${before_args[@]}" "${alt_args[@]}")
 if [[ "$kind" == cache ]]; then
   nginx_cmd="mkdir -p '{workdir}/{name}/cache' && $subst $here/bench/nginx-cache.conf.tpl > '{workdir}/{name}.conf' && exec nginx -c '{workdir}/{name}.conf' -p '{workdir}/{name}/' -e '{workdir}/{name}/error.log'"
   proxies+=(--proxy "nginx-cache=$nginx_cmd")

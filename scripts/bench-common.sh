@@ -20,6 +20,12 @@
 #                       runs as one more row, "<row>-before", in the same round, so that a
 #                       change is compared within one run (this VM drifts by more between
 #                       runs than most changes move)
+#   ALT_PYTHON=/usr/bin/python3.11
+#                       another interpreter: this checkout's code under it runs as one more
+#                       row, "<row>-<ALT_NAME>" (default "alt"), in the same round; its
+#                       dependencies go into a venv under RESULTS_DIR (made once). For
+#                       comparing CPython builds: an optimized one (PGO + LTO, as Debian's
+#                       python3) against the one on PATH
 
 bench_name="$(basename "$0")"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,6 +56,23 @@ bench_before() {
   [[ -f "$BEFORE/pingap/__init__.py" ]] || {
     echo "$bench_name: BEFORE=$BEFORE is not a pingap checkout" >&2; exit 2; }
   before_args=(--proxy "$1-before=$2" --env "$1-before=PYTHONPATH=$(cd "$BEFORE" && pwd)")
+}
+
+# bench_alt NAME CMD_TAIL: sets alt_args to the harness flags of the ALT_PYTHON row: CMD_TAIL
+# (a command line ending in `exec <pingap program>`, where the program is the alt venv's
+# interpreter running master.cli), or to nothing when ALT_PYTHON is not set
+bench_alt() {
+  alt_args=()
+  [[ -n "${ALT_PYTHON:-}" ]] || return 0
+  local venv="$results/venv-${ALT_NAME:-alt}"
+  if [[ ! -x "$venv/bin/python" ]]; then
+    echo "$bench_name: making $venv with $ALT_PYTHON" >&2
+    "$ALT_PYTHON" -m venv "$venv" && "$venv/bin/python" -m pip install -q "$root" >&2 || {
+      echo "$bench_name: cannot make a venv with $ALT_PYTHON" >&2; exit 2; }
+  fi
+  local prog
+  prog="$(q "$venv/bin/python") -c 'import sys; from master.cli import main; sys.exit(main())'"
+  alt_args=(--proxy "$1-${ALT_NAME:-alt}=${2//@PINGAP@/"$prog"}")
 }
 
 bench_harness() {

@@ -35,7 +35,7 @@ pingap_cmd() {
   local codec="$1" cmd
   cmd="sed -e 's|@PORT@|{port}|g' -e 's|@UPSTREAM@|{upstream}|g' -e 's|@WORKDIR@|{workdir}/{name}|g' -e 's|@CODEC@|$codec|g'"
   # cd: workers run `python -m workers`, which puts the cwd first on sys.path; keep it neutral.
-  cmd+=" $(q "$tpl") > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec $pingap_prog -c '{workdir}/{name}.toml'"
+  cmd+=" $(q "$tpl") > '{workdir}/{name}.toml' && mkdir -p '{workdir}/{name}' && cd '{workdir}' && exec ${2:-$pingap_prog} -c '{workdir}/{name}.toml'"
   printf '%s' "$cmd"
 }
 
@@ -66,4 +66,6 @@ fi
 codecs=(--proxy "pingap=$(pingap_cmd fast)")
 [[ -n "${NO_H11:-}" ]] || codecs+=(--proxy "pingap-h11=$(pingap_cmd h11)")
 bench_before pingap "$(pingap_cmd fast)"
-exec "$python" "$bench_py" "${codecs[@]}" "${before_args[@]}" "${baseline[@]}" "${extra[@]}" "$@"
+bench_alt pingap "$(pingap_cmd fast @PINGAP@)"
+exec "$python" "$bench_py" "${codecs[@]}" "${before_args[@]}" "${alt_args[@]}" "${baseline[@]}" \
+  "${extra[@]}" "$@"
