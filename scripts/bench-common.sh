@@ -25,7 +25,7 @@
 #                       row, "<row>-<ALT_NAME>" (default "alt"), in the same round; its
 #                       dependencies go into a venv under RESULTS_DIR (made once). For
 #                       comparing CPython builds: an optimized one (PGO + LTO, as Debian's
-#                       python3) against the one on PATH
+#                       python3) against the one on PATH (bench.sh and bench-body.sh)
 
 bench_name="$(basename "$0")"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
