@@ -158,16 +158,25 @@ class H1Connection(Downstream):
     def close(self) -> None:
         """Close the socket, once what was written to it went out (``send_later``)."""
         try:
-            self.deadline = time.monotonic() + self.write_timeout
-            settle(self.sock)
-        except OSError:
+            self._settle()
+        except ClientGone:
             pass
         finally:
-            self.deadline = 0.0
             try:
                 self.sock.close()  # also when killed while settling (a second drain step)
             except OSError:
                 pass
+
+    def _settle(self) -> None:
+        """Send what the socket still owes of its held writes (``sockio.settle``), within
+        the write timeout."""
+        self.deadline = time.monotonic() + self.write_timeout
+        try:
+            settle(self.sock)
+        except OSError as exc:
+            raise ClientGone(str(exc)) from exc
+        finally:
+            self.deadline = 0.0
 
     def reject(self, err: PingapError) -> None:
         """Answer a malformed request and close; nothing reached any upstream."""
@@ -251,14 +260,7 @@ class H1Connection(Downstream):
     def raw_sink(self, owed: int) -> socket.socket | None:
         if self.codec.raw_body_owed() != owed:
             return None
-        # written around send_all: what the socket still owes goes first
-        self.deadline = time.monotonic() + self.write_timeout
-        try:
-            settle(self.sock)
-        except OSError as exc:
-            raise ClientGone(str(exc)) from exc
-        finally:
-            self.deadline = 0.0
+        self._settle()  # written around send_all: what the socket still owes goes first
         return self.sock
 
     def hold_file(self, file: Any, offset: int, count: int) -> bool:

@@ -305,8 +305,7 @@ def _send_rest(sock: socket.socket, rest: Held, timeout: float) -> bool:
     except OSError:  # TimeoutError included: the peer stopped reading
         _broken(sock)
         return False
-    finally:
-        _close_files(rest)
+    finally:  # (``_send_items`` closed the held files, whatever happened)
         _writing.pop(sock, None)
 
 
