@@ -72,6 +72,7 @@ from pingap.h2request import request_from_h2
 from pingap.headers import HOP_BY_HOP, Headers
 from pingap.http1 import check_field_values
 from workers.exchange import Downstream, Exchange
+from workers.h2upstream import CLOSED_STREAMS_KEPT
 from workers.turns import FRAMES_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -197,6 +198,8 @@ class _StreamErrorsH2(h2.connection.H2Connection):
     stream, stays a connection error. Header validation is off in the configuration and
     done per stream by ``H2Connection._valid_block``.
     """
+
+    MAX_CLOSED_STREAMS = CLOSED_STREAMS_KEPT
 
     def _receive_headers_frame(self, frame: HeadersFrame
                                ) -> tuple[list[Frame], list[h2.events.Event]]:

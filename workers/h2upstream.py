@@ -81,6 +81,14 @@ DEFAULT_WRITE_TIMEOUT = 60.0
 _DEFAULT_WINDOW = 65535
 #: stop opening streams this close to the end of the stream-id space
 _LAST_STREAM_ID = 2**31 - 1 - 2 * 1000
+#: how many closed streams an h2 state machine (this client's, and the server's in
+#: ``workers.h2``) remembers, and how each closed. ``h2`` keeps 65,536 per connection by
+#: default: ~100 bytes each, so a long-lived connection grew by up to ~7 MB. What the
+#: memory buys is small: DATA, WINDOW_UPDATE and RST_STREAM on a forgotten stream are
+#: handled as on a remembered one (a stream error or nothing); only a late HEADERS on a
+#: stream we reset more than this many streams ago becomes a connection error.
+#: RFC 9113 §5.1 lets an endpoint limit how long it ignores frames after a RST_STREAM.
+CLOSED_STREAMS_KEPT = 512
 
 #: HTTP/1 headers that mean nothing (or are forbidden) in HTTP/2; TE is kept for "trailers"
 _CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host"}
@@ -90,6 +98,8 @@ class _GoawayTolerantConnection(H2Connection):
     """``h2`` with RFC 9113 §6.8 semantics for a received GOAWAY: streams up to its
     last-stream-id may complete, so the connection state stays open (``h2`` would close
     it and reject every further frame). New streams are refused by our own ``goaway``."""
+
+    MAX_CLOSED_STREAMS = CLOSED_STREAMS_KEPT
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         result = super()._receive_goaway_frame(frame)

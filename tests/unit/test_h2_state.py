@@ -1,0 +1,79 @@
+"""The h2 state machines behind HTTP/2 to clients (``workers.h2``) and to backends
+(``workers.h2upstream``), driven in memory by a peer ``h2`` connection: a long-lived
+connection remembers a bounded number of closed streams, and frames that arrive for a
+stream it has forgotten do not end the connection."""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import pytest
+from hyperframe.frame import DataFrame, RstStreamFrame, WindowUpdateFrame
+
+from workers.h2 import _StreamErrorsH2
+from workers.h2upstream import CLOSED_STREAMS_KEPT, _GoawayTolerantConnection
+
+STREAMS = 3 * CLOSED_STREAMS_KEPT
+
+
+def _pair(ours_is_server: bool) -> tuple[h2.connection.H2Connection,
+                                          h2.connection.H2Connection]:
+    """(client, server), one of them ours, with their prefaces and SETTINGS exchanged."""
+    if ours_is_server:
+        server: h2.connection.H2Connection = _StreamErrorsH2(h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=False))
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    else:
+        server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        client = _GoawayTolerantConnection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    return client, server
+
+
+def _exchange(client: h2.connection.H2Connection, server: h2.connection.H2Connection,
+              stream_id: int) -> list[h2.events.Event]:
+    client.send_headers(stream_id, [(":method", "GET"), (":scheme", "http"),
+                                    (":authority", "t"), (":path", "/")], end_stream=True)
+    server.receive_data(client.data_to_send())
+    server.send_headers(stream_id, [(":status", "200")])
+    server.send_data(stream_id, b"pong", end_stream=True)
+    return client.receive_data(server.data_to_send())
+
+
+@pytest.mark.parametrize("ours_is_server", [True, False], ids=["to-clients", "to-backends"])
+def test_closed_streams_remembered_are_bounded(ours_is_server: bool) -> None:
+    client, server = _pair(ours_is_server)
+    ours = server if ours_is_server else client
+    for n in range(STREAMS):
+        events = _exchange(client, server, 1 + 2 * n)
+        assert any(isinstance(e, h2.events.StreamEnded) for e in events)
+    # h2 moves closed streams to its memory when it next counts open ones
+    assert ours.open_outbound_streams + ours.open_inbound_streams == 0
+    assert 0 < len(ours._closed_streams) <= CLOSED_STREAMS_KEPT  # h2's default: 65,536
+
+
+def test_late_frames_on_a_forgotten_stream_keep_the_connection() -> None:
+    """WINDOW_UPDATE, RST_STREAM and DATA for stream 1, long forgotten: nothing, nothing and
+    a stream error (RST_STREAM STREAM_CLOSED). The connection goes on serving."""
+    client, server = _pair(ours_is_server=True)
+    for n in range(STREAMS):
+        _exchange(client, server, 1 + 2 * n)
+    server.open_inbound_streams  # noqa: B018 - moves the closed streams out
+    assert 1 not in server._closed_streams
+    late = (WindowUpdateFrame(1, window_increment=1000).serialize()
+            + RstStreamFrame(1, error_code=8).serialize()
+            + DataFrame(1, data=b"late", flags=["END_STREAM"]).serialize())
+    events = server.receive_data(late)
+    assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in events)
+    sent = server.data_to_send()
+    assert RstStreamFrame(1, error_code=h2.errors.ErrorCodes.STREAM_CLOSED).serialize() in sent
+    client.receive_data(sent)
+    next_id = 1 + 2 * STREAMS
+    events = _exchange(client, server, next_id)
+    assert [e.data for e in events if isinstance(e, h2.events.DataReceived)] == [b"pong"]
