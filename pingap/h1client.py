@@ -153,6 +153,7 @@ class ResponseReader:
         assert self.started and not self.done and self.content_length >= 0
         keep_alive = self._parser.should_keep_alive()
         self._finish(keep_alive=keep_alive)
+        self._release()
         events, self._events = self._events, []
         ended = events[-1]
         assert isinstance(ended, ResponseEnded)
@@ -169,6 +170,7 @@ class ResponseReader:
         if not data:
             if self._head_done and self._close_delimited:
                 self._finish(keep_alive=False)
+                self._release()
                 events, self._events = self._events, []
                 return events
             raise UpstreamProtocolError("upstream closed the connection mid-response"
@@ -179,11 +181,20 @@ class ResponseReader:
             if not self.upgraded:
                 raise UpstreamProtocolError("upstream switched protocols unasked") from exc
             self.leftover = data[int(exc.args[0]):]
+            self._release()
             events, self._events = self._events, []
             return events
         except httptools.HttpParserError as exc:
             raise UpstreamProtocolError(f"invalid upstream response: {exc}") from exc
         if self._extra:
             raise UpstreamProtocolError("upstream sent data after the end of the response")
+        if self.done:
+            self._release()
         events, self._events = self._events, []
         return events
+
+    def _release(self) -> None:
+        """Drop the finished parser. It holds this reader's bound callbacks and the reader
+        holds it: without this each response left a cycle (a parser, eight bound methods,
+        the reader) for the garbage collector instead of being freed at once."""
+        del self._parser

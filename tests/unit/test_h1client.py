@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from pingap.h1client import (
@@ -440,3 +442,41 @@ def test_101_to_an_upgrade_request_ends_http_and_keeps_the_leftover() -> None:
     assert isinstance(events[0], ResponseStarted) and events[0].status == 101
     assert reader.upgraded and reader.leftover == b"\x81\x05hello"
     assert reader.feed(b"more frames") == []  # the new protocol is not parsed
+
+
+# --- memory --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method, data, eof", [
+    (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\npong", False),
+    (b"GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\npong\r\n0\r\n\r\n",
+     False),
+    (b"GET", b"HTTP/1.1 200 OK\r\n\r\npong", True),
+    (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", False),
+], ids=["length", "chunked", "close-delimited", "head"])
+def test_a_finished_reader_is_freed_without_the_garbage_collector(
+        method: bytes, data: bytes, eof: bool) -> None:
+    """The parser and the reader hold each other until the response ends: after it, both
+    go as soon as the last reference does, not at the collector's next pass."""
+    gc.collect()
+    gc.disable()
+    try:
+        reader = ResponseReader(method)
+        events = reader.feed(data) + (reader.feed(b"") if eof else [])
+        assert isinstance(events[-1], ResponseEnded) and reader.done
+        del reader, events
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+
+
+def test_a_reader_whose_body_went_around_it_is_freed_too() -> None:
+    gc.collect()
+    gc.disable()
+    try:
+        reader = ResponseReader(b"GET")
+        reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+        assert isinstance(reader.body_skipped(), ResponseEnded)
+        del reader
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
