@@ -49,7 +49,7 @@ from pingap.state import SIZE as STATE_SIZE
 from pingap.state import SharedState
 from pingap.system import logs, shm
 from pingap.system.workercmd import EXIT_BOOT_ERROR, WorkerArgs, command
-from pingap.tls import invalid_soon
+from pingap.tls import dump_facts, invalid_soon
 from pingap.webhook import certificate_parse_failures, config_diff
 
 log = logging.getLogger("pingap.master")
@@ -99,6 +99,7 @@ class Generation:
     digest: str
     servers: dict[str, list[str]]  # server name -> listener keys
     path: str = ""                 # the private copy of the config its workers load
+    certificates: str | None = None  # the facts on its certificates its workers read
 
 
 @dataclass
@@ -159,9 +160,6 @@ def generation_servers(config: Any) -> dict[str, list[str]]:
             for name, server in config.servers.items()}
 
 
-def load_checked(path: str) -> Any:
-    """Load and fully compile the config; ConfigError lists every problem."""
-    return load_runtime(path).config
 
 
 class Arbiter:
@@ -287,17 +285,25 @@ class Arbiter:
             number = self.rollout.generation.number + 1
         return number
 
-    def load_generation_config(self, number: int) -> tuple[Any, str]:
-        """Copy and validate the config for generation ``number``: (config, copy path).
+    def load_generation_config(self, number: int) -> tuple[Any, str, str | None]:
+        """Copy, validate and fully compile the config for generation ``number``:
+        (config, copy path, path of the facts on its certificates or None).
 
-        Raises ``StorageError`` when the storage cannot be read (etcd away)."""
+        Raises ConfigError listing every problem, ``StorageError`` when the storage
+        cannot be read (etcd away)."""
         path = self.snapshots.take(number)
         try:
-            return load_checked(path), path
+            runtime = load_runtime(path)
         except ConfigError as err:
             raise self.snapshots.user_paths(err, number) from None
+        facts = None
+        if runtime.certificates.entries:
+            facts = self.snapshots.write_certificate_facts(
+                number, dump_facts(runtime.certificates))
+        return runtime.config, path, facts
 
-    def start_generation(self, config: Any, reason: str, path: str) -> None:
+    def start_generation(self, config: Any, reason: str, path: str,
+                         certificates: str | None = None) -> None:
         number = self.next_generation_number()
         servers = generation_servers(config)
         keys = [k for ks in servers.values() for k in ks]
@@ -307,7 +313,7 @@ class Arbiter:
             new_keys = self.listeners.ensure(keys, reuse)
         except OSError as exc:
             raise _BindError(f"cannot listen: {exc}") from exc
-        generation = Generation(number, config, config.digest, servers, path)
+        generation = Generation(number, config, config.digest, servers, path, certificates)
         self.reload_seq += 1
         self.rollout = Rollout(generation, reason, self.reload_seq,
                                time.monotonic() + BOOT_TIMEOUT, new_keys)
@@ -330,7 +336,8 @@ class Arbiter:
             config=generation.path, config_digest=generation.digest, listeners=fds,
             worker_id=worker_id, generation=generation.number, control_fd=child.fileno(),
             scoreboard_fd=self._scoreboard_fd, slot=slot, state_fd=self._state_fd,
-            standby=standby, log=self.options.log_path or None))
+            standby=standby, log=self.options.log_path or None,
+            certificates=generation.certificates))
         pass_fds = [fd for fdl in fds.values() for fd in fdl]
         pass_fds += [child.fileno(), self._scoreboard_fd, self._state_fd]
         proc = subprocess.Popen(cmd, pass_fds=pass_fds, close_fds=True)
@@ -416,7 +423,7 @@ class Arbiter:
         notify("RELOADING=1", monotonic_usec())
         self.paused = False
         try:
-            config, path = self.load_generation_config(self.next_generation_number())
+            config, path, facts = self.load_generation_config(self.next_generation_number())
         except ConfigError as err:
             self.reload_seq += 1
             self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
@@ -438,7 +445,7 @@ class Arbiter:
             self.write_status(force=True)
             return
         try:
-            self.start_generation(config, reason, path)
+            self.start_generation(config, reason, path, facts)
         except _BindError as err:
             self.reload_seq += 1
             self.last_reload = {"seq": self.reload_seq, "ok": False, "at": time.time(),
@@ -939,8 +946,8 @@ class Arbiter:
                 self.watcher = ConfigWatcher(self.config_path)
                 self.watcher.start()
             try:
-                config, path = self.load_generation_config(1)
-                self.start_generation(config, "start", path)
+                config, path, facts = self.load_generation_config(1)
+                self.start_generation(config, "start", path, facts)
             except ConfigError as err:
                 raise HaltServer(f"invalid config:\n{err}") from err
             except StorageError as err:

@@ -69,11 +69,22 @@ class ConfigSnapshots:
                             p.message.replace(copy, source)) for p in error.problems]
         return ConfigError(problems)
 
+    def write_certificate_facts(self, generation: int, text: str) -> str:
+        """Store what the master found parsing the certificates of ``generation``
+        (``pingap.tls.dump_facts``) beside its copy; returns the path its workers read."""
+        path = os.path.join(self.root, f"certificates-{generation}.json")
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+        return path
+
     def drop(self, keep: set[int]) -> None:
         """Remove the copies of generations no worker uses any more."""
         for name in os.listdir(self.root):
             if name.startswith("gen-") and int(name[4:]) not in keep:
                 shutil.rmtree(os.path.join(self.root, name), ignore_errors=True)
+            elif name.startswith("certificates-") and \
+                    int(name[len("certificates-"):-len(".json")]) not in keep:
+                os.unlink(os.path.join(self.root, name))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -12,7 +12,7 @@ worker's job.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from pingap.plugins import (
     plugins_by_step,
 )
 from pingap.routing import LocationMatcher, Route, compile_route
-from pingap.tls import CertificateStore, build_store
+from pingap.tls import CertificateFacts, CertificateStore, build_store
 from pingap.upstream import (
     Backend,
     Selector,
@@ -385,7 +385,9 @@ def _build_server(name: str, cfg: ServerConfig, routes: dict[str, Route]) -> Ser
     )
 
 
-def compile_runtime(config: PingapConfig, report: Report) -> Runtime:
+def compile_runtime(config: PingapConfig, report: Report,
+                    certificate_facts: Mapping[str, CertificateFacts] | None = None,
+                    ) -> Runtime:
     """Compile ``config``, adding to ``report`` what only compiling finds (a plugin's own
     checks, certificate files); never raises.
 
@@ -406,7 +408,7 @@ def compile_runtime(config: PingapConfig, report: Report) -> Runtime:
             locations[name], routes[name] = loc
     certificates = CertificateStore()
     if config.certificates:
-        certificates, cert_problems = build_store(config)
+        certificates, cert_problems = build_store(config, certificate_facts)
         report.errors.extend(cert_problems)
     servers: dict[str, ServerRuntime] = {}
     # an acme certificate not issued yet counts: it arrives while serving (§10.1)
@@ -435,10 +437,13 @@ def compile_runtime(config: PingapConfig, report: Report) -> Runtime:
     )
 
 
-def build_runtime(config: PingapConfig) -> Runtime:
-    """Compile a loaded ``config``; raises ConfigError listing every problem."""
+def build_runtime(config: PingapConfig,
+                  certificate_facts: Mapping[str, CertificateFacts] | None = None) -> Runtime:
+    """Compile a loaded ``config``; raises ConfigError listing every problem.
+    ``certificate_facts``: what the master found parsing the same certificates
+    (``pingap.tls.dump_facts``), so that they need not be parsed again."""
     report = Report()
-    runtime = compile_runtime(config, report)
+    runtime = compile_runtime(config, report, certificate_facts)
     if report.errors:
         raise ConfigError(sorted_problems(report.errors))
     return runtime

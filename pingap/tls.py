@@ -13,7 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime
+import hashlib
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -57,6 +60,41 @@ class CertificateEntry:
     names: tuple[str, ...]
     is_default: bool
     not_after: datetime.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateFacts:
+    """What parsing a certificate told, for the PEM bytes with ``digest``: the names it
+    serves and when it expires. The master parses every certificate when it checks a
+    config and writes these down for the generation's workers (``dump_facts``), so that a
+    worker that reads the same bytes need not load ``cryptography`` (~10 MB per process)."""
+
+    digest: str
+    names: tuple[str, ...]
+    not_after: datetime.datetime
+
+
+def pem_digest(cert_pem: bytes, key_pem: bytes) -> str:
+    return hashlib.sha256(b"%d:%s%s" % (len(cert_pem), cert_pem, key_pem)).hexdigest()
+
+
+def dump_facts(store: CertificateStore) -> str:
+    """The facts of every entry of ``store``, as JSON for ``load_facts``."""
+    return json.dumps({entry.name: {"digest": pem_digest(entry.cert_pem, entry.key_pem),
+                                    "names": list(entry.names),
+                                    "not_after": entry.not_after.isoformat()}
+                       for entry in store.entries})
+
+
+def load_facts(text: str) -> dict[str, CertificateFacts]:
+    """``dump_facts``'s output read back; ValueError if it is not that."""
+    try:
+        return {name: CertificateFacts(str(item["digest"]),
+                                       tuple(str(n) for n in item["names"]),
+                                       datetime.datetime.fromisoformat(item["not_after"]))
+                for name, item in json.loads(text).items()}
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(f"not certificate facts: {exc!r}") from exc
 
 
 def _san_names(cert: x509.Certificate) -> list[str]:
@@ -170,7 +208,25 @@ def check_acme(cfg: object) -> list[tuple[str, str]]:
     return problems
 
 
-def build_store(config: object) -> tuple[CertificateStore, list[Problem]]:
+def _entry_from_facts(name: str, cfg: object,
+                      facts: CertificateFacts) -> CertificateEntry | None:
+    """The entry of ``[certificates.<name>]`` from the facts the master wrote, if its
+    files still hold the bytes the master parsed; None means parse them here."""
+    try:
+        cert_pem = load_pem(cfg.tls_cert)  # type: ignore[attr-defined]
+        key_pem = load_pem(cfg.tls_key)  # type: ignore[attr-defined]
+    except ValueError:
+        return None  # parse_entry reports it
+    if pem_digest(cert_pem, key_pem) != facts.digest:
+        return None
+    return CertificateEntry(name, cert_pem, key_pem, facts.names,
+                            bool(getattr(cfg, "is_default", False)), facts.not_after)
+
+
+def build_store(config: object, facts: Mapping[str, CertificateFacts] | None = None,
+                ) -> tuple[CertificateStore, list[Problem]]:
+    """The certificates of ``config``. Those with ``facts`` for the very bytes configured
+    skip parsing (and ``cryptography``); the others are parsed and checked here."""
     store = CertificateStore()
     problems: list[Problem] = []
     sources = getattr(config, "sources", {}) or {}
@@ -180,6 +236,11 @@ def build_store(config: object) -> tuple[CertificateStore, list[Problem]]:
                                     f"certificates.{name}.{key}", message))
         if not (cfg.tls_cert and cfg.tls_key):
             continue  # e.g. an ACME certificate not issued yet: pingap skips it too
+        known = facts.get(name) if facts else None
+        entry = _entry_from_facts(name, cfg, known) if known else None
+        if entry is not None:
+            store.add(entry)
+            continue
         try:
             store.add(parse_entry(name, cfg))
         except ValueError as exc:

@@ -46,6 +46,7 @@ from pingap.state import SharedState
 from pingap.system import logs
 from pingap.system.shm import open_scoreboard, open_state
 from pingap.system.workercmd import EXIT_BOOT_ERROR, parse
+from pingap.tls import CertificateFacts, load_facts
 from pingap.units import format_duration_spans
 from workers.accept import Acceptor
 from workers.admin import AdminService, basic_info, host_process_figures
@@ -472,6 +473,19 @@ def drop_privileges(user: str | None, group: str | None) -> None:
         os.setuid(entry.pw_uid)
 
 
+def certificate_facts(path: str | None) -> dict[str, CertificateFacts] | None:
+    """The master's facts on the config's certificates, if it wrote them and they read
+    back; without them the certificates are parsed here (``cryptography`` and ~10 MB)."""
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return load_facts(f.read())
+    except (OSError, ValueError) as exc:
+        log.warning("certificates parsed again: cannot read the master's facts: %s", exc)
+        return None
+
+
 def main(argv: list[str]) -> int:
     untrack_greenlets()
     args = parse(argv)
@@ -493,7 +507,7 @@ def main(argv: list[str]) -> int:
         logs.setup(args.log, config.basic.log_level)
         if args.config_digest and config.digest != args.config_digest:
             return boot_error("the config changed on disk after the master validated it")
-        runtime = build_runtime(config)
+        runtime = build_runtime(config, certificate_facts(args.certificates))
         listeners = adopt_listeners(args.listeners)
         scoreboard = state = None
         if args.scoreboard_fd is not None:

@@ -30,6 +30,8 @@ class WorkerArgs:
     state_fd: int | None = None
     standby: bool = False  # boot, then wait for ACTIVATE before accepting
     log: str | None = None
+    #: the master's facts on the config's certificates (``pingap.tls.dump_facts``)
+    certificates: str | None = None
 
 
 def command(args: WorkerArgs, python: str = sys.executable) -> list[str]:
@@ -41,7 +43,8 @@ def command(args: WorkerArgs, python: str = sys.executable) -> list[str]:
     for flag, value in (("--config-digest", args.config_digest),
                         ("--control-fd", args.control_fd),
                         ("--scoreboard-fd", args.scoreboard_fd),
-                        ("--state-fd", args.state_fd), ("--log", args.log)):
+                        ("--state-fd", args.state_fd), ("--log", args.log),
+                        ("--certificates", args.certificates)):
         if value is not None:
             cmd += [flag, str(value)]
     if args.standby:
@@ -65,9 +68,11 @@ def parse(argv: list[str]) -> WorkerArgs:
     parser.add_argument("--standby", action="store_true",
                         help="boot, then wait for ACTIVATE before accepting")
     parser.add_argument("--log", default=None)
+    parser.add_argument("--certificates", default=None,
+                        help="the master's facts on the certificates (JSON file)")
     ns = parser.parse_args(argv)
     return WorkerArgs(config=ns.config, listeners=json.loads(ns.listeners),
                       config_digest=ns.config_digest, worker_id=ns.worker_id,
                       generation=ns.generation, control_fd=ns.control_fd,
                       scoreboard_fd=ns.scoreboard_fd, slot=ns.slot, state_fd=ns.state_fd,
-                      standby=ns.standby, log=ns.log)
+                      standby=ns.standby, log=ns.log, certificates=ns.certificates)

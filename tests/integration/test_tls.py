@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import datetime
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -15,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.support.proc import free_port
+from tests.support.proc import free_port, wait_for
 
 
 def make_cert(*names: str) -> tuple[str, str]:
@@ -108,6 +110,47 @@ tls_min_version = "tlsv1.2"
     reply = https_get(port, "a.test", "/secure")
     assert reply.startswith(b"HTTP/1.1 200")
     assert ["X-Forwarded-Proto", "https"] in backend.requests()[-1]["headers"]
+
+
+def test_workers_serve_the_masters_certificate_facts_for_the_same_bytes_only(
+        tmp_path: Path, backends, pingap) -> None:
+    """The master parses the certificates; its workers take the names and expiry it found
+    for the bytes it parsed, and do not load ``cryptography`` (~10 MB each) for that. A
+    worker that starts after a certificate file changed (without a reload) parses what it
+    reads and serves it under its own names."""
+    backend = backends()
+    cert, key = tmp_path / "site.crt", tmp_path / "site.key"
+    for path, text in zip((cert, key), make_cert("site.test"), strict=True):
+        path.write_text(text)
+    d_cert, d_key = make_cert("default.test")
+    port = free_port()
+    proc = pingap(f"""
+[certificates.site]
+tls_cert = "{cert}"
+tls_key = "{key}"
+[certificates.fallback]
+tls_cert = {toml_str(d_cert)}
+tls_key = {toml_str(d_key)}
+is_default = true
+[upstreams.u]
+addrs = ["{backend.addr}"]
+[locations.all]
+upstream = "u"
+[servers.https]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+global_certificates = true
+""", port=port, args=["--no-spare"])
+    assert served_names(port, "site.test") == ["site.test"]
+    [worker] = wait_for(proc.worker_pids, what="the worker")
+    assert "cryptography" not in Path(f"/proc/{worker}/maps").read_text()
+
+    for path, text in zip((cert, key), make_cert("renamed.test"), strict=True):
+        path.write_text(text)
+    os.kill(worker, signal.SIGKILL)
+    wait_for(lambda: [p for p in proc.worker_pids() if p != worker], what="a new worker")
+    assert served_names(port, "renamed.test") == ["renamed.test"]
+    assert served_names(port, "site.test") == ["default.test"]
 
 
 def test_bad_certificate_config_is_reported(tmp_path: Path) -> None:

@@ -18,6 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from pingap.runtime import load_runtime
+from pingap.tls import dump_facts
+from tests.support.h2_backend import make_certificates
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "etc" / "pingap.toml"
 
@@ -149,3 +153,28 @@ def test_an_hcl_config_loads_the_hcl_reader(tmp_path: Path) -> None:
     """)
     assert {"hcl2", "lark"} <= found
     assert not {"kdl", "ckdl"} & found
+
+
+@pytest.mark.parametrize("with_facts", [True, False], ids=["master's facts", "no facts"])
+def test_a_worker_serving_certificates_loads_cryptography_only_without_facts(
+        tmp_path: Path, with_facts: bool) -> None:
+    """The master parses the certificates (``cryptography``, ~10 MB) and hands its workers
+    the facts (``--certificates``); a worker given none parses them itself."""
+    pems = make_certificates(tmp_path)
+    conf = tmp_path / "pingap.toml"
+    conf.write_text(f'[certificates.site]\ntls_cert = "{pems["cert"]}"\n'
+                    f'tls_key = "{pems["key"]}"\nis_default = true\n'
+                    + CONFIG.format(options='category = "ping"\npath = "/ping"'))
+    facts = tmp_path / "facts.json"
+    facts.write_text(dump_facts(load_runtime(str(conf)).certificates))
+    found = loaded_after(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        from pingap.config import load_config
+        from workers.worker import build_runtime, certificate_facts
+        runtime = build_runtime(load_config({str(conf)!r}),
+                                certificate_facts({str(facts) if with_facts else None!r}))
+        assert runtime.certificates.select("localhost").names == ("localhost",)
+    """)
+    assert ("cryptography" in found) is not with_facts
+    assert found & HEAVY - {"cryptography"} == set()

@@ -3,6 +3,7 @@ layouts for new entries, history, conflicts, and the snapshot workers load."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,18 @@ def test_snapshot_copies_documents_and_maps_problems_back(tmp_path: Path) -> Non
         load_config(path)
     mapped = snapshots.user_paths(caught.value, 1)
     assert any(p.file == str(conf / "upstreams" / "up.toml") for p in mapped.problems)
+    snapshots.remove()
+
+
+def test_dropped_generations_take_their_certificate_facts_along(tmp_path: Path) -> None:
+    conf = tmp_path / "pingap.toml"
+    conf.write_text('[upstreams.up]\naddrs = ["127.0.0.1:1"]\n')
+    snapshots = ConfigSnapshots(open_storage(str(conf)))
+    paths = {n: (snapshots.take(n), snapshots.write_certificate_facts(n, f"{{{n}}}"))
+             for n in (1, 2, 3)}
+    assert Path(paths[2][1]).read_text() == "{2}"
+    snapshots.drop({3})
+    assert sorted(os.listdir(snapshots.root)) == ["certificates-3.json", "gen-3"]
     snapshots.remove()
 
 
