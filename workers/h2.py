@@ -73,6 +73,7 @@ from pingap.headers import HOP_BY_HOP, Headers
 from pingap.http1 import check_field_values
 from workers.exchange import Downstream, Exchange
 from workers.h2upstream import CLOSED_STREAMS_KEPT
+from workers.runners import RUNNERS, Job
 from workers.turns import FRAMES_PER_TURN, Turn
 
 if TYPE_CHECKING:
@@ -515,7 +516,7 @@ class H2Connection:
             return
         stream = H2Stream(self, stream_id, list(event.headers), event.stream_ended is not None)
         self.streams[stream_id] = stream
-        stream.greenlet = gevent.spawn(stream.run)
+        stream.greenlet = RUNNERS.spawn(stream.run)
         self.services.streams[stream] = stream.greenlet
 
     def stream_done(self, stream: H2Stream) -> None:
@@ -572,7 +573,7 @@ class H2Stream(Downstream):
         self.busy = True
         self.finished = False       # our side ended (response complete or stream aborted)
         self.ended_pushed = False
-        self.greenlet: gevent.Greenlet | None = None
+        self.greenlet: Job | None = None  # the stream's run, in a reusable greenlet
         self.window_open = Event()
         self.unacked = 0
         self._events: deque[tuple[object, int]] = deque()
@@ -603,14 +604,14 @@ class H2Stream(Downstream):
         self.finished = True
         self._arrived.set()
         self.window_open.set()
-        greenlet = self.greenlet
-        if greenlet is None or greenlet is gevent.getcurrent():
+        job = self.greenlet
+        if job is None or job.is_current():
             return
         if not self.started:  # reset before it ran: it never will, nothing was sent upstream
-            greenlet.kill(block=False)
+            job.kill(block=False)
             self.connection.stream_done(self)
-        elif not greenlet.dead:
-            greenlet.kill(ClientGone("stream reset"), block=False)
+        elif not job.dead:
+            job.kill(ClientGone("stream reset"), block=False)
 
     # --- the stream's greenlet ----------------------------------------------------
 

@@ -1,0 +1,112 @@
+"""workers/runners.py: HTTP/2 streams' jobs in reusable greenlets, and kills that reach
+the job they were meant for and no other."""
+
+from __future__ import annotations
+
+import gevent
+import greenlet
+from gevent.event import Event
+
+from workers.runners import Runners
+
+
+def test_a_finished_jobs_greenlet_runs_the_next_job() -> None:
+    runners = Runners()
+    seen: list[object] = []
+    first = runners.spawn(lambda: seen.append(greenlet.getcurrent()))
+    gevent.sleep(0)
+    assert first.dead and runners.idle == 1
+    runners.spawn(lambda: seen.append(greenlet.getcurrent()))
+    gevent.sleep(0)
+    assert len(seen) == 2 and seen[0] is seen[1]
+    assert seen[0] is not greenlet.getcurrent()
+
+
+def test_idle_greenlets_are_capped() -> None:
+    runners = Runners(max_idle=3)
+    gate = Event()
+    jobs = [runners.spawn(gate.wait) for _ in range(5)]
+    gevent.sleep(0)
+    assert runners.idle == 0 and not any(job.dead for job in jobs)
+    gate.set()
+    gevent.sleep(0)
+    assert all(job.dead for job in jobs)
+    assert runners.idle == 3
+
+
+def test_a_kill_raises_in_the_running_job_and_its_greenlet_goes_on() -> None:
+    runners = Runners()
+    caught: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            Event().wait()
+        except TimeoutError as exc:
+            caught.append(exc)
+            raise
+
+    job = runners.spawn(wait_forever)
+    gevent.sleep(0)
+    assert job.started and not job.dead
+    job.kill(TimeoutError("timed out"))
+    gevent.sleep(0)
+    assert job.dead and [str(e) for e in caught] == ["timed out"]
+    after = runners.spawn(lambda: None)
+    gevent.sleep(0)
+    assert after.dead and runners.idle == 1
+
+
+def test_a_kill_for_an_ended_job_never_reaches_the_next_one() -> None:
+    """The sweeper (or a reset) may aim at a job that ends before the kill lands; the
+    same greenlet may already run another job by then."""
+    runners = Runners()
+    first = runners.spawn(lambda: None)
+    gevent.sleep(0)
+    assert first.dead
+    gate = Event()
+    done: list[str] = []
+
+    def second_job() -> None:
+        gate.wait()
+        done.append("second")
+
+    second = runners.spawn(second_job)
+    gevent.sleep(0)
+    assert second.started and first._glet is second._glet  # the same greenlet
+    first._throw(TimeoutError("late"))  # the kill's callback, landing now
+    first.kill(TimeoutError("late"))
+    gevent.sleep(0)
+    assert not second.dead
+    gate.set()
+    gevent.sleep(0)
+    assert second.dead and done == ["second"]
+
+
+def test_a_job_killed_before_it_starts_never_runs() -> None:
+    runners = Runners()
+    ran: list[int] = []
+    job = runners.spawn(lambda: ran.append(1))
+    job.kill()
+    assert job.dead
+    gevent.sleep(0)
+    assert ran == [] and not job.started
+    assert runners.idle == 1  # its greenlet parked for the next job
+
+
+def test_an_uncaught_error_is_reported_and_the_greenlet_goes_on() -> None:
+    runners = Runners()
+    hub = gevent.get_hub()
+    reported: list[type[BaseException]] = []
+    original = hub.handle_error
+    hub.handle_error = lambda context, kind, value, tb: reported.append(kind)
+    try:
+        def fail() -> None:
+            raise ValueError("boom")
+        job = runners.spawn(fail)
+        gevent.sleep(0)
+    finally:
+        hub.handle_error = original
+    assert job.dead and reported == [ValueError]
+    again = runners.spawn(lambda: None)
+    gevent.sleep(0)
+    assert again.dead and runners.idle == 1
