@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from pingap.scoreboard import SIZE, SLOT, SLOTS, Scoreboard, SlotState, SlotView
@@ -128,6 +130,20 @@ def test_serving_average(board: Scoreboard, slots: list[tuple[SlotState, int]],
     for i, (state, connections) in enumerate(slots):
         board.write(i * 3, pid=i + 1, generation=1, state=state, connections=connections)
     assert board.serving_average() == pytest.approx(average)
+
+
+def test_serving_average_agrees_with_the_slots_read_whole(board: Scoreboard) -> None:
+    """The fast read (state bytes, then the serving slots' counts) against the
+    definition, over random tables that use the first and the last slot too."""
+    rng = random.Random(7)
+    for _ in range(50):
+        for i in range(SLOTS):
+            board.write(i, pid=i, generation=1, state=rng.choice(list(SlotState)),
+                        connections=rng.randrange(1 << 32), accepted=rng.randrange(1 << 64),
+                        requests=rng.randrange(1 << 64), heartbeat=rng.random())
+        counts = [v.connections for v in board.slots() if v.state is SlotState.SERVING]
+        assert board.serving_average() == pytest.approx(
+            sum(counts) / len(counts) if counts else 0.0)
 
 
 def test_rewrite_updates_in_place(board: Scoreboard) -> None:
