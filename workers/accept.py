@@ -29,6 +29,7 @@ from pingap.runtime import ServerRuntime
 from pingap.scoreboard import Scoreboard
 from workers.h1 import H1Connection
 from workers.h2 import PREFACE, H2Connection, is_preface
+from workers.runners import RUNNERS, Job, current_job
 from workers.services import RequestServices
 
 log = logging.getLogger("pingap.worker")
@@ -55,7 +56,7 @@ class Acceptor:
         self.scoreboard = scoreboard
         self.on_change = on_change      # the live connection count changed
         self.accepted = 0
-        self.connections: dict[Connection, gevent.Greenlet] = {}
+        self.connections: dict[Connection, Job] = {}  # what to kill to end each
         self.unregistered = 0           # accepted, not yet in ``connections``
         self._ids = count(1)
         self._accepters: list[gevent.Greenlet] = []
@@ -122,7 +123,7 @@ class Acceptor:
             self.accepted += 1
             self.unregistered += 1  # counted as live from accept on
             self.on_change()
-            gevent.spawn(self._serve_connection, server, client, peer)
+            RUNNERS.spawn(self._serve_connection, server, client, peer)
             gevent.sleep(0)  # one connection per wake-up: others get their turn
 
     def _serve_connection(self, server: ServerRuntime, client: socket.socket,
@@ -175,7 +176,9 @@ class Acceptor:
                 conn.codec.receive_data(initial)
         else:
             conn = H1Connection(services, server, client, info)
-        self.connections[conn] = gevent.getcurrent()  # type: ignore[assignment]
+        job = current_job()
+        assert job is not None, "connections run as runner jobs (RUNNERS.spawn)"
+        self.connections[conn] = job
         self.unregistered -= 1
         try:
             conn.run()
@@ -203,7 +206,7 @@ class Acceptor:
                         break
                     self.accepted += 1
                     self.unregistered += 1
-                    gevent.spawn(self._serve_connection, server, client, peer)
+                    RUNNERS.spawn(self._serve_connection, server, client, peer)
         finally:
             sock.close()
 

@@ -1,13 +1,13 @@
-"""Reusable greenlets for short jobs: HTTP/2 streams.
+"""Reusable greenlets for short jobs: client connections and HTTP/2 streams.
 
 From spawn to exit a new greenlet costs ~9 µs on CPython 3.11: the greenlet itself, and
 the 16 KB frame stack CPython maps (``mmap``) for the first Python call made in it and
-unmaps when it ends. Every HTTP/2 stream ran in a greenlet of its own, so that was ~4 %
-of a small stream's cost. ``Runners.spawn`` runs a job in a parked greenlet when one is
-free; a greenlet whose job has ended parks for the next one, up to ``max_idle`` of them
-(a parked greenlet holds ~8 KB).
+unmaps when it ends. Every HTTP/2 stream and every client connection ran in a greenlet
+of its own: ~4 % of a small stream's cost. ``Runners.spawn`` runs a job in a parked
+greenlet when one is free; a greenlet whose job has ended parks for the next one, up to
+``max_idle`` of them (a parked greenlet holds ~8 KB).
 
-A ``Job`` is what its owner kills (a stream reset, the deadline sweeper), never the
+A ``Job`` is what its owner kills (a stream reset, the deadline sweeper, a drain), never the
 greenlet: a kill lands only while that very job runs, so one scheduled for a job that
 ended meanwhile cannot reach the next job the same greenlet took. A job killed before it
 started never runs. An exception a job lets out goes to the hub's error handler, as an
@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import gevent
 import greenlet
@@ -72,10 +74,10 @@ class Runners:
     def idle(self) -> int:
         return len(self._idle)
 
-    def spawn(self, fn: Callable[[], object]) -> Job:
-        """Run ``fn`` in a greenlet of its own from the hub's next callback, as
+    def spawn(self, fn: Callable[..., object], *args: Any) -> Job:
+        """Run ``fn(*args)`` in a greenlet of its own from the hub's next callback, as
         ``gevent.spawn`` would."""
-        job = Job(fn)
+        job = Job(partial(fn, *args) if args else fn)
         hub = gevent.get_hub()
         runner = self._idle.pop() if self._idle else _Runner(self, hub)
         runner.job = job
@@ -90,6 +92,7 @@ class _Runner:
         self.runners = runners
         self.job: Job | None = None
         self.glet = greenlet.greenlet(self._main, parent=hub)
+        self.glet.pingap_runner = self  # for current_job
 
     def _main(self) -> None:
         hub = gevent.get_hub()
@@ -120,6 +123,12 @@ class _Runner:
                 if self in idle:
                     idle.remove(self)
                 return
+
+
+def current_job() -> Job | None:
+    """The job the calling greenlet runs, if it is a runner's."""
+    runner = getattr(greenlet.getcurrent(), "pingap_runner", None)
+    return runner.job if runner is not None else None
 
 
 #: the worker's runners (one hub per worker process)

@@ -7,7 +7,7 @@ import gevent
 import greenlet
 from gevent.event import Event
 
-from workers.runners import Runners
+from workers.runners import Runners, current_job
 
 
 def test_a_finished_jobs_greenlet_runs_the_next_job() -> None:
@@ -110,3 +110,20 @@ def test_an_uncaught_error_is_reported_and_the_greenlet_goes_on() -> None:
     again = runners.spawn(lambda: None)
     gevent.sleep(0)
     assert again.dead and runners.idle == 1
+
+
+def test_a_job_knows_itself_as_the_current_job() -> None:
+    runners = Runners()
+    seen: list[object] = []
+    job = runners.spawn(lambda: seen.append(current_job()))
+    gevent.sleep(0)
+    assert seen == [job]
+    assert current_job() is None  # this greenlet is no runner's
+
+
+def test_spawn_passes_arguments() -> None:
+    runners = Runners()
+    got: list[tuple[int, str]] = []
+    runners.spawn(lambda a, b: got.append((a, b)), 1, "x")
+    gevent.sleep(0)
+    assert got == [(1, "x")]
