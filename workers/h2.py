@@ -276,11 +276,11 @@ class H2Connection:
         self._dead = False
         self._ended_by = "killed"  # why the reader stopped, for the log
         self._splitter = _GoawaySplitter()
-        # small responses are written by one writer greenlet once the streams that can
-        # run in this loop turn have run (``flush_soon``): one send for many streams
-        self._flush_wanted = Event()
+        # small responses are written by one writer job once the streams that can run
+        # in this loop turn have run (``flush_soon``): one send for many streams
+        self._flush_wanted = False
         self._writer = _Writer()
-        self._writer_greenlet: gevent.Greenlet | None = None
+        self._writer_job: Job | None = None  # runs while a flush is wanted, then ends
         #: response body bytes queued since the last flush
         self.queued = 0
 
@@ -317,21 +317,22 @@ class H2Connection:
         frames of every stream answered in this loop turn go out in one send. For small
         writes only: past ``FLUSH_AT`` queued bytes a stream flushes itself, which keeps
         it paced by the client's reading."""
-        if self._writer_greenlet is None:
-            self._writer_greenlet = gevent.spawn(self._write_loop)
-            self.services.streams[self._writer] = self._writer_greenlet
-        self._flush_wanted.set()
+        self._flush_wanted = True
+        if self._writer_job is None:
+            self._writer_job = RUNNERS.spawn(self._write_wanted)
+            self.services.streams[self._writer] = self._writer_job
 
-    def _write_loop(self) -> None:
-        wanted = self._flush_wanted
+    def _write_wanted(self) -> None:
+        """The writer: flushes while flushes are wanted (a stream may want one while it
+        sends), then ends, so an idle connection holds no writer greenlet."""
         try:
-            while not self._dead:
-                wanted.wait()
-                wanted.clear()
+            while self._flush_wanted and not self._dead:
+                self._flush_wanted = False
                 self.flush(self._writer)
         except ClientGone:
             pass  # the reader sees the connection end too
         finally:
+            self._writer_job = None
             self.services.streams.pop(self._writer, None)
 
     def _goaway(self, last_stream_id: int, code: int = 0) -> None:
@@ -381,8 +382,9 @@ class H2Connection:
             return
         finally:
             self._dead = True
-            if self._writer_greenlet is not None:
-                self._writer_greenlet.kill(block=False)
+            if self._writer_job is not None:
+                self._writer_job.kill(block=False)  # one not started yet never runs:
+                self.services.streams.pop(self._writer, None)  # so unregister it here
             if self.streams:
                 log.info("h2 connection from %s ended with %d streams open (%s)",
                          self.conn.remote_addr, len(self.streams),

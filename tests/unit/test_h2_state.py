@@ -77,3 +77,60 @@ def test_late_frames_on_a_forgotten_stream_keep_the_connection() -> None:
     next_id = 1 + 2 * STREAMS
     events = _exchange(client, server, next_id)
     assert [e.data for e in events if isinstance(e, h2.events.DataReceived)] == [b"pong"]
+
+
+# --- the connection's writer ---------------------------------------------------------------
+
+def test_an_idle_connection_keeps_no_writer() -> None:
+    """Small responses go out through a writer job batched per loop turn; once it has
+    written, it ends: an idle HTTP/2 connection holds its reader greenlet only (a parked
+    writer was ~8 KB per idle connection)."""
+    import gevent
+    from gevent import socket as gsocket
+
+    from pingap.config import load_config_text
+    from pingap.context import ConnectionInfo
+    from pingap.runtime import build_runtime
+    from workers.h2 import H2Connection
+    from workers.services import RequestServices
+
+    runtime = build_runtime(load_config_text(
+        '[upstreams.up]\naddrs = ["127.0.0.1:9"]\n[locations.all]\nupstream = "up"\n'
+        '[servers.web]\naddr = "127.0.0.1:8080"\nlocations = ["all"]\n'
+        'prometheus_metrics = "/metrics"\nenabled_h2 = true\n'))
+    services = RequestServices(runtime, None,  # type: ignore[arg-type]  # no upstream used
+                               metrics_text=lambda: "answered here\n")
+    ours, theirs = gsocket.socketpair()
+    info = ConnectionInfo(connection_id=1, remote_addr="10.0.0.1", remote_port=4000,
+                          server_addr="127.0.0.1", server_port=8080, accepted_at=0.0)
+    conn = H2Connection(services, runtime.servers["web"], ours, info)
+    reader = gevent.spawn(conn.run)
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    body = b""
+    try:
+        for stream_id in (1, 3):  # the second after the first writer has ended
+            client.send_headers(stream_id, [(":method", "GET"), (":scheme", "http"),
+                                            (":authority", "t"), (":path", "/metrics")],
+                                end_stream=True)
+            theirs.sendall(client.data_to_send())
+            ended = False
+            with gevent.Timeout(5):
+                while not ended:
+                    for event in client.receive_data(theirs.recv(65536)):
+                        if isinstance(event, h2.events.DataReceived):
+                            body += event.data
+                        ended = ended or (isinstance(event, h2.events.StreamEnded)
+                                          and event.stream_id == stream_id)
+                    theirs.sendall(client.data_to_send())
+            for _turn in range(100):  # the turns after the answer: stream and writer end
+                if not services.streams:
+                    break
+                gevent.sleep(0)
+            assert services.streams == {}  # no stream, and no writer registered
+            assert getattr(conn, "_writer_job", None) is None
+            assert not reader.dead  # the connection itself stays open, idle
+        assert body == b"answered here\n" * 2
+    finally:
+        reader.kill()
+        theirs.close()
