@@ -215,6 +215,8 @@ class ConnectBurst:
             sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
         except OSError:
             return target, None, "refused"
+        # accepted: the answer may wait for workers the test holds (SIGSTOP) for a while
+        sock.settimeout(60)
         try:
             sock.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\n"
                          "Connection: close\r\n\r\n".encode())
@@ -258,6 +260,9 @@ def test_a_stop_under_a_connect_burst_resets_no_connection(pingap, backends, tmp
         for pid in workers:
             os.kill(pid, signal.SIGSTOP)
         try:
+            # the burst's threads may all be waiting on answers from held workers by now
+            # (fast workers accept a whole volley at once): queue connections of our own
+            queued = [burst._send(f"/queued/{i}") for i in range(8)]
             wait_for(lambda: accept_queue(port) >= 6, timeout=30, what="a queue")
             proc.proc.send_signal(sig)
             # the master has acted on the signal (workers still held): TERM begins the
@@ -269,6 +274,9 @@ def test_a_stop_under_a_connect_burst_resets_no_connection(pingap, backends, tmp
             for pid in workers:
                 os.kill(pid, signal.SIGCONT)
         proc.proc.wait(60)
+        # the queued ones were served before the workers let go of the listener
+        assert [burst._read(target, sock) if sock is not None else outcome
+                for target, sock, outcome in queued] == ["ok"] * len(queued)
         # until every copy of the listener is closed, new connects wait (their SYN goes
         # unanswered); after it they are refused
         wait_for(lambda: burst.count("refused") >= 6, timeout=30, what="refused connects")
