@@ -16,6 +16,7 @@ uncaught exception of a greenlet would; the greenlet goes on with the next job.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
 from functools import partial
@@ -26,6 +27,8 @@ import greenlet
 from gevent import GreenletExit
 
 MAX_IDLE = 128
+
+log = logging.getLogger("pingap.runners")
 
 
 class Job:
@@ -118,7 +121,10 @@ class _Runner:
                 return
             idle.append(self)
             try:
-                hub.switch()  # until spawn hands the next job over
+                while self.job is None:
+                    hub.switch()  # until spawn hands the next job over
+                    if self.job is None:
+                        log.warning("runner woken without a job (%s)", "stale switch")
             except BaseException:  # nothing throws at a parked runner; if it happens: end
                 if self in idle:
                     idle.remove(self)
