@@ -518,8 +518,8 @@ class H2Connection:
             return
         stream = H2Stream(self, stream_id, list(event.headers), event.stream_ended is not None)
         self.streams[stream_id] = stream
-        stream.greenlet = RUNNERS.spawn(stream.run)
-        self.services.streams[stream] = stream.greenlet
+        stream.job = RUNNERS.spawn(stream.run)
+        self.services.streams[stream] = stream.job
 
     def stream_done(self, stream: H2Stream) -> None:
         self.streams.pop(stream.stream_id, None)
@@ -575,7 +575,7 @@ class H2Stream(Downstream):
         self.busy = True
         self.finished = False       # our side ended (response complete or stream aborted)
         self.ended_pushed = False
-        self.greenlet: Job | None = None  # the stream's run, in a reusable greenlet
+        self.job: Job | None = None  # the stream's run, in a reusable greenlet
         self.window_open = Event()
         self.unacked = 0
         self._events: deque[tuple[object, int]] = deque()
@@ -583,7 +583,6 @@ class H2Stream(Downstream):
         self._head: Headers | None = None
         self._aborted = False
         self._head_only = False
-        self.started = False
         self.response_ended = False   # the response's END_STREAM was queued
         self._reset_code = h2.errors.ErrorCodes.INTERNAL_ERROR  # if it never is
         if end_stream:
@@ -606,10 +605,10 @@ class H2Stream(Downstream):
         self.finished = True
         self._arrived.set()
         self.window_open.set()
-        job = self.greenlet
+        job = self.job
         if job is None or job.is_current():
             return
-        if not self.started:  # reset before it ran: it never will, nothing was sent upstream
+        if not job.started:  # reset before it ran: it never will, nothing was sent upstream
             job.kill(block=False)
             self.connection.stream_done(self)
         elif not job.dead:
@@ -618,7 +617,6 @@ class H2Stream(Downstream):
     # --- the stream's greenlet ----------------------------------------------------
 
     def run(self) -> None:
-        self.started = True
         connection = self.connection
         try:
             try:
