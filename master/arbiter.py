@@ -160,8 +160,6 @@ def generation_servers(config: Any) -> dict[str, list[str]]:
             for name, server in config.servers.items()}
 
 
-
-
 class Arbiter:
     SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP,
                signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCHLD)

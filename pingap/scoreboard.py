@@ -18,12 +18,15 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-SLOT = struct.Struct("<iIB7xI4xQQd")
+_BEFORE_STATE = "<iI"                        # pid, generation
+_BEFORE_CONNECTIONS = _BEFORE_STATE + "B7x"  # state, padding
+SLOT = struct.Struct(_BEFORE_CONNECTIONS + "I4xQQd")
 SLOTS = 256
 SIZE = SLOT.size * SLOTS
-_STATE_AT = struct.calcsize("<iI")  # offsets in a slot, for the reads that want one field
+# offsets in a slot, for the reads that want one field
+_STATE_AT = struct.calcsize(_BEFORE_STATE)
+_CONNECTIONS_AT = struct.calcsize(_BEFORE_CONNECTIONS)
 _CONNECTIONS = struct.Struct("<I")
-_CONNECTIONS_AT = struct.calcsize("<iIB7x")
 
 
 class SlotState(enum.IntEnum):

@@ -124,7 +124,7 @@ class _Runner:
                 while self.job is None:
                     hub.switch()  # until spawn hands the next job over
                     if self.job is None:
-                        log.warning("runner woken without a job (%s)", "stale switch")
+                        log.warning("a parked runner was woken without a job")
             except BaseException:  # nothing throws at a parked runner; if it happens: end
                 if self in idle:
                     idle.remove(self)
