@@ -72,7 +72,7 @@ from pingap.h2request import request_from_h2
 from pingap.headers import HOP_BY_HOP, Headers
 from pingap.http1 import check_field_values
 from workers.exchange import Downstream, Exchange
-from workers.h2upstream import CLOSED_STREAMS_KEPT
+from workers.h2upstream import CLOSED_STREAMS_KEPT, release_machine
 from workers.runners import RUNNERS, Job
 from workers.turns import FRAMES_PER_TURN, Turn
 
@@ -391,6 +391,7 @@ class H2Connection:
                          self._ended_by)
             for stream in list(self.streams.values()):
                 stream.abort()
+            release_machine(self.h2)
             try:
                 self.sock.close()
             except OSError:

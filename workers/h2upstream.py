@@ -83,12 +83,23 @@ _DEFAULT_WINDOW = 65535
 _LAST_STREAM_ID = 2**31 - 1 - 2 * 1000
 #: how many closed streams an h2 state machine (this client's, and the server's in
 #: ``workers.h2``) remembers, and how each closed. ``h2`` keeps 65,536 per connection by
-#: default: ~100 bytes each, so a long-lived connection grew by up to ~7 MB. What the
+#: default: ~140 bytes each, so a long-lived connection grew by up to ~9 MB. What the
 #: memory buys is small: DATA, WINDOW_UPDATE and RST_STREAM on a forgotten stream are
 #: handled as on a remembered one (a stream error or nothing); only a late HEADERS on a
 #: stream we reset more than this many streams ago becomes a connection error.
 #: RFC 9113 §5.1 lets an endpoint limit how long it ignores frames after a RST_STREAM.
-CLOSED_STREAMS_KEPT = 512
+#: 128 is more than the streams a client may have open at once (``MAX_CONCURRENT_STREAMS``
+#: in ``workers.h2``), and ~18 KB per busy connection (512 kept ~70 KB).
+CLOSED_STREAMS_KEPT = 128
+
+
+def release_machine(machine: H2Connection) -> None:
+    """Break the reference cycle an ``h2`` connection forms with itself (its frame dispatch
+    table holds its own bound methods) once nothing will feed it frames again, so the
+    state machine (its streams, HPACK tables and closed-stream record) is freed when its
+    owner lets go of it instead of at the cyclic collector's next full pass. Only
+    ``receive_data`` reads the table: the caller is the connection's reader, at its end."""
+    machine._frame_dispatch_table = {}  # type: ignore[attr-defined]
 
 #: HTTP/1 headers that mean nothing (or are forbidden) in HTTP/2; TE is kept for "trailers"
 _CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host"}
@@ -439,6 +450,12 @@ class H2UpstreamConnection:
                 self._h2.acknowledge_received_data(size, stream_id)
 
     def _read_loop(self) -> None:
+        try:
+            self._read_frames()
+        finally:
+            release_machine(self._h2)
+
+    def _read_frames(self) -> None:
         while not self.closed:
             try:
                 data = self.sock.recv(READ_SIZE)

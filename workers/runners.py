@@ -115,9 +115,11 @@ class _Runner:
                 finally:
                     job.dead = True
                     job._fn = None
+                    job._glet = None
             self.job = job = None  # nothing of the ended job stays reachable from here
             idle = self.runners._idle
             if len(idle) >= self.runners.max_idle:
+                del glet.pingap_runner  # no cycle left: freed as this greenlet ends
                 return
             idle.append(self)
             try:
@@ -128,6 +130,7 @@ class _Runner:
             except BaseException:  # nothing throws at a parked runner; if it happens: end
                 if self in idle:
                     idle.remove(self)
+                del glet.pingap_runner
                 return
 
 

@@ -5,6 +5,10 @@ stream it has forgotten do not end the connection."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+from typing import Any
+
 import h2.config
 import h2.connection
 import h2.errors
@@ -81,10 +85,9 @@ def test_late_frames_on_a_forgotten_stream_keep_the_connection() -> None:
 
 # --- the connection's writer ---------------------------------------------------------------
 
-def test_an_idle_connection_keeps_no_writer() -> None:
-    """Small responses go out through a writer job batched per loop turn; once it has
-    written, it ends: an idle HTTP/2 connection holds its reader greenlet only (a parked
-    writer was ~8 KB per idle connection)."""
+def _serving() -> tuple[Any, Any, Any, Any]:
+    """An in-process ``workers.h2.H2Connection`` that answers ``/metrics`` itself, served
+    over a socket pair: (services, connection, its reader greenlet, the client's socket)."""
     import gevent
     from gevent import socket as gsocket
 
@@ -104,25 +107,43 @@ def test_an_idle_connection_keeps_no_writer() -> None:
     info = ConnectionInfo(connection_id=1, remote_addr="10.0.0.1", remote_port=4000,
                           server_addr="127.0.0.1", server_port=8080, accepted_at=0.0)
     conn = H2Connection(services, runtime.servers["web"], ours, info)
-    reader = gevent.spawn(conn.run)
+    return services, conn, gevent.spawn(conn.run), theirs
+
+
+def _get_metrics(client: h2.connection.H2Connection, theirs: Any, stream_id: int) -> bytes:
+    """One GET /metrics on ``stream_id``, read to its end: the body."""
+    import gevent
+
+    client.send_headers(stream_id, [(":method", "GET"), (":scheme", "http"),
+                                    (":authority", "t"), (":path", "/metrics")],
+                        end_stream=True)
+    theirs.sendall(client.data_to_send())
+    body = b""
+    ended = False
+    with gevent.Timeout(5):
+        while not ended:
+            for event in client.receive_data(theirs.recv(65536)):
+                if isinstance(event, h2.events.DataReceived):
+                    body += event.data
+                ended = ended or (isinstance(event, h2.events.StreamEnded)
+                                  and event.stream_id == stream_id)
+            theirs.sendall(client.data_to_send())
+    return body
+
+
+def test_an_idle_connection_keeps_no_writer() -> None:
+    """Small responses go out through a writer job batched per loop turn; once it has
+    written, it ends: an idle HTTP/2 connection holds its reader greenlet only (a parked
+    writer was ~8 KB per idle connection)."""
+    import gevent
+
+    services, conn, reader, theirs = _serving()
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     body = b""
     try:
         for stream_id in (1, 3):  # the second after the first writer has ended
-            client.send_headers(stream_id, [(":method", "GET"), (":scheme", "http"),
-                                            (":authority", "t"), (":path", "/metrics")],
-                                end_stream=True)
-            theirs.sendall(client.data_to_send())
-            ended = False
-            with gevent.Timeout(5):
-                while not ended:
-                    for event in client.receive_data(theirs.recv(65536)):
-                        if isinstance(event, h2.events.DataReceived):
-                            body += event.data
-                        ended = ended or (isinstance(event, h2.events.StreamEnded)
-                                          and event.stream_id == stream_id)
-                    theirs.sendall(client.data_to_send())
+            body += _get_metrics(client, theirs, stream_id)
             for _turn in range(100):  # the turns after the answer: stream and writer end
                 if not services.streams:
                     break
@@ -134,3 +155,55 @@ def test_an_idle_connection_keeps_no_writer() -> None:
     finally:
         reader.kill()
         theirs.close()
+
+
+def test_a_closed_connection_is_freed_without_the_collector() -> None:
+    """An h2 state machine is a reference cycle (its frame dispatch table holds its own
+    bound methods); the connection breaks it when its reader ends, so the machine (with
+    its streams, HPACK tables and closed-stream record, ~70 KB for a busy one) goes with
+    the connection instead of at the collector's next full pass."""
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _services, conn, reader, theirs = _serving()
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        client.initiate_connection()
+        assert _get_metrics(client, theirs, 1) == b"answered here\n"
+        machine = weakref.ref(conn.h2)
+        connection = weakref.ref(conn)
+        theirs.close()
+        reader.join(5)
+        assert reader.dead
+        del conn, reader
+        assert machine() is None
+        assert connection() is None
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def test_an_ended_backend_connection_is_freed_without_the_collector() -> None:
+    """The same for an HTTP/2 connection to a backend: once its reader has ended (here:
+    the backend closed it), the pool's last reference is the last one."""
+    from gevent import socket as gsocket
+
+    from pingap.upstream import Backend
+    from workers.h2upstream import H2UpstreamConnection
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        ours, theirs = gsocket.socketpair()
+        conn = H2UpstreamConnection(ours, Backend("127.0.0.1", 9), now=0.0)
+        machine = weakref.ref(conn._h2)
+        connection = weakref.ref(conn)
+        theirs.close()
+        conn._reader.join(5)
+        assert conn._reader.dead and conn.closed
+        del conn
+        assert machine() is None
+        assert connection() is None
+    finally:
+        if enabled:
+            gc.enable()
