@@ -71,7 +71,7 @@ class MetricsRecorder:
         self._histograms: dict[tuple[str, str], _Histogram] = {}
         self._started_cache: dict[tuple[str, str], tuple[int, ...]] = {}
         self._finished_cache: dict[tuple[str, str, str],
-                                   tuple[tuple[int, ...], list[_Histogram]]] = {}
+                                   tuple[int, int, int, int, _Histogram]] = {}
         self._reuses: dict[str, int] = {}
         self._upstream_cache: dict[tuple[str, str], list[Any]] = {}
 
@@ -117,23 +117,18 @@ class MetricsRecorder:
         key = (server, location)
         found = self._started_cache.get(key)
         if found is None:
-            out = []
-            for loc in ("", location):
-                labels = _labels(server=server, location=loc)
-                out.append(self._index("pingap_http_requests_total", labels))
-                out.append(self._index("pingap_http_requests_current", labels,
-                                       SeriesKind.GAUGE))
-            found = self._started_cache[key] = tuple(out)
+            labels = _labels(server=server, location=location)
+            found = self._started_cache[key] = (
+                self._index("pingap_http_requests_total", labels),
+                self._index("pingap_http_requests_current", labels, SeriesKind.GAUGE))
         return found
 
     def request_started(self, server: str, location: str, reused: bool) -> None:
         values = self.state.values
         base = self.column * SERIES
-        total_all, current_all, total_loc, current_loc = self._started(server, location)
-        values[base + total_all] += 1
-        values[base + current_all] += 1
-        values[base + total_loc] += 1
-        values[base + current_loc] += 1
+        total, current = self._started(server, location)
+        values[base + total] += 1
+        values[base + current] += 1
         if reused:
             index = self._reuses.get(server)
             if index is None:
@@ -141,44 +136,38 @@ class MetricsRecorder:
                                                            _labels(server=server))
             values[base + index] += 1
 
-    def _finished(self, server: str, location: str, code: str) -> tuple[tuple[int, ...],
-                                                                         list[_Histogram]]:
+    def _finished(self, server: str, location: str, code: str
+                  ) -> tuple[int, int, int, int, _Histogram]:
         key = (server, location, code)
         found = self._finished_cache.get(key)
         if found is None:
-            indexes = []
-            hists = []
-            for loc in ("", location):
-                labels = _labels(server=server, location=loc)
-                indexes.append(self._index("pingap_http_requests_current", labels,
-                                           SeriesKind.GAUGE))
-                indexes.append(self._index("pingap_http_responses_codes",
-                                           _labels(server=server, location=loc, code=code)))
-                indexes.append(self._index("pingap_http_received_bytes", labels))
-                indexes.append(self._index("pingap_http_sent_bytes", labels))
-                hists.append(self._histogram("pingap_http_response_time_seconds", labels,
-                                             RESPONSE_TIME_BUCKETS))
-            found = self._finished_cache[key] = (tuple(indexes), hists)
+            labels = _labels(server=server, location=location)
+            found = self._finished_cache[key] = (
+                self._index("pingap_http_requests_current", labels, SeriesKind.GAUGE),
+                self._index("pingap_http_responses_codes",
+                            _labels(server=server, location=location, code=code)),
+                self._index("pingap_http_received_bytes", labels),
+                self._index("pingap_http_sent_bytes", labels),
+                self._histogram("pingap_http_response_time_seconds", labels,
+                                RESPONSE_TIME_BUCKETS))
         return found
 
     def request_finished(self, server: str, ctx: RequestContext, upstream: str | None) -> None:
         status = ctx.status
         code = f"{status // 100}xx" if status and 100 <= status < 600 else "unknown"
-        indexes, hists = self._finished(server, ctx.location or "", code)
+        current, codes, received_at, sent_at, hist = self._finished(
+            server, ctx.location or "", code)
         values = self.state.values
         base = self.column * SERIES
+        values[base + current] -= 1
+        values[base + codes] += 1
         received = ctx.payload_size
+        if received:
+            values[base + received_at] += received
         sent = ctx.size
-        for i in (0, 4):
-            values[base + indexes[i]] -= 1
-            values[base + indexes[i + 1]] += 1
-            if received:
-                values[base + indexes[i + 2]] += received
-            if sent:
-                values[base + indexes[i + 3]] += sent
-        elapsed = (ctx.end or ctx.start) - ctx.start
-        for hist in hists:
-            self._observe(hist, elapsed)
+        if sent:
+            values[base + sent_at] += sent
+        self._observe(hist, (ctx.end or ctx.start) - ctx.start)
         if upstream:
             self._upstream_finished(server, upstream, ctx)
 
@@ -221,15 +210,43 @@ def _family(series: str) -> str:
     return name
 
 
+#: the families a request adds to under its location; the server's own series
+#: (``location=""``) are their sums, made at scrape time rather than per request
+_PER_LOCATION = frozenset({
+    "pingap_http_requests_total", "pingap_http_requests_current",
+    "pingap_http_responses_codes", "pingap_http_response_time_seconds",
+    "pingap_http_received_bytes", "pingap_http_sent_bytes"})
+#: the location label: always after the server label, so the first unescaped match
+_AFTER_SERVER_LOCATION = re.compile(r',location="(?:[^"\\]|\\.)*"')
+
+
+def _server_series(series: str) -> str:
+    """``series`` with an empty location label: the server-wide series it sums into."""
+    return _AFTER_SERVER_LOCATION.sub(',location=""', series, count=1)
+
+
+def _number(value: float) -> str:
+    return repr(int(value)) if value == int(value) else repr(value)
+
+
 def render(state: SharedState, columns: Iterable[int],
            process_lines: Iterable[str] = ()) -> str:
-    """The text exposition of every series, summed over ``columns`` (+ retired)."""
+    """The text exposition of every series, summed over ``columns`` (+ retired); each
+    server's ``location=""`` series are the sums of its locations'."""
     totals = state.totals(list(columns))
     by_family: dict[str, list[str]] = {}
+    server_wide: dict[str, float] = {}
     for index, series, _kind in state.series():
         value = totals.get(index, 0.0)
-        text = repr(int(value)) if value == int(value) else repr(value)
-        by_family.setdefault(_family(series), []).append(f"{series} {text}")
+        family = _family(series)
+        if family in _PER_LOCATION:
+            whole = _server_series(series)
+            server_wide[whole] = server_wide.get(whole, 0.0) + value
+            if whole == series:
+                continue  # a server-wide series of its own (none is written any more)
+        by_family.setdefault(family, []).append(f"{series} {_number(value)}")
+    for series, value in server_wide.items():
+        by_family.setdefault(_family(series), []).append(f"{series} {_number(value)}")
     out: list[str] = []
     for family in sorted(by_family):
         kind, doc = HELP.get(family, ("untyped", ""))
@@ -261,12 +278,11 @@ def request_counts(state: SharedState, columns: Iterable[int], location: str | N
     for index, series, _kind in state.series():
         for prefix, key in _REQUEST_FAMILIES:
             if series.startswith(prefix):
+                count = int(totals.get(index, 0))
+                out[key] += count  # every request is counted under its location
                 found = _LOCATION_LABEL.search(series)
-                label = found.group(1) if found else ""
-                if label == "":
-                    out[key] += int(totals.get(index, 0))
-                elif label == wanted:
-                    out["location_" + key] += int(totals.get(index, 0))
+                if found and found.group(1) == wanted:
+                    out["location_" + key] += count
     return out
 
 

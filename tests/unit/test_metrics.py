@@ -567,3 +567,29 @@ def test_process_lines_accept_a_generator_and_are_appended_by_render(
     s = parse(text)
     assert value(s, "pingap_process_open_fds", role="worker", pid="42") == 3
     assert _types(text).count(("pingap_process_open_fds", "gauge")) == 1
+
+
+def test_the_server_series_sum_every_location_and_worker_at_scrape_time(
+        state: SharedState) -> None:
+    """A request writes its location's series only; the server's (``location=""``) are
+    summed when rendered: counters, codes, bytes and histogram buckets, over locations
+    and over workers' columns, one sample per label set."""
+    first, second = MetricsRecorder(state, 0), MetricsRecorder(state, 1)
+    one_request(first, location="a", end=100.001, size=10, payload_size=1)
+    one_request(second, location="b", end=100.3, size=20, status=404)
+    one_request(second, location="b", end=100.3, size=30)
+    registered = [series for _index, series, _kind in state.series()]
+    assert not [series for series in registered if 'location=""' in series]
+    s = parse(render(state, [0, 1]))
+    server = {"server": "web", "location": ""}
+    assert value(s, "pingap_http_requests_total", **server) == 3
+    assert value(s, "pingap_http_requests_current", **server) == 0
+    assert value(s, "pingap_http_responses_codes", code="2xx", **server) == 2
+    assert value(s, "pingap_http_responses_codes", code="4xx", **server) == 1
+    assert value(s, "pingap_http_sent_bytes", **server) == 60
+    assert value(s, "pingap_http_received_bytes", **server) == 1
+    assert value(s, "pingap_http_response_time_seconds_count", **server) == 3
+    assert buckets(s, "pingap_http_response_time_seconds", **server) == \
+        expected_buckets(RESPONSE_TIME_BUCKETS, [0.001, 0.3, 0.3])
+    assert value(s, "pingap_http_response_time_seconds_sum", **server) == \
+        pytest.approx(0.601)
