@@ -40,6 +40,7 @@ from pingap.errors import ConfigError
 from pingap.metrics import MetricsRecorder, process_lines, request_counts
 from pingap.metrics import render as render_metrics
 from pingap.plugins import load_entry_points
+from pingap.plugins.static import load_types
 from pingap.runtime import Runtime, build_runtime
 from pingap.scoreboard import Scoreboard, SlotState
 from pingap.state import SharedState
@@ -435,6 +436,16 @@ def untrack_greenlets() -> None:
     gevent.config.track_greenlet_tree = False
 
 
+def load_file_types(runtime: Runtime) -> bool:
+    """The MIME type tables read at boot when a location serves files (``directory``),
+    not by the first request for one. True when they were needed."""
+    if not any(p.category == "directory" for loc in runtime.locations.values()
+               for p in loc.plugins):
+        return False
+    load_types()
+    return True
+
+
 def settle_heap() -> None:
     """Boot is over: what it made (modules, config, runtime) lives as long as the worker,
     so a full collection need never walk it again (``gc.freeze``); and the collector runs
@@ -508,6 +519,7 @@ def main(argv: list[str]) -> int:
         if args.config_digest and config.digest != args.config_digest:
             return boot_error("the config changed on disk after the master validated it")
         runtime = build_runtime(config, certificate_facts(args.certificates))
+        load_file_types(runtime)
         listeners = adopt_listeners(args.listeners)
         scoreboard = state = None
         if args.scoreboard_fd is not None:

@@ -178,3 +178,28 @@ def test_a_worker_serving_certificates_loads_cryptography_only_without_facts(
     """)
     assert ("cryptography" in found) is not with_facts
     assert found & HEAVY - {"cryptography"} == set()
+
+
+@pytest.mark.parametrize("serves_files", [True, False], ids=["directory", "proxy-only"])
+def test_a_worker_reads_the_mime_tables_at_boot_only_when_it_serves_files(
+        tmp_path: Path, serves_files: bool) -> None:
+    """``mimetypes`` reads /etc/mime.types and seven other paths (~13 ms) at its first
+    lookup: a worker with a ``directory`` location does that at boot, not inside its first
+    file request; a worker without one never does."""
+    plugin = ('[plugins.files]\ncategory = "directory"\npath = "/tmp"\n'
+              if serves_files else "")
+    plugins = '["files"]' if serves_files else "[]"
+    config = tmp_path / "pingap.toml"
+    config.write_text(f'[upstreams.up]\naddrs = ["127.0.0.1:9"]\n{plugin}'
+                      f'[locations.all]\nupstream = "up"\nplugins = {plugins}\n'
+                      '[servers.web]\naddr = "127.0.0.1:8080"\nlocations = ["all"]\n')
+    output = run_python(f"""
+        from gevent import monkey
+        monkey.patch_all()
+        import mimetypes
+        from pingap.runtime import load_runtime
+        from workers.worker import load_file_types
+        needed = load_file_types(load_runtime({str(config)!r}))
+        print(needed, mimetypes.inited)
+    """)
+    assert output.split() == [str(serves_files), str(serves_files)]
