@@ -34,6 +34,7 @@ from pingap.health import (
 from pingap.runtime import UpstreamRuntime
 from pingap.upstream import Backend
 from workers.h2upstream import H2UpstreamConnection
+from workers.pool import open_tcp
 
 log = logging.getLogger("pingap.health")
 
@@ -57,8 +58,7 @@ def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
     """One check of one backend; True if healthy."""
     host = backend.host[1:-1] if backend.host.startswith("[") else backend.host
     try:
-        sock = socket.create_connection((host, backend.port),
-                                        timeout=spec.connection_timeout)
+        sock = open_tcp(host, backend.port, spec.connection_timeout)
     except OSError:
         return False
     try:

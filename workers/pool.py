@@ -23,6 +23,7 @@ opening their own.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import select
 import socket
 import ssl
@@ -86,6 +87,36 @@ def _host(backend: Backend) -> str:
     return unbracket(backend.host)
 
 
+@functools.lru_cache(maxsize=1024)
+def _literal_family(host: str) -> socket.AddressFamily | None:
+    """AF_INET or AF_INET6 for an IP address literal, None for a name."""
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+    return socket.AF_INET if version == 4 else socket.AF_INET6
+
+
+def open_tcp(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to ``host`` (an address or a name, unbracketed) within ``timeout``.
+
+    An address (what most backends are) is connected directly: ``create_connection``
+    would first ask gevent's resolver, which hands every lookup, an address's too, to its
+    thread pool (~60 µs of a ~150 µs connect). A name still goes through
+    ``create_connection``: each address it resolves to, in turn."""
+    family = _literal_family(host)
+    if family is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 _tls_contexts: dict[tuple[bool, str], ssl.SSLContext] = {}
 
 
@@ -144,7 +175,7 @@ def connect(upstream: UpstreamRuntime, backend: Backend,
     if upstream.transparent:
         _refuse_loop(upstream, backend)
     try:
-        sock = socket.create_connection((_host(backend), backend.port), timeout=timeout)
+        sock = open_tcp(_host(backend), backend.port, timeout)
     except TimeoutError as exc:
         raise UpstreamConnectError(f"connect to {backend.addr} timed out") from exc
     except OSError as exc:
