@@ -101,6 +101,7 @@ def release_machine(machine: H2Connection) -> None:
     ``receive_data`` reads the table: the caller is the connection's reader, at its end."""
     machine._frame_dispatch_table = {}  # type: ignore[attr-defined]
 
+
 #: HTTP/1 headers that mean nothing (or are forbidden) in HTTP/2; TE is kept for "trailers"
 _CONNECTION_SPECIFIC = HOP_BY_HOP | {b"host"}
 
