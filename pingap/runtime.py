@@ -188,6 +188,11 @@ class Runtime:
     warnings: list[Problem] = field(default_factory=list)
     version: str = __version__
 
+    def uses_plugin(self, category: str) -> bool:
+        """Some location runs a plugin of ``category``."""
+        return any(plugin.category == category for location in self.locations.values()
+                   for plugin in location.plugins)
+
 
 def _build_upstream(name: str, cfg: UpstreamConfig) -> UpstreamRuntime | None:
     """None when the upstream has no usable backend (``checks`` reported why)."""

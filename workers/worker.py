@@ -439,8 +439,7 @@ def untrack_greenlets() -> None:
 def load_file_types(runtime: Runtime) -> bool:
     """The MIME type tables read at boot when a location serves files (``directory``),
     not by the first request for one. True when they were needed."""
-    if not any(p.category == "directory" for loc in runtime.locations.values()
-               for p in loc.plugins):
+    if not runtime.uses_plugin("directory"):
         return False
     load_types()
     return True
@@ -529,8 +528,7 @@ def main(argv: list[str]) -> int:
         worker = Worker(runtime, listeners, worker_id=args.worker_id,
                         generation=args.generation, control=control, scoreboard=scoreboard,
                         slot=args.slot, state=state, standby=args.standby)
-        if any(p.category == "admin" for loc in runtime.locations.values()
-               for p in loc.plugins):
+        if runtime.uses_plugin("admin"):
             worker.services.admin = AdminService(
                 worker._send, lambda: basic_info(worker),
                 lambda: list(worker.runtime.certificates.entries),
