@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -24,6 +25,7 @@ def no_lookups(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
 
 
+@contextmanager
 def _listener(family: socket.AddressFamily, host: str) -> Iterator[tuple[socket.socket, int]]:
     try:
         srv = socket.socket(family, socket.SOCK_STREAM)
@@ -39,37 +41,24 @@ def _listener(family: socket.AddressFamily, host: str) -> Iterator[tuple[socket.
 
 @pytest.fixture
 def v4() -> Iterator[tuple[socket.socket, int]]:
-    yield from _listener(socket.AF_INET, "127.0.0.1")
+    with _listener(socket.AF_INET, "127.0.0.1") as listening:
+        yield listening
 
 
-@pytest.fixture
-def v6() -> Iterator[tuple[socket.socket, int]]:
-    yield from _listener(socket.AF_INET6, "::1")
-
-
-def test_an_ipv4_address_connects_without_a_lookup(no_lookups: None,
-                                                   v4: tuple[socket.socket, int]) -> None:
-    srv, port = v4
-    sock = open_tcp("127.0.0.1", port, 5.0)
-    try:
-        peer, _ = srv.accept()
-        assert sock.getpeername() == ("127.0.0.1", port)
-        assert sock.gettimeout() == 5.0
-        peer.close()
-    finally:
-        sock.close()
-
-
-def test_an_ipv6_address_connects_without_a_lookup(no_lookups: None,
-                                                   v6: tuple[socket.socket, int]) -> None:
-    srv, port = v6
-    sock = open_tcp("::1", port, 5.0)
-    try:
-        peer, _ = srv.accept()
-        assert sock.family == socket.AF_INET6 and sock.getpeername()[:2] == ("::1", port)
-        peer.close()
-    finally:
-        sock.close()
+@pytest.mark.parametrize(("family", "host"), [(socket.AF_INET, "127.0.0.1"),
+                                              (socket.AF_INET6, "::1")], ids=["ipv4", "ipv6"])
+def test_an_address_connects_without_a_lookup(no_lookups: None, family: socket.AddressFamily,
+                                              host: str) -> None:
+    with _listener(family, host) as (srv, port):
+        sock = open_tcp(host, port, 5.0)
+        try:
+            peer, _ = srv.accept()
+            assert sock.family == family
+            assert sock.getpeername()[:2] == (host, port)
+            assert sock.gettimeout() == 5.0
+            peer.close()
+        finally:
+            sock.close()
 
 
 def test_a_name_is_still_looked_up(no_lookups: None, v4: tuple[socket.socket, int]) -> None:
