@@ -22,6 +22,7 @@ import gevent
 from pingap import __version__
 from pingap.errors import UpstreamError
 from pingap.events import ResponseData, ResponseEnded, ResponseStarted
+from pingap.headers import unbracket
 from pingap.health import (
     GRPC_HEALTH_PATH,
     HealthCheckSpec,
@@ -56,9 +57,8 @@ def _insecure_context(h2: bool = False) -> ssl.SSLContext:
 
 def probe(spec: HealthCheckSpec, backend: Backend) -> bool:
     """One check of one backend; True if healthy."""
-    host = backend.host[1:-1] if backend.host.startswith("[") else backend.host
     try:
-        sock = open_tcp(host, backend.port, spec.connection_timeout)
+        sock = open_tcp(unbracket(backend.host), backend.port, spec.connection_timeout)
     except OSError:
         return False
     try:
