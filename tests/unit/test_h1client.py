@@ -17,6 +17,7 @@ from pingap.h1client import (
     last_chunk,
     request_head,
 )
+from tests.support.collector import collector_off
 
 # --- request side ------------------------------------------------------------------------
 
@@ -458,25 +459,19 @@ def test_a_finished_reader_is_freed_without_the_garbage_collector(
     """The parser and the reader hold each other until the response ends: after it, both
     go as soon as the last reference does, not at the collector's next pass."""
     gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         reader = ResponseReader(method)
         events = reader.feed(data) + (reader.feed(b"") if eof else [])
         assert isinstance(events[-1], ResponseEnded) and reader.done
         del reader, events
         assert gc.collect() == 0
-    finally:
-        gc.enable()
 
 
 def test_a_reader_whose_body_went_around_it_is_freed_too() -> None:
     gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         reader = ResponseReader(b"GET")
         reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
         assert isinstance(reader.body_skipped(), ResponseEnded)
         del reader
         assert gc.collect() == 0
-    finally:
-        gc.enable()

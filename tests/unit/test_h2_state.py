@@ -5,7 +5,6 @@ stream it has forgotten do not end the connection."""
 
 from __future__ import annotations
 
-import gc
 import weakref
 from typing import Any
 
@@ -16,6 +15,7 @@ import h2.events
 import pytest
 from hyperframe.frame import DataFrame, RstStreamFrame, WindowUpdateFrame
 
+from tests.support.collector import collector_off
 from workers.h2 import _StreamErrorsH2
 from workers.h2upstream import CLOSED_STREAMS_KEPT, _GoawayTolerantConnection
 
@@ -162,10 +162,7 @@ def test_a_closed_connection_is_freed_without_the_collector() -> None:
     bound methods); the connection breaks it when its reader ends, so the machine (with
     its streams, HPACK tables and closed-stream record, ~70 KB for a busy one) goes with
     the connection instead of at the collector's next full pass."""
-
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         _services, conn, reader, theirs = _serving()
         client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         client.initiate_connection()
@@ -178,9 +175,6 @@ def test_a_closed_connection_is_freed_without_the_collector() -> None:
         del conn, reader
         assert machine() is None
         assert connection() is None
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def test_an_ended_backend_connection_is_freed_without_the_collector() -> None:
@@ -191,9 +185,7 @@ def test_an_ended_backend_connection_is_freed_without_the_collector() -> None:
     from pingap.upstream import Backend
     from workers.h2upstream import H2UpstreamConnection
 
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         ours, theirs = gsocket.socketpair()
         conn = H2UpstreamConnection(ours, Backend("127.0.0.1", 9), now=0.0)
         machine = weakref.ref(conn._h2)
@@ -204,6 +196,3 @@ def test_an_ended_backend_connection_is_freed_without_the_collector() -> None:
         del conn
         assert machine() is None
         assert connection() is None
-    finally:
-        if enabled:
-            gc.enable()

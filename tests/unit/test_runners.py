@@ -7,6 +7,7 @@ import gevent
 import greenlet
 from gevent.event import Event
 
+from tests.support.collector import collector_off
 from workers.runners import Runners, current_job
 
 
@@ -38,21 +39,15 @@ def test_a_greenlet_beyond_the_cap_is_freed_without_the_collector() -> None:
     """A runner that ends because enough are parked leaves no reference cycle behind
     (its greenlet names it for ``current_job``): it is freed as it ends, not at the next
     full collection. Under h2load a worker kept ~1,600 such dead pairs between them."""
-    import gc
     import weakref
 
     runners = Runners(max_idle=0)
     ended: list[weakref.ref[greenlet.greenlet]] = []
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_off():
         job = runners.spawn(lambda: ended.append(weakref.ref(greenlet.getcurrent())))
         gevent.sleep(0)
         assert job.dead and runners.idle == 0
         assert ended and ended[0]() is None
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def test_a_kill_raises_in_the_running_job_and_its_greenlet_goes_on() -> None:
