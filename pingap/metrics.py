@@ -216,13 +216,14 @@ _PER_LOCATION = frozenset({
     "pingap_http_requests_total", "pingap_http_requests_current",
     "pingap_http_responses_codes", "pingap_http_response_time_seconds",
     "pingap_http_received_bytes", "pingap_http_sent_bytes"})
-#: the location label: always after the server label, so the first unescaped match
-_AFTER_SERVER_LOCATION = re.compile(r',location="(?:[^"\\]|\\.)*"')
+#: a series up to its server label, then the location label's (escaped) value: matched
+#: from the start, so a server name that reads like a location label is skipped whole
+_LOCATION_LABEL = re.compile(r'^([^{]*\{server="(?:[^"\\]|\\.)*"),location="((?:[^"\\]|\\.)*)"')
 
 
 def _server_series(series: str) -> str:
     """``series`` with an empty location label: the server-wide series it sums into."""
-    return _AFTER_SERVER_LOCATION.sub(',location=""', series, count=1)
+    return _LOCATION_LABEL.sub(r'\1,location=""', series, count=1)
 
 
 def _number(value: float) -> str:
@@ -263,7 +264,6 @@ def render(state: SharedState, columns: Iterable[int],
     return "\n".join(out) + "\n"
 
 
-_LOCATION_LABEL = re.compile(r'location="((?:[^"\\]|\\.)*)"')
 _REQUEST_FAMILIES = (("pingap_http_requests_total{", "accepted"),
                      ("pingap_http_requests_current{", "processing"))
 
@@ -280,8 +280,8 @@ def request_counts(state: SharedState, columns: Iterable[int], location: str | N
             if series.startswith(prefix):
                 count = int(totals.get(index, 0))
                 out[key] += count  # every request is counted under its location
-                found = _LOCATION_LABEL.search(series)
-                if found and found.group(1) == wanted:
+                found = _LOCATION_LABEL.match(series)
+                if found and found.group(2) == wanted:
                     out["location_" + key] += count
     return out
 

@@ -17,6 +17,7 @@ from pingap.metrics import (
     MetricsRecorder,
     process_lines,
     render,
+    request_counts,
 )
 from pingap.state import REGISTRY_AT, SERIES, SERIES_NAME, SIZE, SeriesKind, SharedState
 
@@ -593,3 +594,19 @@ def test_the_server_series_sum_every_location_and_worker_at_scrape_time(
         expected_buckets(RESPONSE_TIME_BUCKETS, [0.001, 0.3, 0.3])
     assert value(s, "pingap_http_response_time_seconds_sum", **server) == \
         pytest.approx(0.601)
+
+
+@pytest.mark.parametrize("server", ["s,location=", "location=", 'x",location="y', "s,"])
+def test_a_server_name_that_reads_like_a_location_label_is_summed_as_a_server(
+        state: SharedState, server: str) -> None:
+    """The server-wide series and the stats plugin's counts find a series' location
+    label after its whole server label, whatever the server is called."""
+    rec = MetricsRecorder(state, 0)
+    one_request(rec, server=server, location="api")
+    one_request(rec, server=server, location="web")
+    s = parse(render(state, [0]))
+    assert value(s, "pingap_http_requests_total", server=server, location="") == 2
+    assert value(s, "pingap_http_requests_total", server=server, location="api") == 1
+    assert value(s, "pingap_http_response_time_seconds_count", server=server, location="") == 2
+    assert request_counts(state, [0], "api") == {
+        "processing": 0, "accepted": 2, "location_processing": 0, "location_accepted": 1}
