@@ -582,6 +582,9 @@ class H2Stream(Downstream):
         self._events: deque[tuple[object, int]] = deque()
         self._arrived = Event()
         self._head: Headers | None = None
+        #: the newest body piece, not yet handed to the state machine: ``write_end``
+        #: sends it with END_STREAM (one DATA frame, not a second empty one to end it)
+        self._held: bytes | None = None
         self._aborted = False
         self._head_only = False
         self.response_ended = False   # the response's END_STREAM was queued
@@ -710,7 +713,23 @@ class H2Stream(Downstream):
 
     def write_body(self, data: bytes) -> None:
         self._send_head(False)
-        if self._head_only:
+        if self._head_only or not data:
+            return
+        if self._held is not None:
+            self._send_held(False)
+        self._held = data
+        connection = self.connection
+        connection.queued += len(data)
+        if connection.queued > FLUSH_AT:
+            self._send_held(False)
+            connection.flush(self)
+
+    def _send_held(self, end_stream: bool) -> None:
+        """Hand the held body piece to the state machine in frames the client's window
+        allows (waiting for it to open); the last frame ends the stream if asked."""
+        data = self._held
+        self._held = None
+        if data is None:
             return
         connection = self.connection
         conn = connection.h2
@@ -731,12 +750,12 @@ class H2Stream(Downstream):
                 finally:
                     self.deadline = 0.0
                 continue
-            piece = view[:window]
+            if len(view) <= window:
+                conn.send_data(self.stream_id, data if len(view) == len(data) else view.tobytes(),
+                               end_stream=end_stream)
+                return
+            conn.send_data(self.stream_id, view[:window].tobytes())
             view = view[window:]
-            conn.send_data(self.stream_id, piece.tobytes())
-        connection.queued += len(data)
-        if connection.queued > FLUSH_AT:
-            connection.flush(self)
 
     def write_end(self, trailers: Headers | None) -> None:
         conn = self.connection.h2
@@ -746,12 +765,17 @@ class H2Stream(Downstream):
                 return
         self._check()
         if trailers and not self._head_only:
+            self._send_held(False)
             conn.send_headers(self.stream_id, _h2_fields(trailers), end_stream=True)
+        elif self._held is not None:
+            self._send_held(True)
         else:
             conn.end_stream(self.stream_id)
         self.response_ended = True
 
     def flush(self, more: bool = False) -> None:
+        if self._held is not None:
+            self._send_held(False)
         self.connection.flush_soon()
 
     def send_informational(self, status: int) -> None:

@@ -13,7 +13,7 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
-from hyperframe.frame import DataFrame, RstStreamFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
 
 from tests.support.collector import collector_off
 from workers.h2 import _StreamErrorsH2
@@ -155,6 +155,46 @@ def test_an_idle_connection_keeps_no_writer() -> None:
     finally:
         reader.kill()
         theirs.close()
+
+
+def _frames(data: bytes) -> list[Frame]:
+    """The whole frames in ``data`` (what a server sends: no preface)."""
+    frames = []
+    view = memoryview(data)
+    while len(view) >= 9:
+        frame, length = Frame.parse_frame_header(view[:9])
+        if len(view) < 9 + length:
+            break
+        frame.parse_body(view[9:9 + length])
+        frames.append(frame)
+        view = view[9 + length:]
+    return frames
+
+
+def test_a_whole_body_ends_its_stream_on_its_own_data_frame() -> None:
+    """A response whose body is written before its end goes out as HEADERS and one DATA
+    frame carrying END_STREAM, not a second, empty DATA frame to end the stream (one
+    state-machine step and one frame fewer per response)."""
+    import gevent
+
+    _services, _conn, reader, theirs = _serving()
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    client.send_headers(1, [(":method", "GET"), (":scheme", "http"), (":authority", "t"),
+                            (":path", "/metrics")], end_stream=True)
+    theirs.sendall(client.data_to_send())
+    received = b""
+    try:
+        with gevent.Timeout(5):
+            while not any("END_STREAM" in f.flags for f in _frames(received)
+                          if f.stream_id == 1):
+                received += theirs.recv(65536)
+    finally:
+        reader.kill()
+        theirs.close()
+    ours = [f for f in _frames(received) if f.stream_id == 1]
+    assert [type(f) for f in ours] == [HeadersFrame, DataFrame]
+    assert ours[1].data == b"answered here\n" and "END_STREAM" in ours[1].flags
 
 
 def test_a_closed_connection_is_freed_without_the_collector() -> None:
