@@ -5,6 +5,8 @@
 #                                           # (the harness's "direct" row: its backend nginx)
 #   scripts/bench-body.sh cache --runs 3    # cache hit (memory) vs nginx proxy_cache
 #
+# static also runs scripts/bench/static_floor.py, a bare gevent + httptools file server (open,
+# fstat, head, sendfile; nothing else), as the "static-floor" row; NO_BASELINE=1 skips it.
 # pingap: one master + one worker pinned to cpu 0 (the harness default), access log off as
 # the harness's nginx; configs in scripts/bench/pingap-{static,cache}.toml.tpl and
 # scripts/bench/nginx-cache.conf.tpl. Other arguments go to proxybench.py; SHARED, PYTHON,
@@ -22,6 +24,10 @@ proxies=(--proxy "pingap-$kind=$pingap_cmd")
 bench_before "pingap-$kind" "$pingap_cmd"
 bench_alt "pingap-$kind" "$pingap_tail"
 proxies+=("${before_args[@]}" "${alt_args[@]}")
+if [[ "$kind" == static && -z "${NO_BASELINE:-}" ]]; then
+  # the floor: a bare gevent loop serving the same file (NO_BASELINE=1 skips it)
+  proxies+=(--proxy "static-floor=$(q "$python") $(q "$here/bench/static_floor.py") --listen 127.0.0.1:{port} --root '{workdir}/www'")
+fi
 if [[ "$kind" == cache ]]; then
   nginx_cmd="mkdir -p '{workdir}/{name}/cache' && $subst $here/bench/nginx-cache.conf.tpl > '{workdir}/{name}.conf' && exec nginx -c '{workdir}/{name}.conf' -p '{workdir}/{name}/' -e '{workdir}/{name}/error.log'"
   proxies+=(--proxy "nginx-cache=$nginx_cmd")
