@@ -580,6 +580,10 @@ class H2Stream(Downstream):
         self.window_open = Event()
         self.unacked = 0
         self._events: deque[tuple[object, int]] = deque()
+        #: the bytes of the newest queued ``BodyReceived`` (``_tail_of``) once later DATA
+        #: was added to it: body pieces the stream has not taken yet are held as one
+        self._tail: bytearray | None = None
+        self._tail_of: BodyReceived | None = None
         self._arrived = Event()
         self._head: Headers | None = None
         #: the newest body piece, not yet handed to the state machine: ``write_end``
@@ -600,7 +604,19 @@ class H2Stream(Downstream):
                 return
             self.ended_pushed = True
         self.unacked += flow_length
-        self._events.append((event, flow_length))
+        events = self._events
+        last = events[-1][0] if events else None
+        if isinstance(event, BodyReceived) and isinstance(last, BodyReceived):
+            # DATA the stream has not taken yet joins the piece before it: a client's
+            # tiny DATA frames (1 byte each, a window's worth, while the upstream is slow)
+            # then cost their bytes here, not ~100 bytes of records per frame
+            if self._tail is None or self._tail_of is not last:
+                self._tail = bytearray(last.data)
+                self._tail_of = last
+            self._tail += event.data
+            events[-1] = (last, events[-1][1] + flow_length)
+        else:
+            events.append((event, flow_length))
         self._arrived.set()
 
     def abort(self) -> None:
@@ -689,6 +705,9 @@ class H2Stream(Downstream):
             finally:
                 self.deadline = 0.0
         event, flow_length = self._events.popleft()
+        if event is self._tail_of and self._tail is not None:
+            event = BodyReceived(data=bytes(self._tail))
+            self._tail = self._tail_of = None
         if flow_length:
             self.unacked -= flow_length
             connection = self.connection

@@ -197,6 +197,52 @@ def test_a_whole_body_ends_its_stream_on_its_own_data_frame() -> None:
     assert ours[1].data == b"answered here\n" and "END_STREAM" in ours[1].flags
 
 
+def test_tiny_data_frames_are_held_as_their_bytes() -> None:
+    """DATA a stream has not taken yet is held as one piece of body, however many frames
+    brought it: 5,000 one-byte frames queue as one event of 5,000 bytes (a record per
+    frame cost ~100 bytes per byte a client sent while the upstream was slow), taken in
+    order, before the end of the body, and acknowledged in full."""
+    from pingap.events import BodyReceived, MessageEnded
+    from workers.h2 import H2Stream
+
+    _services, conn, reader, theirs = _serving()
+    reader.kill()  # not started yet: this test feeds the state machine itself
+    try:
+        client = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None))
+        client.initiate_connection()
+        conn.h2.initiate_connection()
+        conn.h2.receive_data(client.data_to_send())
+        client.receive_data(conn.h2.data_to_send())
+        client.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":authority", "t"),
+                                (":path", "/upload")])
+        conn.h2.receive_data(client.data_to_send())
+        stream = H2Stream(conn, 1, [], end_stream=False)
+        conn.streams[1] = stream
+
+        def send(*pieces: bytes, end: bool = False) -> None:
+            for piece in pieces:
+                client.send_data(1, piece)
+            if end:
+                client.end_stream(1)
+            for event in conn.h2.receive_data(client.data_to_send()):
+                assert conn._handle(event)
+
+        send(*[b"x"] * 5000)
+        assert len(stream._events) == 1 and stream.unacked == 5000
+        first = stream.next_event()
+        assert isinstance(first, BodyReceived) and first.data == b"x" * 5000
+        assert stream.unacked == 0
+        send(b"ab", b"c", end=True)
+        assert len(stream._events) == 2 and stream.unacked == 3
+        second = stream.next_event()
+        assert isinstance(second, BodyReceived) and second.data == b"abc"
+        assert isinstance(stream.next_event(), MessageEnded)
+        assert stream.unacked == 0
+    finally:
+        theirs.close()
+
+
 def test_a_closed_connection_is_freed_without_the_collector() -> None:
     """An h2 state machine is a reference cycle (its frame dispatch table holds its own
     bound methods); the connection breaks it when its reader ends, so the machine (with
