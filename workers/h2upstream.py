@@ -152,9 +152,9 @@ def trailer_headers(trailers: Headers) -> Headers:
 class H2UpstreamStream:
     """One request on an ``H2UpstreamConnection``; used by one greenlet at a time."""
 
-    __slots__ = ("_events", "_ready", "_trailers", "_unacked", "_writable", "buffered",
-                 "conn", "error", "local_ended", "remote_ended", "send_error", "started",
-                 "stream_id")
+    __slots__ = ("_events", "_ready", "_tail", "_tail_of", "_trailers", "_unacked", "_writable",
+                 "buffered", "conn", "error", "local_ended", "remote_ended", "send_error",
+                 "started", "stream_id")
 
     #: whatever happens to one stream, the shared connection stays (its own failures
     #: close it); a stream is never upgraded nor spliced: the relay loop asks, as it asks
@@ -167,6 +167,10 @@ class H2UpstreamStream:
         self.conn = conn
         self.stream_id = stream_id
         self._events: deque[ResponseEvent] = deque()
+        #: the bytes of the newest queued ``ResponseData`` (``_tail_of``) once later DATA
+        #: was added to it: body pieces the consumer has not taken yet are held as one
+        self._tail: bytearray | None = None
+        self._tail_of: ResponseData | None = None
         self._ready = Event()      # events queued, or the stream failed
         self._writable = Event()   # the send window may have opened, or the stream failed
         self._trailers: Headers = []
@@ -191,7 +195,14 @@ class H2UpstreamStream:
         deadline = time.monotonic() + timeout
         while True:
             if self._events:
-                events = list(self._events)
+                tail_of = self._tail_of
+                if tail_of is not None and self._tail is not None:
+                    data = bytes(self._tail)
+                    events = [ResponseData(data=data) if event is tail_of else event
+                              for event in self._events]
+                    self._tail = self._tail_of = None
+                else:
+                    events = list(self._events)
                 self._events.clear()
                 self.buffered = 0
                 consumed, self._unacked = self._unacked, 0
@@ -276,7 +287,17 @@ class H2UpstreamStream:
     # --- the reader's side ----------------------------------------------------------
 
     def _push(self, event: ResponseEvent, flow_controlled: int = 0) -> None:
-        self._events.append(event)
+        events = self._events
+        last = events[-1] if events else None
+        if isinstance(event, ResponseData) and isinstance(last, ResponseData):
+            # joins the piece before it, not yet taken: tiny DATA frames from a backend
+            # cost their bytes while the client is slow, not a record each
+            if self._tail is None or self._tail_of is not last:
+                self._tail = bytearray(last.data)
+                self._tail_of = last
+            self._tail += event.data
+        else:
+            events.append(event)
         self._unacked += flow_controlled
         if isinstance(event, ResponseData):
             self.buffered += len(event.data)

@@ -243,6 +243,49 @@ def test_tiny_data_frames_are_held_as_their_bytes() -> None:
         theirs.close()
 
 
+def test_tiny_data_frames_from_a_backend_are_held_as_their_bytes() -> None:
+    """The same for a response from an HTTP/2 backend: body pieces the relay has not taken
+    yet are one piece, so 5,000 one-byte DATA frames come out as one event."""
+    import time
+
+    import gevent
+    from gevent import socket as gsocket
+
+    from pingap.events import ResponseData, ResponseEnded, ResponseStarted
+    from pingap.upstream import Backend
+    from workers.h2upstream import H2UpstreamConnection
+
+    ours, theirs = gsocket.socketpair()
+    conn = H2UpstreamConnection(ours, Backend("127.0.0.1", 9), now=0.0)
+    backend = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=False, header_encoding=None))
+    backend.initiate_connection()
+    try:
+        theirs.sendall(backend.data_to_send())
+        assert conn.wait_ready(5)
+        stream = conn.open_stream(b"GET", b"http", b"t", b"/", [], end_stream=True)
+        with gevent.Timeout(5):
+            while not any(isinstance(e, h2.events.RequestReceived)
+                          for e in backend.receive_data(theirs.recv(65536))):
+                pass
+        backend.send_headers(stream.stream_id, [(":status", "200")])
+        for _ in range(5000):
+            backend.send_data(stream.stream_id, b"y")
+        backend.end_stream(stream.stream_id)
+        theirs.sendall(backend.data_to_send())
+        deadline = time.monotonic() + 5
+        while not stream.remote_ended:  # the connection's reader takes all of it
+            assert time.monotonic() < deadline, "the response did not arrive"
+            gevent.sleep(0.001)
+        events = stream.next_events(5)
+        assert [type(e) for e in events] == [ResponseStarted, ResponseData, ResponseEnded]
+        body = events[1]
+        assert isinstance(body, ResponseData) and body.data == b"y" * 5000
+    finally:
+        conn.close()
+        theirs.close()
+
+
 def test_a_closed_connection_is_freed_without_the_collector() -> None:
     """An h2 state machine is a reference cycle (its frame dispatch table holds its own
     bound methods); the connection breaks it when its reader ends, so the machine (with
