@@ -12,6 +12,7 @@ are built per request).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeVar, cast
 
 from pingap.headers import Headers
 
@@ -94,3 +95,39 @@ class ResponseEnded:
 
 
 ResponseEvent = ResponseStarted | ResponseData | ResponseEnded
+
+_Taken = TypeVar("_Taken")
+
+
+class JoinedPieces:
+    """Body pieces a queue's consumer has not taken yet, held as one.
+
+    A piece (``BodyReceived`` or ``ResponseData``) that arrives while the one before it
+    is still queued is ``add``-ed to that one instead of queued itself: its bytes go into
+    a buffer made when the second piece arrives, and the consumer ``take``-s the queued
+    piece with all of them. So a peer's tiny HTTP/2 DATA frames cost their bytes while
+    the other side is slow, not a queued record (~100 bytes) each. One per queue (the
+    HTTP/2 streams to clients and to backends, ``workers.h2`` and ``workers.h2upstream``).
+    """
+
+    __slots__ = ("_buf", "_of")
+
+    def __init__(self) -> None:
+        self._of: BodyReceived | ResponseData | None = None  # the piece the bytes belong to
+        self._buf = bytearray()
+
+    def add(self, last: BodyReceived | ResponseData, data: bytes) -> None:
+        """Append ``data`` to ``last``, the newest queued piece."""
+        if self._of is not last:
+            self._of = last
+            self._buf = bytearray(last.data)
+        self._buf += data
+
+    def take(self, event: _Taken) -> _Taken:
+        """``event`` as its consumer takes it: a piece with the bytes added to it."""
+        if self._of is None or event is not self._of:
+            return event
+        data, self._of, self._buf = bytes(self._buf), None, bytearray()
+        joined = (BodyReceived(data=data) if isinstance(event, BodyReceived)
+                  else ResponseData(data=data))
+        return cast(_Taken, joined)

@@ -67,7 +67,7 @@ from hyperframe.frame import DataFrame, Frame, GoAwayFrame, HeadersFrame
 
 from pingap.context import ConnectionInfo
 from pingap.errors import ClientGone, DownstreamError
-from pingap.events import BodyReceived, MessageEnded
+from pingap.events import BodyReceived, JoinedPieces, MessageEnded
 from pingap.h2request import request_from_h2
 from pingap.headers import HOP_BY_HOP, Headers
 from pingap.http1 import check_field_values
@@ -580,10 +580,7 @@ class H2Stream(Downstream):
         self.window_open = Event()
         self.unacked = 0
         self._events: deque[tuple[object, int]] = deque()
-        #: the bytes of the newest queued ``BodyReceived`` (``_tail_of``) once later DATA
-        #: was added to it: body pieces the stream has not taken yet are held as one
-        self._tail: bytearray | None = None
-        self._tail_of: BodyReceived | None = None
+        self._joined = JoinedPieces()  # body pieces the stream has not taken yet, as one
         self._arrived = Event()
         self._head: Headers | None = None
         #: the newest body piece, not yet handed to the state machine: ``write_end``
@@ -607,13 +604,7 @@ class H2Stream(Downstream):
         events = self._events
         last = events[-1][0] if events else None
         if isinstance(event, BodyReceived) and isinstance(last, BodyReceived):
-            # DATA the stream has not taken yet joins the piece before it: a client's
-            # tiny DATA frames (1 byte each, a window's worth, while the upstream is slow)
-            # then cost their bytes here, not ~100 bytes of records per frame
-            if self._tail is None or self._tail_of is not last:
-                self._tail = bytearray(last.data)
-                self._tail_of = last
-            self._tail += event.data
+            self._joined.add(last, event.data)  # a client's tiny DATA frames cost their bytes
             events[-1] = (last, events[-1][1] + flow_length)
         else:
             events.append((event, flow_length))
@@ -705,9 +696,7 @@ class H2Stream(Downstream):
             finally:
                 self.deadline = 0.0
         event, flow_length = self._events.popleft()
-        if event is self._tail_of and self._tail is not None:
-            event = BodyReceived(data=bytes(self._tail))
-            self._tail = self._tail_of = None
+        event = self._joined.take(event)
         if flow_length:
             self.unacked -= flow_length
             connection = self.connection

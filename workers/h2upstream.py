@@ -68,7 +68,13 @@ from h2.events import (
 from h2.settings import SettingCodes, Settings
 
 from pingap.errors import H2StreamError, UpstreamTimeout
-from pingap.events import ResponseData, ResponseEnded, ResponseEvent, ResponseStarted
+from pingap.events import (
+    JoinedPieces,
+    ResponseData,
+    ResponseEnded,
+    ResponseEvent,
+    ResponseStarted,
+)
 from pingap.headers import HOP_BY_HOP, Headers
 from pingap.upstream import Backend
 
@@ -152,7 +158,7 @@ def trailer_headers(trailers: Headers) -> Headers:
 class H2UpstreamStream:
     """One request on an ``H2UpstreamConnection``; used by one greenlet at a time."""
 
-    __slots__ = ("_events", "_ready", "_tail", "_tail_of", "_trailers", "_unacked", "_writable",
+    __slots__ = ("_events", "_joined", "_ready", "_trailers", "_unacked", "_writable",
                  "buffered", "conn", "error", "local_ended", "remote_ended", "send_error",
                  "started", "stream_id")
 
@@ -167,10 +173,7 @@ class H2UpstreamStream:
         self.conn = conn
         self.stream_id = stream_id
         self._events: deque[ResponseEvent] = deque()
-        #: the bytes of the newest queued ``ResponseData`` (``_tail_of``) once later DATA
-        #: was added to it: body pieces the consumer has not taken yet are held as one
-        self._tail: bytearray | None = None
-        self._tail_of: ResponseData | None = None
+        self._joined = JoinedPieces()  # body pieces the relay has not taken yet, as one
         self._ready = Event()      # events queued, or the stream failed
         self._writable = Event()   # the send window may have opened, or the stream failed
         self._trailers: Headers = []
@@ -195,14 +198,7 @@ class H2UpstreamStream:
         deadline = time.monotonic() + timeout
         while True:
             if self._events:
-                tail_of = self._tail_of
-                if tail_of is not None and self._tail is not None:
-                    data = bytes(self._tail)
-                    events = [ResponseData(data=data) if event is tail_of else event
-                              for event in self._events]
-                    self._tail = self._tail_of = None
-                else:
-                    events = list(self._events)
+                events = [self._joined.take(event) for event in self._events]
                 self._events.clear()
                 self.buffered = 0
                 consumed, self._unacked = self._unacked, 0
@@ -290,12 +286,7 @@ class H2UpstreamStream:
         events = self._events
         last = events[-1] if events else None
         if isinstance(event, ResponseData) and isinstance(last, ResponseData):
-            # joins the piece before it, not yet taken: tiny DATA frames from a backend
-            # cost their bytes while the client is slow, not a record each
-            if self._tail is None or self._tail_of is not last:
-                self._tail = bytearray(last.data)
-                self._tail_of = last
-            self._tail += event.data
+            self._joined.add(last, event.data)  # a backend's tiny DATA frames cost their bytes
         else:
             events.append(event)
         self._unacked += flow_controlled
