@@ -52,6 +52,7 @@ from hyperframe.frame import (
 
 from tests.support.configs import proxy_config
 from tests.support.flood import H2_PREFACE, LatencyProbe, flood_process
+from tests.support.h2client import server_frames
 from tests.support.proc import PingapProcess, free_port, wait_for
 
 HEARTBEAT_TIMEOUT = 3.0
@@ -140,7 +141,7 @@ def _burst(port: int, pings: int, extra: bytes = b"") -> list[Frame]:
         received = bytearray()
         while data := _recv(sock):
             received += data
-    return _frames(bytes(received))
+    return server_frames(bytes(received))
 
 
 def test_a_trickled_head_is_answered_408_within_the_read_timeout(pingap, backends) -> None:
@@ -310,19 +311,6 @@ def _recv(sock: socket.socket) -> bytes:
         return sock.recv(1 << 16)
     except OSError:  # quiet (the connection stays open) or closed
         return b""
-
-
-def _frames(data: bytes) -> list[Frame]:
-    frames = []
-    offset = 0
-    while offset + 9 <= len(data):
-        frame, length = Frame.parse_frame_header(memoryview(data[offset:offset + 9]))
-        if offset + 9 + length > len(data):
-            break
-        frame.parse_body(memoryview(data[offset + 9:offset + 9 + length]))
-        frames.append(frame)
-        offset += 9 + length
-    return frames
 
 
 def upstream_connections(proc: PingapProcess, backend_port: int) -> int:

@@ -1,5 +1,6 @@
 """A minimal blocking HTTP/2 client (h2c prior knowledge, the ``h2`` library) for
-integration tests: one request per connection, the whole answer returned."""
+integration tests: one request per connection, the whole answer returned; and
+``server_frames``, the frames a server sent, for tests that read the wire themselves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 import h2.config
 import h2.connection
 import h2.events
+from hyperframe.frame import Frame
 
 from tests.support.client import Answer
 
@@ -50,3 +52,18 @@ def h2c_request(port: int, method: str = "GET", path: str = "/", *,
                 elif isinstance(event, h2.events.StreamReset):
                     raise ConnectionError(f"stream reset: {event.error_code}")
             sock.sendall(conn.data_to_send())
+
+
+def server_frames(data: bytes) -> list[Frame]:
+    """The whole frames at the start of ``data``, bytes a server sent (no preface); an
+    incomplete last frame is left out."""
+    out = []
+    offset = 0
+    while offset + 9 <= len(data):
+        frame, length = Frame.parse_frame_header(memoryview(data[offset:offset + 9]))
+        if offset + 9 + length > len(data):
+            break
+        frame.parse_body(memoryview(data[offset + 9:offset + 9 + length]))
+        out.append(frame)
+        offset += 9 + length
+    return out

@@ -13,9 +13,10 @@ import h2.connection
 import h2.errors
 import h2.events
 import pytest
-from hyperframe.frame import DataFrame, Frame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
+from hyperframe.frame import DataFrame, HeadersFrame, RstStreamFrame, WindowUpdateFrame
 
 from tests.support.collector import collector_off
+from tests.support.h2client import server_frames
 from workers.h2 import _StreamErrorsH2
 from workers.h2upstream import CLOSED_STREAMS_KEPT, _GoawayTolerantConnection
 
@@ -157,20 +158,6 @@ def test_an_idle_connection_keeps_no_writer() -> None:
         theirs.close()
 
 
-def _frames(data: bytes) -> list[Frame]:
-    """The whole frames in ``data`` (what a server sends: no preface)."""
-    frames = []
-    view = memoryview(data)
-    while len(view) >= 9:
-        frame, length = Frame.parse_frame_header(view[:9])
-        if len(view) < 9 + length:
-            break
-        frame.parse_body(view[9:9 + length])
-        frames.append(frame)
-        view = view[9 + length:]
-    return frames
-
-
 def test_a_whole_body_ends_its_stream_on_its_own_data_frame() -> None:
     """A response whose body is written before its end goes out as HEADERS and one DATA
     frame carrying END_STREAM, not a second, empty DATA frame to end the stream (one
@@ -186,13 +173,13 @@ def test_a_whole_body_ends_its_stream_on_its_own_data_frame() -> None:
     received = b""
     try:
         with gevent.Timeout(5):
-            while not any("END_STREAM" in f.flags for f in _frames(received)
+            while not any("END_STREAM" in f.flags for f in server_frames(received)
                           if f.stream_id == 1):
                 received += theirs.recv(65536)
     finally:
         reader.kill()
         theirs.close()
-    ours = [f for f in _frames(received) if f.stream_id == 1]
+    ours = [f for f in server_frames(received) if f.stream_id == 1]
     assert [type(f) for f in ours] == [HeadersFrame, DataFrame]
     assert ours[1].data == b"answered here\n" and "END_STREAM" in ours[1].flags
 
