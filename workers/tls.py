@@ -2,7 +2,8 @@
 certificate, picked per handshake by SNI (``CertificateStore.select``).
 
 ``ssl`` loads keys from files only, so each certificate and key is written into a private
-temporary directory (mode 0700), loaded, and removed again. ``install`` swaps in a renewed
+temporary directory (mode 0700), loaded, and removed again with its directory: a worker
+leaves nothing behind in ``$TMPDIR``. ``install`` swaps in a renewed
 certificate's context for the next handshakes (ACME); a handshake that already picked a
 context keeps it. The handshake runs with its own timeout before any HTTP is read.
 """
@@ -29,7 +30,6 @@ class TLSAcceptor:
     def __init__(self, store: CertificateStore, server: ServerRuntime) -> None:
         self.store = store
         self.server = server
-        self._dir = tempfile.mkdtemp(prefix="pingap-tls-")
         self.contexts = {entry.name: self._context(entry) for entry in store.entries}
         default = store.default or (store.entries[0] if store.entries else None)
         self.base = self._context(default) if default is not None else self._bare()
@@ -52,17 +52,15 @@ class TLSAcceptor:
 
     def _context(self, entry: CertificateEntry) -> ssl.SSLContext:
         ctx = self._bare()
-        paths = []
-        try:
-            for data in (entry.cert_pem, entry.key_pem):
-                fd, path = tempfile.mkstemp(dir=self._dir)  # mode 0600
-                paths.append(path)
+        with tempfile.TemporaryDirectory(prefix="pingap-tls-") as private:  # mode 0700
+            paths = []
+            for name, data in (("cert.pem", entry.cert_pem), ("key.pem", entry.key_pem)):
+                path = os.path.join(private, name)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, "wb") as f:
                     f.write(data)
+                paths.append(path)
             ctx.load_cert_chain(paths[0], paths[1])
-        finally:
-            for path in paths:
-                os.unlink(path)
         return ctx
 
     def install(self, entry: CertificateEntry) -> None:

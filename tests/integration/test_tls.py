@@ -180,3 +180,38 @@ tls_max_version = "tls9"
     assert "certificates.a.tls_key: the key does not belong to the certificate" in result.stderr
     assert "certificates.broken.tls_cert" in result.stderr
     assert "servers.s.tls_max_version" in result.stderr
+
+
+def test_certificate_loading_leaves_nothing_in_tmpdir(tmp_path: Path, backends, pingap) -> None:
+    """``ssl`` loads keys from files only: each worker writes every certificate and key to
+    a private directory and removes that directory once loaded, at start and at a reload.
+    A stopped pingap leaves ``$TMPDIR`` as it found it."""
+    backend = backends()
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    cert, key = make_cert("site.test")
+    port = free_port()
+    config = f"""
+[certificates.site]
+tls_cert = {toml_str(cert)}
+tls_key = {toml_str(key)}
+is_default = true
+[upstreams.u]
+addrs = ["{backend.addr}"]
+[locations.all]
+upstream = "u"
+[servers.https]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+global_certificates = true
+"""
+    proc = pingap(config, port=port, env={"TMPDIR": str(tmpdir)})
+    assert https_get(port, "site.test", "/a").startswith(b"HTTP/1.1 200")
+    workers = wait_for(proc.worker_pids, what="the workers")
+    os.kill(proc.pid, signal.SIGHUP)
+    wait_for(lambda: not set(proc.worker_pids()) & set(workers), timeout=20,
+             what="the reloaded generation's workers")
+    assert https_get(port, "site.test", "/b").startswith(b"HTTP/1.1 200")
+    assert [p.name for p in tmpdir.iterdir() if not p.name.startswith("pingap-config-")] == []
+    assert proc.stop() == 0
+    assert list(tmpdir.iterdir()) == []
