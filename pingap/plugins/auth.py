@@ -94,6 +94,7 @@ class BasicAuth(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.delay = _duration(options, "delay", problems)
         self.hide_credentials = options.get("hide_credentials") is True
@@ -136,6 +137,7 @@ class KeyAuth(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.delay = _duration(options, "delay", problems)
         self.hide_credentials = options.get("hide_credentials") is True
@@ -277,6 +279,7 @@ class JwtAuth(Plugin):
         warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
         # verification runs at request, minting at the response: one instance does both
         super().__init__(name, options, None)
+        self.acts_in = frozenset({"request"})
         self.key_types = _key_types()
         problems = OptionProblems()
         self.header = _str(options, "header").lower().encode("latin-1")
@@ -425,6 +428,7 @@ class CombinedAuth(Plugin):
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.clock = clock
         self.apps: dict[str, _App] = {}
@@ -511,6 +515,7 @@ class ForwardAuth(Plugin):
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.auth_url = _str(options, "auth_url")
         parts = urlsplit(self.auth_url)
@@ -607,6 +612,7 @@ class Csrf(Plugin):
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(name, options, step)
+        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.clock = clock
         self.token_path = _str(options, "token_path")

@@ -15,9 +15,11 @@ from pingap.plugins import (
     BUILTIN_PLUGINS,
     GUARD_CATEGORIES,
     REGISTRY,
+    REQUEST_STEPS,
     Plugin,
     build_plugin,
     plugin_response,
+    plugins_by_step,
 )
 from pingap.plugins.builtin import Mock, Ping
 from pingap.runtime import Runtime, build_runtime
@@ -357,3 +359,30 @@ def test_plugin_response_helper() -> None:
                                                   (b"cache-control", b"no-store")])
     assert custom.headers == [(b"content-type", b"application/json"), (b"cache-control", b"no-store"),
                               (b"Content-Length", b"2")]
+
+
+@pytest.mark.parametrize(("category", "options"), [
+    ("basic_auth", {"authorizations": ["YWRtaW46MTIzMTIz"]}),
+    ("key_auth", {"query": "apikey", "keys": ["a"]}),
+    ("combined_auth", {"authorizations": [{"app_id": "a", "secret": "s", "deviation": 60}]}),
+    ("csrf", {"token_path": "/csrf-token", "key": "secret"}),
+    ("forward_auth", {"auth_url": "http://127.0.0.1:9/auth"}),
+    ("ip_restriction", {"ip_list": ["10.0.0.0/8"], "type": "deny"}),
+    ("ua_restriction", {"ua_list": ["curl"], "type": "deny"}),
+    ("referer_restriction", {"referer_list": ["*.bad.test"], "type": "deny"}),
+])
+def test_a_guard_is_asked_in_its_own_step_only(category: str, options: dict) -> None:
+    """A request runs a location's plugins step by step; a guard that acts in one step is
+    not called at the other two to return CONTINUE."""
+    for step in (None, "early_request", "proxy_upstream"):
+        plugin = build_plugin("g", category, options, step)
+        assert plugin is not None
+        table = plugins_by_step((plugin,))
+        assert [s for s in REQUEST_STEPS if plugin in table[s]] == [step or "request"]
+
+
+def test_jwt_is_asked_in_the_request_step_only() -> None:
+    plugin = build_plugin("j", "jwt", {"secret": "s" * 32, "header": "Authorization"})
+    assert plugin is not None
+    table = plugins_by_step((plugin,))
+    assert [s for s in REQUEST_STEPS if plugin in table[s]] == ["request"]
