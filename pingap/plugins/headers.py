@@ -137,25 +137,36 @@ class ResponseHeaders(Plugin):
             self.rename.append((_header_name(old.strip(), key, problems),
                                 _header_name(new.strip(), key, problems)))
         problems.check()
+        #: (names to drop, headers to append) when no set rule has a variable: worked
+        #: out once here instead of on every response
+        self.fixed: tuple[frozenset[bytes], list[tuple[bytes, bytes]]] | None = None
+        if all(rule.resolver is None for rule in self.set):
+            self.fixed = self._remove_and_set(None)
+
+    def _remove_and_set(self, ctx: RequestContext | None
+                        ) -> tuple[frozenset[bytes], list[tuple[bytes, bytes]]]:
+        """The lowercase names to drop and the headers to append for ``remove_headers``
+        and ``set_headers``: each set name replaced, a later rule for a name winning."""
+        chosen: dict[bytes, tuple[bytes, bytes]] = {}
+        for rule in self.set:
+            value = rule.value(ctx)  # type: ignore[arg-type]  # None only when static
+            if value is not None:
+                low = rule.name.lower()
+                chosen.pop(low, None)  # a later rule for a name takes its place at the end
+                chosen[low] = (rule.name, value)
+        drop = self.remove_low.union(chosen) if chosen else self.remove_low
+        return drop, list(chosen.values())
 
     def apply(self, ctx: RequestContext, headers: Headers) -> None:
         for rule in self.add:
             value = rule.value(ctx)
             if value is not None:
                 headers.append((rule.name, value))
-        # remove, then set (each set name replaced, a later rule for a name winning):
-        # one pass over the headers for both
-        chosen: dict[bytes, tuple[bytes, bytes]] = {}
-        for rule in self.set:
-            value = rule.value(ctx)
-            if value is not None:
-                low = rule.name.lower()
-                chosen.pop(low, None)  # a later rule for a name takes its place at the end
-                chosen[low] = (rule.name, value)
-        drop = self.remove_low.union(chosen) if chosen else self.remove_low
+        # remove, then set: one pass over the headers for both
+        drop, chosen = self.fixed or self._remove_and_set(ctx)
         if drop:
             headers[:] = [item for item in headers if item[0].lower() not in drop]
-            headers.extend(chosen.values())
+            headers.extend(chosen)
         for rule in self.set_absent:
             low = rule.name.lower()
             if not any(n.lower() == low for n, _ in headers):
