@@ -3,7 +3,10 @@ what reaches the upstream, what the client gets, and the `-t` reports."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
+import uuid
 
 import pytest
 
@@ -65,6 +68,39 @@ def test_request_id_uuid7_reaches_upstream_response_and_context() -> None:
     other = session(rt)
     other.route()
     assert other.ctx.request_id != s.ctx.request_id
+
+
+def test_uuid7_is_a_version_7_uuid_of_now_and_never_repeats() -> None:
+    from pingap.plugins.headers import uuid7
+
+    before = time.time_ns() // 1_000_000
+    ids = [uuid7() for _ in range(2000)]  # past several refills of the random buffer
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == len(ids)
+    assert len({i[14:] for i in ids}) == len(ids)  # the random part alone never repeats
+    for text in ids:
+        value = uuid.UUID(text)
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+        assert str(value) == text
+        assert before <= value.int >> 80 <= after
+
+
+def test_uuid7_in_a_forked_child_does_not_repeat_the_parents_random_bits() -> None:
+    from pingap.plugins.headers import uuid7
+
+    uuid7()  # the parent has random bytes buffered
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        os.write(write, " ".join(uuid7() for _ in range(5)).encode())
+        os._exit(0)
+    os.close(write)
+    mine = [uuid7() for _ in range(5)]
+    os.waitpid(pid, 0)
+    with os.fdopen(read, "rb") as pipe:
+        theirs = pipe.read().decode().split()
+    assert len(theirs) == 5
+    assert not {t[14:] for t in theirs} & {m[14:] for m in mine}
 
 
 def test_request_id_nanoid_size_and_header_name() -> None:
