@@ -6,10 +6,18 @@ keys) into a private directory, validates that copy and starts the generation's 
 on it. An edit made later — even an invalid one — cannot reach a worker that is
 respawned after a crash, and workers never talk to etcd. Problem messages are mapped
 back to the user's paths (or etcd URLs).
+
+The directory (``$TMPDIR/pingap-config-*``, mode 0700) goes when the master exits. A
+master that could not clean up (SIGKILL, the OOM killer) would leave its copies — and
+any secrets in them — behind, so each master holds a lock on a file in its directory for
+its whole life, and a starting master removes every such directory whose lock is free:
+its master is gone. The lock is released by the kernel whatever ends a process, and it
+does not depend on process ids (which other PID namespaces sharing ``/tmp`` reuse).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -25,7 +33,12 @@ class ConfigSnapshots:
         self.storage = storage
         self.control_panel = control_panel  # --cp: serve the admin only, no proxy servers
         self.extra = list(extra or ())  # config not in the storage (--admin's server)
-        self.root = tempfile.mkdtemp(prefix="pingap-config-")
+        sweep_abandoned(tempfile.gettempdir())
+        self.root = tempfile.mkdtemp(prefix=PREFIX)
+        # held until this process ends (never inherited: Python's fds are close-on-exec)
+        self._lock = os.open(os.path.join(self.root, LOCK_NAME),
+                             os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     @property
     def _single(self) -> bool:
@@ -88,6 +101,43 @@ class ConfigSnapshots:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+        os.close(self._lock)
+
+
+PREFIX = "pingap-config-"
+LOCK_NAME = ".master.lock"
+
+
+def sweep_abandoned(tmpdir: str) -> list[str]:
+    """Remove the ``pingap-config-*`` directories in ``tmpdir`` (ours, by owner) whose
+    master is gone: their lock file can be locked. Returns the paths removed."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(tmpdir)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(PREFIX):
+            continue
+        path = os.path.join(tmpdir, name)
+        if os.path.islink(path):
+            continue
+        try:
+            fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue  # no lock file: not a directory of this kind (or not ours to judge)
+        try:
+            if os.fstat(fd).st_uid != os.getuid():
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its master is running
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _without_servers(document: Document) -> Document:

@@ -504,3 +504,40 @@ def test_crashed_worker_is_replaced_even_after_an_unapplied_edit(setup) -> None:
              timeout=10, what="a replacement on the validated config")
     for _ in range(4):
         assert ["X-Config", "applied"] in request(port, path="/r").json()["headers"]
+
+
+def test_a_killed_masters_config_copies_are_removed_by_the_next_master(
+        tmp_path: Path, backends, pingap) -> None:
+    """The master keeps the config its workers load in ``$TMPDIR/pingap-config-*``. One
+    killed with SIGKILL cannot remove it; the next master to start removes it, and leaves
+    alone the copies of a master still running."""
+    backend = backends()
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+
+    def start(name: str) -> PingapProcess:
+        work = tmp_path / name
+        work.mkdir()
+        port = free_port()
+        proc = pingap(config_text(work, port, backend.addr, threads=1), port=port,
+                      name=f"{name}.toml", env=env)
+        assert request(port, path="/").status == 200
+        return proc
+
+    def copies() -> set[str]:
+        return {p.name for p in tmpdir.iterdir()}
+
+    killed = start("killed")
+    [abandoned] = copies()
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.stop()
+    assert copies() == {abandoned}  # nothing could clean up
+
+    running = start("running")
+    [kept] = copies()
+    assert kept != abandoned  # the abandoned copy is gone
+    second = start("second")
+    assert kept in copies() and len(copies()) == 2  # a running master's copy stays
+    assert second.stop() == 0 and running.stop() == 0
+    assert copies() == set()

@@ -162,7 +162,7 @@ def test_dropped_generations_take_their_certificate_facts_along(tmp_path: Path) 
              for n in (1, 2, 3)}
     assert Path(paths[2][1]).read_text() == "{2}"
     snapshots.drop({3})
-    assert sorted(os.listdir(snapshots.root)) == ["certificates-3.json", "gen-3"]
+    assert sorted(os.listdir(snapshots.root)) == [".master.lock", "certificates-3.json", "gen-3"]
     snapshots.remove()
 
 
@@ -171,3 +171,33 @@ def test_missing_single_file_snapshot_is_a_storage_error(tmp_path: Path) -> None
     with pytest.raises(StorageError):
         snapshots.take(1)
     snapshots.remove()
+
+
+def test_sweep_removes_only_unlocked_copies_of_its_own_kind(tmp_path: Path) -> None:
+    import fcntl
+
+    from master.snapshot import LOCK_NAME, sweep_abandoned
+
+    def copy(name: str, lock: bool = True) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        (path / "gen-1").mkdir()
+        if lock:
+            (path / LOCK_NAME).touch()
+        return path
+
+    abandoned = copy("pingap-config-abandoned")
+    held = copy("pingap-config-held")
+    unknown = copy("pingap-config-unknown", lock=False)  # not ours to judge
+    other = copy("other-held")
+    (tmp_path / "pingap-config-link").symlink_to(abandoned)
+    fd = os.open(held / LOCK_NAME, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert sweep_abandoned(str(tmp_path)) == [str(abandoned)]
+    finally:
+        os.close(fd)
+    assert not abandoned.exists()
+    assert held.exists() and unknown.exists() and other.exists()
+    assert (tmp_path / "pingap-config-link").is_symlink()
+    assert sweep_abandoned(str(tmp_path)) == [str(held)]  # its holder is gone now
