@@ -35,10 +35,13 @@ class ConfigSnapshots:
         self.extra = list(extra or ())  # config not in the storage (--admin's server)
         sweep_abandoned(tempfile.gettempdir())
         self.root = tempfile.mkdtemp(prefix=PREFIX)
-        # held until this process ends (never inherited: Python's fds are close-on-exec)
-        self._lock = os.open(os.path.join(self.root, LOCK_NAME),
-                             os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        # held until this process ends (never inherited: Python's fds are close-on-exec);
+        # locked before it takes its name, so a master sweeping at the same moment never
+        # finds it free
+        unnamed = os.path.join(self.root, LOCK_NAME + ".new")
+        self._lock = os.open(unnamed, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(unnamed, os.path.join(self.root, LOCK_NAME))
 
     @property
     def _single(self) -> bool:
