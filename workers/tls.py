@@ -1,9 +1,10 @@
 """TLS termination for servers with ``global_certificates``: one SSL context per
 certificate, picked per handshake by SNI (``CertificateStore.select``).
 
-``ssl`` loads keys from files only, so each certificate and key is written into a private
-temporary directory (mode 0700), loaded, and removed again with its directory: a worker
-leaves nothing behind in ``$TMPDIR``. ``install`` swaps in a renewed
+``ssl`` loads keys from files only, so each certificate and key is written to an
+anonymous in-memory file (``memfd_create``) that ``ssl`` opens by its ``/proc/self/fd``
+path, closed once loaded: a private key never reaches a filesystem, and a worker needs no
+writable ``$TMPDIR`` (nor leaves anything there). ``install`` swaps in a renewed
 certificate's context for the next handshakes (ACME); a handshake that already picked a
 context keeps it. The handshake runs with its own timeout before any HTTP is read.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import tempfile
 import time
 
 import gevent
@@ -52,15 +52,18 @@ class TLSAcceptor:
 
     def _context(self, entry: CertificateEntry) -> ssl.SSLContext:
         ctx = self._bare()
-        with tempfile.TemporaryDirectory(prefix="pingap-tls-") as private:  # mode 0700
-            paths = []
-            for name, data in (("cert.pem", entry.cert_pem), ("key.pem", entry.key_pem)):
-                path = os.path.join(private, name)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                paths.append(path)
-            ctx.load_cert_chain(paths[0], paths[1])
+        fds: list[int] = []
+        try:
+            for name, data in (("cert", entry.cert_pem), ("key", entry.key_pem)):
+                fd = os.memfd_create(f"pingap-tls-{name}", os.MFD_CLOEXEC)
+                fds.append(fd)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            ctx.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
         return ctx
 
     def install(self, entry: CertificateEntry) -> None:

@@ -183,9 +183,10 @@ tls_max_version = "tls9"
 
 
 def test_certificate_loading_leaves_nothing_in_tmpdir(tmp_path: Path, backends, pingap) -> None:
-    """``ssl`` loads keys from files only: each worker writes every certificate and key to
-    a private directory and removes that directory once loaded, at start and at a reload.
-    A stopped pingap leaves ``$TMPDIR`` as it found it."""
+    """``ssl`` loads keys from files only: a worker hands it each certificate and key as
+    an in-memory file, at start and at a reload, so nothing of them is written to
+    ``$TMPDIR`` (which holds only the master's config copy). A stopped pingap leaves
+    ``$TMPDIR`` as it found it."""
     backend = backends()
     tmpdir = tmp_path / "tmpdir"
     tmpdir.mkdir()
