@@ -9,22 +9,30 @@ back to the user's paths (or etcd URLs).
 
 The directory (``$TMPDIR/pingap-config-*``, mode 0700) goes when the master exits. A
 master that could not clean up (SIGKILL, the OOM killer) would leave its copies — and
-any secrets in them — behind, so each master holds a lock on a file in its directory for
-its whole life, and a starting master removes every such directory whose lock is free:
-its master is gone. The lock is released by the kernel whatever ends a process, and it
-does not depend on process ids (which other PID namespaces sharing ``/tmp`` reuse).
+any secrets in them — behind, so each master holds an ``flock`` on a file in its
+directory for its whole life, and a starting master removes the directories of its own
+user in its ``$TMPDIR`` whose lock is free: their master is gone. The kernel releases
+the lock however a process ends, and it does not depend on process ids (which other PID
+namespaces sharing ``/tmp`` reuse). ``flock`` is a lock of one host: a ``$TMPDIR`` shared
+between hosts (NFS) is not supported. Directories without the lock file (a master killed
+in the instant between creating its directory and its lock, or an older version's) are
+left alone.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
+import stat
 import tempfile
 
 from master.storage import ConfigStorage, StorageError
 from master.storage.documents import Document, Layout
 from pingap.errors import ConfigError, Problem
+
+log = logging.getLogger("pingap.master")
 
 
 class ConfigSnapshots:
@@ -35,13 +43,18 @@ class ConfigSnapshots:
         self.extra = list(extra or ())  # config not in the storage (--admin's server)
         sweep_abandoned(tempfile.gettempdir())
         self.root = tempfile.mkdtemp(prefix=PREFIX)
-        # held until this process ends (never inherited: Python's fds are close-on-exec);
-        # locked before it takes its name, so a master sweeping at the same moment never
-        # finds it free
-        unnamed = os.path.join(self.root, LOCK_NAME + ".new")
-        self._lock = os.open(unnamed, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.rename(unnamed, os.path.join(self.root, LOCK_NAME))
+        self._lock = -1
+        try:
+            # held until this process ends (never inherited: Python's fds are
+            # close-on-exec); locked before it takes its name, so a master sweeping at
+            # the same moment never finds it free
+            unnamed = os.path.join(self.root, LOCK_NAME + ".new")
+            self._lock = os.open(unnamed, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(unnamed, os.path.join(self.root, LOCK_NAME))
+        except OSError:
+            self.remove()
+            raise
 
     @property
     def _single(self) -> bool:
@@ -104,7 +117,9 @@ class ConfigSnapshots:
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
-        os.close(self._lock)
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
 
 
 PREFIX = "pingap-config-"
@@ -112,34 +127,50 @@ LOCK_NAME = ".master.lock"
 
 
 def sweep_abandoned(tmpdir: str) -> list[str]:
-    """Remove the ``pingap-config-*`` directories in ``tmpdir`` (ours, by owner) whose
-    master is gone: their lock file can be locked. Returns the paths removed."""
+    """Remove the ``pingap-config-*`` directories in ``tmpdir`` whose master is gone:
+    real directories (no symlinks) of this user, mode 0700, holding a lock file of this
+    user that can be locked. Returns the paths removed."""
     removed: list[str] = []
     try:
         names = os.listdir(tmpdir)
     except OSError:
         return removed
+    uid = os.getuid()
     for name in names:
         if not name.startswith(PREFIX):
             continue
         path = os.path.join(tmpdir, name)
-        if os.path.islink(path):
-            continue
         try:
-            fd = os.open(os.path.join(path, LOCK_NAME), os.O_RDWR | os.O_NOFOLLOW)
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError:
-            continue  # no lock file: not a directory of this kind (or not ours to judge)
+            continue  # a symlink, not a directory, or not ours to open
         try:
-            if os.fstat(fd).st_uid != os.getuid():
+            held = os.fstat(dir_fd)
+            if held.st_uid != uid or stat.S_IMODE(held.st_mode) != 0o700:
                 continue
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # its master is running
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
+                fd = os.open(LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            except OSError:
+                continue  # no lock file: not a directory of this kind to judge
+            try:
+                lock = os.fstat(fd)
+                if not stat.S_ISREG(lock.st_mode) or lock.st_uid != uid:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its master is running
+                now = os.lstat(path)
+                if (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+                    continue  # replaced since it was checked
+                shutil.rmtree(path, ignore_errors=True)
+                if not os.path.lexists(path):
+                    log.info("removed %s: config copies of a master that is gone", path)
+                    removed.append(path)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            os.close(dir_fd)
     return removed
 
 

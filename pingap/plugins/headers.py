@@ -40,7 +40,8 @@ NANOID_ALPHABET = "_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 class _RandomBytes:
     """``os.urandom`` read 4,000 bytes at a time and handed out in pieces: one
     ``getrandom`` call per 400 request ids instead of one each. A forked child starts
-    with an empty buffer, so two processes never hand out the same bytes."""
+    with an empty buffer, so two processes never hand out the same bytes. Not for
+    threads: a worker's greenlets call ``take`` without yielding inside it."""
 
     SIZE = 4000
 

@@ -137,6 +137,27 @@ def test_builtin_request_id_and_bad_options() -> None:
 
 # --- response_headers --------------------------------------------------------------------
 
+def test_response_headers_without_variables_give_every_response_the_same_edit() -> None:
+    """Static set rules are worked out once at load; each response still gets its own
+    edit (a later rule for a name winning), and editing one response's headers does not
+    reach the next."""
+    rt = runtime_of('[plugins.resp]\ncategory = "response_headers"\n'
+                    'set_headers = ["X-A: 1", "X-B: 2", "x-a: 3"]\n'
+                    'remove_headers = ["Server"]\n', ["resp"])
+    outs = []
+    for _ in range(2):
+        s = session(rt)
+        s.route()
+        out = s.response_headers(200, [(b"Server", b"up"), (b"X-A", b"upstream"),
+                                       (b"Content-Length", b"0")])
+        outs.append(out)
+        assert [(n.lower(), v) for n, v in out if n.lower() in (b"x-a", b"x-b", b"server")] \
+            == [(b"x-b", b"2"), (b"x-a", b"3")]
+        out.append((b"X-A", b"added later"))
+    assert outs[0] is not outs[1]
+    assert values(outs[1], b"x-a") == [b"3", b"added later"]
+
+
 RESP = """
 [plugins.resp]
 category = "response_headers"

@@ -4,6 +4,7 @@ layouts for new entries, history, conflicts, and the snapshot workers load."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,14 @@ def test_sync_copies_every_entry(tmp_path: Path) -> None:
     assert load_config(str(tmp_path / "out")).servers["web"].locations == ("lo",)
 
 
+@pytest.fixture(autouse=True)
+def private_tmpdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ConfigSnapshots`` keeps its copies in (and sweeps) ``$TMPDIR``: this test's own."""
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmpdir))
+
+
 def test_snapshot_copies_documents_and_maps_problems_back(tmp_path: Path) -> None:
     conf = tmp_path / "conf"
     storage = open_storage(f"{conf}?separation=true")
@@ -178,19 +187,21 @@ def test_sweep_removes_only_unlocked_copies_of_its_own_kind(tmp_path: Path) -> N
 
     from master.snapshot import LOCK_NAME, sweep_abandoned
 
-    def copy(name: str, lock: bool = True) -> Path:
+    def copy(name: str, lock: bool = True, mode: int = 0o700) -> Path:
         path = tmp_path / name
         path.mkdir()
         (path / "gen-1").mkdir()
         if lock:
             (path / LOCK_NAME).touch()
+        path.chmod(mode)
         return path
 
     abandoned = copy("pingap-config-abandoned")
     held = copy("pingap-config-held")
     unknown = copy("pingap-config-unknown", lock=False)  # not ours to judge
-    other = copy("other-held")
-    (tmp_path / "pingap-config-link").symlink_to(abandoned)
+    shared = copy("pingap-config-shared", mode=0o755)  # not a master's private copy
+    other = copy("other-abandoned")  # an unlocked copy, but not of this name
+    (tmp_path / "pingap-config-link").symlink_to(other)  # never followed
     fd = os.open(held / LOCK_NAME, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -198,6 +209,6 @@ def test_sweep_removes_only_unlocked_copies_of_its_own_kind(tmp_path: Path) -> N
     finally:
         os.close(fd)
     assert not abandoned.exists()
-    assert held.exists() and unknown.exists() and other.exists()
+    assert held.exists() and unknown.exists() and shared.exists() and other.exists()
     assert (tmp_path / "pingap-config-link").is_symlink()
     assert sweep_abandoned(str(tmp_path)) == [str(held)]  # its holder is gone now
