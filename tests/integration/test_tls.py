@@ -68,6 +68,21 @@ def toml_str(text: str) -> str:
     return '"""' + text + '"""'
 
 
+def https_server(port: int, backend: str) -> str:
+    """The upstream, location and TLS server (``global_certificates``) a test puts
+    behind its certificates."""
+    return f"""
+[upstreams.u]
+addrs = ["{backend}"]
+[locations.all]
+upstream = "u"
+[servers.https]
+addr = "127.0.0.1:{port}"
+locations = ["all"]
+global_certificates = true
+"""
+
+
 def test_sni_picks_each_certificate_and_the_default(tmp_path: Path, backends, pingap) -> None:
     backend = backends()
     a_cert, a_key = make_cert("a.test")
@@ -132,15 +147,7 @@ tls_key = "{key}"
 tls_cert = {toml_str(d_cert)}
 tls_key = {toml_str(d_key)}
 is_default = true
-[upstreams.u]
-addrs = ["{backend.addr}"]
-[locations.all]
-upstream = "u"
-[servers.https]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-global_certificates = true
-""", port=port, args=["--no-spare"])
+{https_server(port, backend.addr)}""", port=port, args=["--no-spare"])
     assert served_names(port, "site.test") == ["site.test"]
     [worker] = wait_for(proc.worker_pids, what="the worker")
     assert "cryptography" not in Path(f"/proc/{worker}/maps").read_text()
@@ -197,15 +204,7 @@ def test_certificate_loading_leaves_nothing_in_tmpdir(tmp_path: Path, backends, 
 tls_cert = {toml_str(cert)}
 tls_key = {toml_str(key)}
 is_default = true
-[upstreams.u]
-addrs = ["{backend.addr}"]
-[locations.all]
-upstream = "u"
-[servers.https]
-addr = "127.0.0.1:{port}"
-locations = ["all"]
-global_certificates = true
-"""
+{https_server(port, backend.addr)}"""
     proc = pingap(config, port=port, env={"TMPDIR": str(tmpdir)})
     assert https_get(port, "site.test", "/a").startswith(b"HTTP/1.1 200")
     workers = wait_for(proc.worker_pids, what="the workers")
