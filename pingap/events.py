@@ -103,7 +103,7 @@ class JoinedPieces:
     """Body pieces a queue's consumer has not taken yet, held as one.
 
     A piece (``BodyReceived`` or ``ResponseData``) that arrives while the one before it
-    is still queued is ``add``-ed to that one instead of queued itself: its bytes go into
+    is still queued is ``join``-ed to that one instead of queued itself: its bytes go into
     a buffer made when the second piece arrives, and the consumer ``take``-s the queued
     piece with all of them. So a peer's tiny HTTP/2 DATA frames cost their bytes while
     the other side is slow, not a queued record (~100 bytes) each. One per queue (the
@@ -116,12 +116,16 @@ class JoinedPieces:
         self._of: BodyReceived | ResponseData | None = None  # the piece the bytes belong to
         self._buf = bytearray()
 
-    def add(self, last: BodyReceived | ResponseData, data: bytes) -> None:
-        """Append ``data`` to ``last``, the newest queued piece."""
+    def join(self, last: object, event: object) -> bool:
+        """Join ``event`` to ``last``, the newest queued event, when both are body pieces
+        of one kind; True if it was (then nothing is to be queued for it)."""
+        if not isinstance(last, (BodyReceived, ResponseData)) or type(event) is not type(last):
+            return False
         if self._of is not last:
             self._of = last
             self._buf = bytearray(last.data)
-        self._buf += data
+        self._buf += cast(BodyReceived | ResponseData, event).data
+        return True
 
     def take(self, event: _Taken) -> _Taken:
         """``event`` as its consumer takes it: a piece with the bytes added to it."""

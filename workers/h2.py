@@ -602,10 +602,9 @@ class H2Stream(Downstream):
             self.ended_pushed = True
         self.unacked += flow_length
         events = self._events
-        last = events[-1][0] if events else None
-        if isinstance(event, BodyReceived) and isinstance(last, BodyReceived):
-            self._joined.add(last, event.data)  # a client's tiny DATA frames cost their bytes
-            events[-1] = (last, events[-1][1] + flow_length)
+        # a client's tiny DATA frames cost their bytes, not a queued event each
+        if events and self._joined.join(events[-1][0], event):
+            events[-1] = (events[-1][0], events[-1][1] + flow_length)
         else:
             events.append((event, flow_length))
         self._arrived.set()

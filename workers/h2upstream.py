@@ -284,10 +284,8 @@ class H2UpstreamStream:
 
     def _push(self, event: ResponseEvent, flow_controlled: int = 0) -> None:
         events = self._events
-        last = events[-1] if events else None
-        if isinstance(event, ResponseData) and isinstance(last, ResponseData):
-            self._joined.add(last, event.data)  # a backend's tiny DATA frames cost their bytes
-        else:
+        # a backend's tiny DATA frames cost their bytes, not a queued event each
+        if not (events and self._joined.join(events[-1], event)):
             events.append(event)
         self._unacked += flow_controlled
         if isinstance(event, ResponseData):
