@@ -156,6 +156,21 @@ class ResponseWriter:
         self.head_sent = True
         return data
 
+    def head_again(self, data: bytes, length: int) -> bytes:
+        """``data``, a head ``head`` made earlier for a 200 with ``Content-Length:
+        length`` and no Connection field while the connection stayed open, sent for a
+        new response: the writer's state becomes what ``head`` would have left. Only
+        while the connection stays open and the request is not HEAD (a kept head
+        carries no ``Connection: close``)."""
+        if self.must_close or self.is_head:
+            raise DownstreamError("cannot send response: a kept head does not apply",
+                                  status=500)
+        self._no_body = False
+        self._chunked = False
+        self._remaining = length
+        self.head_sent = True
+        return data
+
     def body(self, data: bytes) -> bytes:
         if self._no_body or not data:
             return b""

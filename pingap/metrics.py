@@ -153,23 +153,26 @@ class MetricsRecorder:
         return found
 
     def request_finished(self, server: str, ctx: RequestContext, upstream: str | None) -> None:
-        status = ctx.status
+        self.answered(server, ctx.location or "", ctx.status, ctx.payload_size, ctx.size,
+                      (ctx.end or ctx.start) - ctx.start)
+        if upstream:
+            self._upstream_finished(server, upstream, ctx)
+
+    def answered(self, server: str, location: str, status: int | None, received: int,
+                 sent: int, elapsed: float) -> None:
+        """A request ``request_started`` counted is over: its status class, bytes and
+        time (``request_finished``, or the plain-file path with no request context)."""
         code = f"{status // 100}xx" if status and 100 <= status < 600 else "unknown"
-        current, codes, received_at, sent_at, hist = self._finished(
-            server, ctx.location or "", code)
+        current, codes, received_at, sent_at, hist = self._finished(server, location, code)
         values = self.state.values
         base = self.column * SERIES
         values[base + current] -= 1
         values[base + codes] += 1
-        received = ctx.payload_size
         if received:
             values[base + received_at] += received
-        sent = ctx.size
         if sent:
             values[base + sent_at] += sent
-        self._observe(hist, (ctx.end or ctx.start) - ctx.start)
-        if upstream:
-            self._upstream_finished(server, upstream, ctx)
+        self._observe(hist, elapsed)
 
     #: the per-upstream series, in the order of ``_upstream_finished``'s slots
     _UPSTREAM_HISTOGRAMS = (

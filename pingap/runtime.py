@@ -138,6 +138,10 @@ class LocationRuntime:
     plugin_steps: dict[str, tuple[Plugin, ...]] = field(default_factory=dict)
     #: the plugins that may install a body filter, lowest ``filter_rank`` first
     filter_plugins: tuple[Plugin, ...] = ()
+    #: the location's only plugin when it serves files (``directory``) and nothing else
+    #: acts on the request (no rewrite): a plain GET may take the plain-file path
+    #: (``Directory.plain_file``, ``workers.h1``)
+    plain_files: Any = None
 
     def __post_init__(self) -> None:
         self.plugin_steps = plugins_by_step(self.plugins)
@@ -171,6 +175,12 @@ class ServerRuntime:
     http1_codec: str = "fast"
     #: ``modules = ["grpc-web"]``: gRPC-Web requests to ``grpc_web`` locations are bridged
     grpc_web: bool = False
+    #: a location takes the plain-file path (``LocationRuntime.plain_files``), and no
+    #: route has conditions (matching needs only the host and path)
+    plain_files: bool = False
+    #: (Host, path) as sent, and the location they match when it takes the plain-file
+    #: path (None: another location, or none), for ``workers.h1``; bounded there
+    plain_routes: dict[tuple[bytes, bytes], Any] = field(default_factory=dict)
     processing: int = 0
     accepted: int = 0
 
@@ -340,6 +350,8 @@ def _build_location(name: str, cfg: LocationConfig,
             match_cookies=cfg.match_cookies, payload=runtime)
     except ValueError:
         return None  # reported by pingap.config.checks
+    if len(plugins) == 1 and hasattr(plugins[0], "plain_file") and route.rewrite is None:
+        runtime.plain_files = plugins[0]
     return runtime, route
 
 
@@ -371,10 +383,13 @@ def _trusted(config: PingapConfig) -> tuple[Any, ...]:
 
 
 def _build_server(name: str, cfg: ServerConfig, routes: dict[str, Route]) -> ServerRuntime:
+    mine = [routes[n] for n in cfg.locations if n in routes]
     return ServerRuntime(
         name=name,
         addrs=_listen_addrs(cfg),
-        matcher=LocationMatcher.build(routes[n] for n in cfg.locations if n in routes),
+        matcher=LocationMatcher.build(mine),
+        plain_files=any(r.payload.plain_files is not None for r in mine)  # type: ignore[attr-defined]
+        and not any(r.conditions for r in mine),
         access_log=_access_log(cfg),
         read_timeout=cfg.downstream_read_timeout,
         write_timeout=cfg.downstream_write_timeout,

@@ -25,20 +25,22 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import gevent
+from gevent.socket import socket as PlainSocket
 
 from pingap.context import ConnectionInfo
 from pingap.errors import ClientGone, DownstreamError, PingapError
 from pingap.events import NEED_DATA, ConnectionEnded, RequestReceived, ResponseStarted
-from pingap.headers import Headers
+from pingap.headers import Headers, split_host
 from pingap.http1 import ServerCodec
 from pingap.http1_fast import FastServerCodec
 from pingap.session import ProxySession
 from workers.exchange import Downstream, Exchange
+from workers.local_body import ClientWriteFailed, send_file
 from workers.sockio import VECTOR_MIN, recv_later, send_all, send_file_later, send_later, send_pieces, settle
 from workers.turns import REQUESTS_PER_TURN, Turn
 
 if TYPE_CHECKING:
-    from pingap.runtime import ServerRuntime
+    from pingap.runtime import LocationRuntime, ServerRuntime
     from workers.pool import UpstreamConnection
     from workers.services import RequestServices
 
@@ -49,6 +51,16 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 LINGER_TIME = 2.0         # at most this long in lingering close
 LINGER_TIMEOUT = 0.5      # ... and this long waiting for each read
 LINGER_MAX_BYTES = 1 << 20
+
+#: request fields that can make a file's answer other than its plain 200 (a range, a
+#: conditional, a precompressed sibling): such a request takes the general path
+_NOT_PLAIN = frozenset({b"range", b"if-range", b"if-none-match", b"if-modified-since",
+                        b"if-match", b"if-unmodified-since", b"accept-encoding"})
+#: field names (as sent) known to be none of those
+_plain_names: set[bytes] = set()
+#: (Host, path) pairs a server remembers the plain-file routing of (then it starts over)
+PLAIN_ROUTES_MAX = 1024
+_UNROUTED = object()
 
 
 class H1Connection(Downstream):
@@ -72,6 +84,8 @@ class H1Connection(Downstream):
         self._turn = Turn(REQUESTS_PER_TURN)  # pipelined requests: yield to the hub every few
         self._reading_head = True  # no request head parsed yet in this cycle
         self._head_since = 0.0     # when its first byte came (monotonic; 0 = not yet)
+        #: plain GETs of files may skip the exchange (plaintext: the body is sendfile's)
+        self.plain_files = server.plain_files and type(sock) is PlainSocket
 
     def drain(self) -> None:
         """The worker is draining: nothing to announce, the next response closes."""
@@ -138,7 +152,8 @@ class H1Connection(Downstream):
                 self.conn.requests += 1
                 self.busy = True
                 try:
-                    if not Exchange(self.services, self, event).serve():
+                    if not (self.plain_files and self.serve_plain_file(event)) \
+                            and not Exchange(self.services, self, event).serve():
                         return
                 finally:
                     self.busy = False
@@ -154,6 +169,107 @@ class H1Connection(Downstream):
             return
         finally:
             self.close()
+
+    def serve_plain_file(self, request: RequestReceived) -> bool:
+        """The plain-file path: a GET with nothing conditional about it (no Range, no
+        ``If-*``, no Accept-Encoding), routed to a location whose only plugin is
+        ``directory`` (``LocationRuntime.plain_files``), answered here with the file's
+        200 without the session, plugin chain and exchange a request otherwise goes
+        through: the same bytes (``Directory.plain_file``), counted in the metrics and
+        written to the access log the same. True: answered, the connection stays open.
+        False, with nothing done: ``Exchange`` serves it, and decides everything else
+        (a refused or missing path, a directory, a 304, a range, HTTP/1.0, a drain)."""
+        if request.method != b"GET" or request.has_body:
+            return False
+        services = self.services
+        codec = self.codec
+        if services.draining or not codec.keeps_alive() or services.acme_answer is not None:
+            return False
+        names = _plain_names
+        for name, _ in request.headers:
+            if name not in names:
+                if name.lower() in _NOT_PLAIN:
+                    return False
+                if len(names) < 1024:
+                    names.add(name)
+        server = self.server
+        key = (request.host, request.path)
+        routes = server.plain_routes
+        location = routes.get(key, _UNROUTED)
+        if location is _UNROUTED:
+            location = routes[key] = self._plain_location(request)
+            if len(routes) > PLAIN_ROUTES_MAX:
+                routes.clear()
+        if location is None or (location.max_processing
+                                and location.processing >= location.max_processing):
+            return False
+        start = time.monotonic()
+        session = None
+        if server.access_log is not None:  # the record, as the general path makes it
+            session = ProxySession(services.runtime, server, self.conn, request, now=start,
+                                   wall=time.time())
+        opened = location.plain_files.plain_file(request.path.decode("latin-1"))
+        if opened is None:
+            return False
+        handle, plain = opened  # closed in the ``finally`` below, nothing can raise before
+        metrics = services.metrics
+        server.accepted += 1
+        server.processing += 1
+        location.processing += 1
+        if metrics is not None:
+            metrics.request_started(server.name, location.name, self.conn.requests > 1)
+        size = 0
+        try:
+            codec.next_event()  # the request's end (no body)
+            length = plain.size
+            wire = plain.wire
+            if wire is None:
+                wire = plain.wire = codec.response_head(200, list(plain.headers))
+            else:
+                codec.response_head_again(wire, length)
+            self._out.append(wire)
+            sink = self.raw_sink(length)
+            assert sink is not None
+            if not self.hold_file(handle, 0, length):
+                self.flush(more=True)
+                try:
+                    send_file(sink, handle, 0, length)
+                except ClientWriteFailed as exc:
+                    raise ClientGone(str(exc)) from exc
+            codec.raw_body_sent(length)
+            codec.end(None)
+            size = length
+        finally:
+            handle.close()
+            server.processing -= 1
+            location.processing -= 1
+            end = time.monotonic()
+            if metrics is not None:
+                metrics.answered(server.name, location.name, 200, 0, size, end - start)
+            if session is None:
+                services.requests += 1
+            else:
+                ctx = session.ctx
+                ctx.location = location.name
+                ctx.status = 200
+                ctx.response_headers = list(plain.headers)
+                ctx.end = end
+                ctx.size = size
+                services.log_request(server, ctx)
+        return True
+
+    def _plain_location(self, request: RequestReceived) -> LocationRuntime | None:
+        """The location the request's Host and path match, if it takes the plain-file
+        path; None otherwise (the general path routes it, to that location or another)."""
+        path = request.path.decode("latin-1")
+        server = self.server
+        if path == server.prometheus_metrics:
+            return None
+        found = server.matcher.match(split_host(request.host.decode("latin-1")), path)
+        if found is None or found[1]:  # no location, or captures a log may print
+            return None
+        location: LocationRuntime = found[0].payload  # type: ignore[assignment]
+        return location if location.plain_files is not None else None
 
     def close(self) -> None:
         """Close the socket, once what was written to it went out (``send_later``)."""

@@ -57,6 +57,24 @@ class StaticFiles(Protocol):
     def listdir(self, path: str) -> list[Entry]: ...
 
 
+class PlainFile:
+    """A file's 200 answer to a plain GET (``Directory.plain_file``): its head's fields
+    (Content-Length included) and size. ``wire``: that head as an HTTP/1.1 connection
+    writes it, kept here by the connection after its first use."""
+
+    __slots__ = ("headers", "size", "wire")
+
+    def __init__(self, headers: tuple[tuple[bytes, bytes], ...], size: int) -> None:
+        self.headers = headers
+        self.size = size
+        self.wire: bytes | None = None
+
+
+#: files whose plain answers (and request paths whose file paths) a ``directory`` plugin
+#: keeps (then it starts over)
+PLAIN_HEADS_MAX = 1024
+
+
 class Refused(Exception):
     """The request path may not be served (403)."""
 
@@ -186,6 +204,9 @@ class Directory(Plugin):
         self.files: StaticFiles | None = None
         self.acts_in = frozenset({self.step})
         self.real_root = self.root
+        self._plain: dict[tuple[str, int, int, int, int], PlainFile] = {}
+        #: request paths and the file paths they name (``relative_parts``, lexical only)
+        self._plain_paths: dict[str, str] = {}
 
     def bind(self, services: Any) -> None:
         self.files = services.files
@@ -291,22 +312,7 @@ class Directory(Plugin):
             handle, st, coding = sibling
             ctx.on_finish(handle.close)
         etag = weak_etag(st)
-        headers: Headers = [(b"Content-Type", mime.encode("latin-1"))]
-        headers.append((b"ETag", etag.encode()))
-        headers.append((b"Last-Modified", conditional.http_date(st.st_mtime).encode()))
-        headers.append((b"Accept-Ranges", b"bytes"))
-        if coding is not None:
-            headers.append((b"Content-Encoding", coding.encode()))
-            headers.append((b"Vary", b"Accept-Encoding"))
-        if self.max_age is not None and "text/html" not in mime:
-            scope = "private" if self.private else "public"
-            headers.append((b"Cache-Control", f"{scope}, max-age={self.max_age}".encode()))
-        elif self.private:
-            headers.append((b"Cache-Control", b"private"))
-        if self.download:
-            headers.append((b"Content-Disposition",
-                            f"attachment; filename=\"{quote(name)}\"".encode("latin-1")))
-        headers.extend(self.extra)
+        headers = self._headers(name, mime, etag, st, coding)
         size = st.st_size
         if ctx.method in ("GET", "HEAD") and conditional.not_modified(
                 ctx.request_header("if-none-match"), ctx.request_header("if-modified-since"),
@@ -326,6 +332,77 @@ class Directory(Plugin):
         return Respond(status=200, headers=headers, body=b"",
                        stream=(FilePart(file=handle, offset=0, length=size,
                                         chunk_size=self.chunk_size),) if size else ())
+
+    def _headers(self, name: str, mime: str, etag: str, st: os.stat_result,
+                 coding: str | None) -> Headers:
+        """A file's response fields but its length (and range): pingap's, in its order."""
+        headers: Headers = [(b"Content-Type", mime.encode("latin-1"))]
+        headers.append((b"ETag", etag.encode()))
+        headers.append((b"Last-Modified", conditional.http_date(st.st_mtime).encode()))
+        headers.append((b"Accept-Ranges", b"bytes"))
+        if coding is not None:
+            headers.append((b"Content-Encoding", coding.encode()))
+            headers.append((b"Vary", b"Accept-Encoding"))
+        if self.max_age is not None and "text/html" not in mime:
+            scope = "private" if self.private else "public"
+            headers.append((b"Cache-Control", f"{scope}, max-age={self.max_age}".encode()))
+        elif self.private:
+            headers.append((b"Cache-Control", b"private"))
+        if self.download:
+            headers.append((b"Content-Disposition",
+                            f"attachment; filename=\"{quote(name)}\"".encode("latin-1")))
+        headers.extend(self.extra)
+        return headers
+
+    # --- the plain-file path ----------------------------------------------------------
+
+    def plain_file(self, raw_path: str) -> tuple[Any, PlainFile] | None:
+        """The file a plain GET of ``raw_path`` is answered with, opened, and its 200
+        head: for a request with no Range, no conditional and no Accept-Encoding header,
+        so that no 206, 304, 416 or precompressed sibling can apply, the answer of
+        ``handle_request`` (a test holds the two to the same bytes). None, with nothing
+        left open, for any other answer (refused, missing, a directory, an empty file,
+        an error): the caller then asks ``handle_request``, which decides. The head's
+        fields are kept per file and version (device, inode, size, modification time), so
+        a changed file gets new ones."""
+        files = self.files
+        if files is None:
+            return None
+        path = self._plain_paths.get(raw_path)
+        if path is None:
+            try:
+                parts = relative_parts(raw_path)
+            except Refused:
+                return None
+            if not parts:
+                if self.autoindex:
+                    return None
+                parts = [p for p in self.index.split("/") if p]
+            path = os.path.join(self.root, *parts)
+            if len(self._plain_paths) >= PLAIN_HEADS_MAX:
+                self._plain_paths.clear()
+            self._plain_paths[raw_path] = path
+        try:
+            opened = self._open_inside(files, path)
+        except OSError:
+            return None
+        if opened is None:
+            return None
+        handle, st = opened
+        if not stat_mod.S_ISREG(st.st_mode) or not st.st_size:
+            handle.close()
+            return None
+        key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        plain = self._plain.get(key)
+        if plain is None:
+            if len(self._plain) >= PLAIN_HEADS_MAX:
+                self._plain.clear()
+            name = os.path.basename(path)
+            headers = self._headers(name, content_type(name, self.charset), weak_etag(st),
+                                    st, None)
+            headers.append((b"Content-Length", str(st.st_size).encode()))
+            plain = self._plain[key] = PlainFile(tuple(headers), st.st_size)
+        return handle, plain
 
     def _partial(self, handle: Any, headers: Headers, mime: str,
                  ranges: list[tuple[int, int]], size: int) -> Respond:

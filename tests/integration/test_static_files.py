@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.client import raw_exchange, read_responses
+from tests.support.client import raw_exchange, read_responses, request
 from tests.support.h2c import http1, http2
-from tests.support.proc import PingapProcess, free_port
+from tests.support.proc import PingapProcess, free_port, wait_for
 
 SECRET = b"TOP-SECRET-OUTSIDE-THE-ROOT"
 
@@ -181,3 +181,79 @@ def test_precompressed_sibling_and_compression(pingap: Callable[..., PingapProce
         plain = get(port, path="/app.css")
         assert plain.header("content-encoding") is None
         assert plain.body == (site / "app.css").read_bytes()
+
+
+def test_the_plain_file_path_answers_counts_and_logs_as_the_general_path(
+        pingap: Callable[..., PingapProcess], site: Path, tmp_path: Path) -> None:
+    """A location whose only plugin is ``directory`` answers plain GETs on the plain-file
+    path (``workers.h1``); one with another plugin sends every request through the
+    exchange. The same pipelined requests to each give byte-identical responses (files
+    small and large, the index, a followed symlink, and what the plain path leaves to the
+    general one: 404, 403, a directory), the same metrics and the same access-log lines
+    but for the location's name."""
+    port = free_port()
+    log_file = tmp_path / "access.log"
+    template = ("{method} {uri} {status} {:location} {size} {payload_size} {client_ip} "
+                "{remote} {:processing} {:connection_reused} {host} {>x-tag} {<etag} "
+                "{<content-length}")
+    pingap(f"""
+[plugins.static]
+category = "directory"
+path = "{site}"
+max_age = "1h"
+[plugins.noop]
+category = "ping"
+path = "/never-asked"
+
+[locations.plain]
+host = "plain.test"
+plugins = ["static"]
+[locations.general]
+host = "general.test"
+plugins = ["noop", "static"]
+
+[servers.s]
+addr = "127.0.0.1:{port}"
+locations = ["plain", "general"]
+prometheus_metrics = "/metrics"
+access_log = "{log_file} {template}"
+""", port=port)
+    paths = ["/app.css", "/big.bin", "/index.html", "/", "/docs/a.txt", "/app.js",
+             "/link.txt", "/missing", "/docs", "/%2e%2e/secret.txt", "/app.css"]
+
+    def fetch(host: str) -> bytes:
+        wire = b"".join(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Tag: t\r\n\r\n".encode()
+                        for path in paths)
+        wire += f"GET /app.css HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        return raw_exchange(port, wire, timeout=10)
+
+    plain, general = fetch("plain.test"), fetch("general.test")
+    assert plain == general
+    assert plain.count(b"HTTP/1.1 200 OK\r\n") == 9
+    assert (site / "big.bin").read_bytes() in plain
+
+    metrics = request(port, path="/metrics", headers={"Host": "plain.test"}).body.decode()
+    for location in ("plain", "general"):
+        for series in (f'pingap_http_requests_total{{server="s",location="{location}"}} 12',
+                       f'pingap_http_responses_codes{{server="s",location="{location}",'
+                       'code="2xx"} 9',
+                       f'pingap_http_responses_codes{{server="s",location="{location}",'
+                       'code="4xx"} 3',
+                       f'pingap_http_response_time_seconds_count{{server="s",'
+                       f'location="{location}"}} 12',
+                       f'pingap_http_requests_current{{server="s",location="{location}"}} 0'):
+            assert series in metrics, series
+    sent = {line.split('location="')[1].split('"')[0]: int(line.split()[-1])
+            for line in metrics.splitlines() if line.startswith("pingap_http_sent_bytes{")}
+    assert sent["plain"] == sent["general"] > (site / "big.bin").stat().st_size, sent
+
+    lines = wait_for(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 24
+                     and log_file.read_text().splitlines(), what="24 access-log lines")
+    by_location: dict[str, list[str]] = {"plain": [], "general": []}
+    for line in lines[:24]:
+        fields = line.split(" ")
+        location = fields.pop(3)
+        fields.pop(9)  # the host
+        by_location[location].append(" ".join(fields))
+    assert by_location["plain"] == by_location["general"]
+    assert by_location["plain"][0].startswith("GET /app.css 200 ")

@@ -317,3 +317,75 @@ def test_precompressed_sibling_when_accepted(tree: Path) -> None:
 def test_path_option_is_required() -> None:
     with pytest.raises(ValueError):
         Directory("d", {})
+
+
+# --- the plain-file path (Directory.plain_file) ---------------------------------------
+
+def _plain(root: Path, **options: object) -> Directory:
+    plugin = Directory("d", {"path": str(root), **options})
+    plugin.bind(SimpleNamespace(files=LocalFiles()))
+    return plugin
+
+
+@pytest.mark.parametrize("options", [{}, {"max_age": "1h", "charset": "utf-8"},
+                                     {"private": True, "download": True,
+                                      "headers": ["X-Served: files"]},
+                                     {"follow_symlinks": False}])
+@pytest.mark.parametrize("path", ["/a.txt", "/", "/index.html", "/sub/b.css",
+                                  "/sub/%3Cx%3E.txt", "/inner-link.txt", "/app.js"])
+def test_plain_file_answers_what_handle_request_answers(tree: Path, path: str,
+                                                        options: dict[str, object]) -> None:
+    """For a GET with no Range, conditional or Accept-Encoding field, the plain answer is
+    the plugin's 200: the same fields in the same order, and the same file."""
+    plugin = _plain(tree, **options)
+    opened = plugin.plain_file(path)
+    assert opened is not None
+    handle, plain = opened
+    try:
+        answer = serve(tree, path, **options)
+        assert answer.status == 200
+        assert list(plain.headers) == answer.headers
+        assert plain.size == len(body_of(answer)) > 0
+        assert os.pread(handle.fileno(), plain.size + 1, 0) == body_of(answer)
+    finally:
+        handle.close()
+
+
+@pytest.mark.parametrize("path", ["/../outside.txt", "/%2e%2e/outside.txt", "/a%00",
+                                  "/missing.txt", "/sub", "/sub/", "/a.txt/x", "/empty.txt"])
+def test_plain_file_leaves_every_other_answer_to_handle_request(tree: Path,
+                                                                path: str) -> None:
+    """Refused, missing, directories and empty files: None, and no descriptor left open
+    (the general path then gives its 403 or 404, or the empty 200)."""
+    (tree / "empty.txt").write_bytes(b"")
+    plugin = _plain(tree)
+    before = len(os.listdir("/proc/self/fd"))
+    assert plugin.plain_file(path) is None
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert serve(tree, path).status in (200, 403, 404)
+
+
+def test_plain_file_leaves_listings_and_escaping_symlinks_to_handle_request(
+        tree: Path) -> None:
+    assert _plain(tree, autoindex=True).plain_file("/") is None
+    assert _plain(tree, follow_symlinks=False).plain_file("/escape.txt") is None
+    assert serve(tree, "/escape.txt", follow_symlinks=False).status == 403
+
+
+def test_plain_file_heads_follow_the_file(tree: Path) -> None:
+    """The fields kept for a file are those of the version opened: rewritten with another
+    size and time, it gets a new Content-Length, ETag and Last-Modified."""
+    plugin = _plain(tree)
+    handle, first = plugin.plain_file("/a.txt")  # type: ignore[misc]
+    handle.close()
+    handle, again = plugin.plain_file("/a.txt")  # type: ignore[misc]
+    handle.close()
+    assert again is first
+    (tree / "a.txt").write_bytes(b"changed")
+    os.utime(tree / "a.txt", (1_000_000, 1_000_000))
+    handle, changed = plugin.plain_file("/a.txt")  # type: ignore[misc]
+    handle.close()
+    assert dict(changed.headers)[b"Content-Length"] == b"7"
+    assert dict(changed.headers)[b"ETag"] == b'W/"7-f4240"'
+    assert dict(changed.headers)[b"Last-Modified"] == b"Mon, 12 Jan 1970 13:46:40 GMT"
+    assert list(changed.headers) == serve(tree, "/a.txt").headers
