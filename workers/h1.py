@@ -53,10 +53,11 @@ LINGER_TIMEOUT = 0.5      # ... and this long waiting for each read
 LINGER_MAX_BYTES = 1 << 20
 
 #: request fields that can make a file's answer other than its plain 200 (a range, a
-#: conditional, a precompressed sibling): such a request takes the general path
+#: conditional): such a request takes the general path. Accept-Encoding is handed to the
+#: plugin, which leaves the request to the general path when a sibling would be sent
 _NOT_PLAIN = frozenset({b"range", b"if-range", b"if-none-match", b"if-modified-since",
-                        b"if-match", b"if-unmodified-since", b"accept-encoding"})
-#: field names (as sent) known to be none of those
+                        b"if-match", b"if-unmodified-since"})
+#: field names (as sent) known to be none of those nor Accept-Encoding
 _plain_names: set[bytes] = set()
 #: (Host, path) pairs a server remembers the plain-file routing of (then it starts over)
 PLAIN_ROUTES_MAX = 1024
@@ -172,7 +173,8 @@ class H1Connection(Downstream):
 
     def serve_plain_file(self, request: RequestReceived) -> bool:
         """The plain-file path: a GET with nothing conditional about it (no Range, no
-        ``If-*``, no Accept-Encoding), routed to a location whose only plugin is
+        ``If-*``; an Accept-Encoding only if no precompressed sibling of the file takes
+        it), routed to a location whose only plugin is
         ``directory`` (``LocationRuntime.plain_files``), answered here with the file's
         200 without the session, plugin chain and exchange a request otherwise goes
         through: the same bytes (``Directory.plain_file``), counted in the metrics and
@@ -186,9 +188,15 @@ class H1Connection(Downstream):
         if services.draining or not codec.keeps_alive() or services.acme_answer is not None:
             return False
         names = _plain_names
-        for name, _ in request.headers:
+        accept: bytes | None = None
+        for name, value in request.headers:
             if name not in names:
-                if name.lower() in _NOT_PLAIN:
+                low = name.lower()
+                if low == b"accept-encoding":
+                    if accept is None:  # the first, as the plugin reads it
+                        accept = value
+                    continue
+                if low in _NOT_PLAIN:
                     return False
                 if len(names) < 1024:
                     names.add(name)
@@ -208,7 +216,9 @@ class H1Connection(Downstream):
         if server.access_log is not None:  # the record, as the general path makes it
             session = ProxySession(services.runtime, server, self.conn, request, now=start,
                                    wall=time.time())
-        opened = location.plain_files.plain_file(request.path.decode("latin-1"))
+        opened = location.plain_files.plain_file(
+            request.path.decode("latin-1"),
+            None if accept is None else accept.decode("latin-1"))
         if opened is None:
             return False
         handle, plain = opened  # closed in the ``finally`` below, nothing can raise before

@@ -281,7 +281,12 @@ class Directory(Plugin):
 
     def _sibling(self, ctx: RequestContext, files: StaticFiles,
                  path: str) -> tuple[Any, os.stat_result, str] | None:
-        accept = ctx.request_header("accept-encoding")
+        return self._sibling_for(ctx.request_header("accept-encoding"), files, path)
+
+    def _sibling_for(self, accept: str | None, files: StaticFiles,
+                     path: str) -> tuple[Any, os.stat_result, str] | None:
+        """The ``.br``/``.gz`` file next to ``path`` that ``accept`` (the request's
+        Accept-Encoding) takes, opened, with its stat and coding; None if none."""
         if not accept:
             return None
         weights = parse_accept_encoding(accept)
@@ -356,15 +361,17 @@ class Directory(Plugin):
 
     # --- the plain-file path ----------------------------------------------------------
 
-    def plain_file(self, raw_path: str) -> tuple[Any, PlainFile] | None:
+    def plain_file(self, raw_path: str,
+                   accept_encoding: str | None = None) -> tuple[Any, PlainFile] | None:
         """The file a plain GET of ``raw_path`` is answered with, opened, and its 200
-        head: for a request with no Range, no conditional and no Accept-Encoding header,
-        so that no 206, 304, 416 or precompressed sibling can apply, the answer of
+        head: for a request with no Range and no conditional field, so that no 206, 304
+        or 416 can apply, and whose Accept-Encoding (``accept_encoding``, its first
+        value) takes no precompressed sibling of the file, the answer of
         ``handle_request`` (a test holds the two to the same bytes). None, with nothing
-        left open, for any other answer (refused, missing, a directory, an empty file,
-        an error): the caller then asks ``handle_request``, which decides. The head's
-        fields are kept per file and version (device, inode, size, modification time), so
-        a changed file gets new ones."""
+        left open, for any other answer (refused, missing, a directory, an empty file, a
+        sibling to send instead, an error): the caller then asks ``handle_request``,
+        which decides. The head's fields are kept per file and version (device, inode,
+        size, modification time), so a changed file gets new ones."""
         files = self.files
         if files is None:
             return None
@@ -392,6 +399,12 @@ class Directory(Plugin):
         if not stat_mod.S_ISREG(st.st_mode) or not st.st_size:
             handle.close()
             return None
+        if accept_encoding:  # looked for as ``handle_request`` looks, every time
+            sibling = self._sibling_for(accept_encoding, files, path)
+            if sibling is not None:
+                sibling[0].close()
+                handle.close()
+                return None
         key = (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         plain = self._plain.get(key)
         if plain is None:

@@ -220,37 +220,42 @@ access_log = "{log_file} {template}"
 """, port=port)
     paths = ["/app.css", "/big.bin", "/index.html", "/", "/docs/a.txt", "/app.js",
              "/link.txt", "/missing", "/docs", "/%2e%2e/secret.txt", "/app.css"]
+    # a second /app.js and the last /app.css accept gzip: app.js.gz is sent for the
+    # first (the plugin, on the general path); app.css has no sibling (the plain path)
+    paths.insert(9, "/app.js")
+    accepts = {9: "\r\nAccept-Encoding: gzip, br", 11: "\r\nAccept-Encoding: gzip"}
 
     def fetch(host: str) -> bytes:
-        wire = b"".join(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Tag: t\r\n\r\n".encode()
-                        for path in paths)
+        wire = b"".join(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Tag: t{accepts.get(i, '')}"
+                        "\r\n\r\n".encode() for i, path in enumerate(paths))
         wire += f"GET /app.css HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
         return raw_exchange(port, wire, timeout=10)
 
     plain, general = fetch("plain.test"), fetch("general.test")
     assert plain == general
-    assert plain.count(b"HTTP/1.1 200 OK\r\n") == 9
+    assert plain.count(b"HTTP/1.1 200 OK\r\n") == 10
+    assert plain.count(b"Content-Encoding: gzip\r\n") == 1
     assert (site / "big.bin").read_bytes() in plain
 
     metrics = request(port, path="/metrics", headers={"Host": "plain.test"}).body.decode()
     for location in ("plain", "general"):
-        for series in (f'pingap_http_requests_total{{server="s",location="{location}"}} 12',
+        for series in (f'pingap_http_requests_total{{server="s",location="{location}"}} 13',
                        f'pingap_http_responses_codes{{server="s",location="{location}",'
-                       'code="2xx"} 9',
+                       'code="2xx"} 10',
                        f'pingap_http_responses_codes{{server="s",location="{location}",'
                        'code="4xx"} 3',
                        f'pingap_http_response_time_seconds_count{{server="s",'
-                       f'location="{location}"}} 12',
+                       f'location="{location}"}} 13',
                        f'pingap_http_requests_current{{server="s",location="{location}"}} 0'):
             assert series in metrics, series
     sent = {line.split('location="')[1].split('"')[0]: int(line.split()[-1])
             for line in metrics.splitlines() if line.startswith("pingap_http_sent_bytes{")}
     assert sent["plain"] == sent["general"] > (site / "big.bin").stat().st_size, sent
 
-    lines = wait_for(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 24
-                     and log_file.read_text().splitlines(), what="24 access-log lines")
+    lines = wait_for(lambda: log_file.exists() and len(log_file.read_text().splitlines()) >= 26
+                     and log_file.read_text().splitlines(), what="26 access-log lines")
     by_location: dict[str, list[str]] = {"plain": [], "general": []}
-    for line in lines[:24]:
+    for line in lines[:26]:
         fields = line.split(" ")
         location = fields.pop(3)
         fields.pop(9)  # the host

@@ -7,6 +7,7 @@ and access-log lines is checked through the real pingap in
 
 from __future__ import annotations
 
+import gzip
 import socket as stdlib_socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,6 +51,8 @@ locations = ["files"]
 def root(tmp_path: Path) -> Path:
     (tmp_path / "data.bin").write_bytes(BODY)
     (tmp_path / "index.html").write_text("<h1>home</h1>")
+    (tmp_path / "page.js").write_text("let page = 1;\n" * 100)
+    (tmp_path / "page.js.gz").write_bytes(gzip.compress(b"let page = 1;\n" * 100))
     return tmp_path
 
 
@@ -154,11 +157,16 @@ def test_plain_gets_skip_the_exchange_and_the_rest_take_it(served: _Served) -> N
         assert b"Content-Length: 10000" in head
     head, body = served.get(b"GET / HTTP/1.1\r\n" + host + b"\r\n")  # the index file
     assert head.startswith(b"HTTP/1.1 200 ") and body == b"<h1>home</h1>"
+    # no sibling takes the coding: the file itself, on the plain path
+    head, body = served.get(b"GET /data.bin HTTP/1.1\r\naccept-encoding: gzip, br\r\n"
+                            + host + b"\r\n")
+    assert body == BODY and b"Content-Encoding" not in head
     assert served.exchanges == 0
     others = [
         (b"GET /data.bin HTTP/1.1\r\nRange: bytes=0-9\r\n", b"206", b"0123456789"),
         (b"GET /data.bin HTTP/1.1\r\nIf-None-Match: *\r\n", b"304", b""),
-        (b"GET /data.bin HTTP/1.1\r\naccept-encoding: gzip\r\n", b"200", BODY),
+        (b"GET /page.js HTTP/1.1\r\nAccept-Encoding: gzip\r\n", b"200",
+         gzip.compress(b"let page = 1;\n" * 100)),  # the sibling, from the plugin
         (b"HEAD /data.bin HTTP/1.1\r\n", b"200", b""),
         (b"GET /missing HTTP/1.1\r\n", b"404", b"Not Found"),
         (b"GET /../etc/passwd HTTP/1.1\r\n", b"403", None),

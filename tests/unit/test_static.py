@@ -389,3 +389,23 @@ def test_plain_file_heads_follow_the_file(tree: Path) -> None:
     assert dict(changed.headers)[b"ETag"] == b'W/"7-f4240"'
     assert dict(changed.headers)[b"Last-Modified"] == b"Mon, 12 Jan 1970 13:46:40 GMT"
     assert list(changed.headers) == serve(tree, "/a.txt").headers
+
+
+def test_plain_file_with_accept_encoding(tree: Path) -> None:
+    """An Accept-Encoding that takes a ``.gz``/``.br`` sibling leaves the request to
+    ``handle_request`` (which sends the sibling); one that takes none changes nothing."""
+    plugin = _plain(tree)
+    before = len(os.listdir("/proc/self/fd"))
+    assert plugin.plain_file("/app.js", "gzip, br") is None
+    assert plugin.plain_file("/app.js", "br;q=0, gzip") is None
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert dict(serve(tree, "/app.js", req={"accept-encoding": "gzip"}).headers)[
+        b"Content-Encoding"] == b"gzip"
+    for accept in ("gzip, br", "identity", "gzip;q=0, br;q=0", "zstd"):
+        handle, plain = plugin.plain_file("/a.txt", accept)  # type: ignore[misc]
+        handle.close()
+        assert list(plain.headers) == serve(tree, "/a.txt",
+                                            req={"accept-encoding": accept}).headers
+    handle, plain = plugin.plain_file("/app.js", "zstd, identity")  # type: ignore[misc]
+    handle.close()
+    assert b"Content-Encoding" not in dict(plain.headers)
