@@ -112,13 +112,16 @@ class Plugin:
 
     category: ClassVar[str] = ""
     steps: ClassVar[tuple[str, ...]] = ("request",)
+    #: ``handle_request`` acts in the plugin's own ``step`` only: ``acts_in`` starts as it
+    own_step_only: ClassVar[bool] = False
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         self.name = name
         self.options = options
         self.step = step or self.steps[0]
         #: the request steps ``handle_request`` acts in; None: it is called at every one
-        self.acts_in: frozenset[str] | None = None
+        self.acts_in: frozenset[str] | None = (frozenset({self.step}) if self.own_step_only
+                                               else None)
 
     def handle_request(self, step: str, ctx: RequestContext) -> Continue | Respond:
         """Called for every request step; act only in ``self.step``."""

@@ -91,10 +91,10 @@ class BasicAuth(Plugin):
     category = "basic_auth"
     steps = ("request",)
     REALM = (b"WWW-Authenticate", b'Basic realm="Access to the staging site"')
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.delay = _duration(options, "delay", problems)
         self.hide_credentials = options.get("hide_credentials") is True
@@ -134,10 +134,10 @@ class KeyAuth(Plugin):
 
     category = "key_auth"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.delay = _duration(options, "delay", problems)
         self.hide_credentials = options.get("hide_credentials") is True
@@ -424,11 +424,11 @@ class CombinedAuth(Plugin):
 
     category = "combined_auth"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.clock = clock
         self.apps: dict[str, _App] = {}
@@ -512,10 +512,10 @@ class ForwardAuth(Plugin):
 
     category = "forward_auth"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.auth_url = _str(options, "auth_url")
         parts = urlsplit(self.auth_url)
@@ -608,11 +608,11 @@ class Csrf(Plugin):
 
     category = "csrf"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.clock = clock
         self.token_path = _str(options, "token_path")

@@ -24,10 +24,10 @@ class Ping(Plugin):
 
     category = "ping"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         self.path = str(options.get("path", ""))
         self.response = plugin_response(200, b"pong")
 
@@ -43,10 +43,10 @@ class Mock(Plugin):
 
     category = "mock"
     steps = ("request", "proxy_upstream")
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         self.path = str(options.get("path", ""))
         status = options.get("status", 200)
         if not isinstance(status, int) or not 200 <= status <= 999:
@@ -84,10 +84,10 @@ class Limit(Plugin):
 
     category = "limit"
     steps = ("request", "proxy_upstream")
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         self.inflight = str(options.get("type", "rate")).lower() == "inflight"
         self.tag = str(options.get("tag", "ip")).lower()
         self.key = str(options.get("key", ""))
@@ -146,10 +146,10 @@ class Stats(Plugin):
 
     category = "stats"
     steps = ("request", "proxy_upstream")
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         self.path = str(options.get("path", ""))
         self.stats: Any = None
 

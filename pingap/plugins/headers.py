@@ -92,10 +92,10 @@ class RequestId(Plugin):
 
     category = "request_id"
     steps = ("request", "proxy_upstream")
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.header = _header_name(str(options.get("header_name") or "X-Request-Id"),
                                    "header_name", problems)
@@ -356,10 +356,10 @@ class AcceptEncoding(Plugin):
 
     category = "accept_encoding"
     steps = ("early_request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         self.encodings = str_list(options, "encodings")
         self.only_one = options.get("only_one_encoding") is True
 

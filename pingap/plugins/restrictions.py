@@ -66,10 +66,10 @@ class _Restriction(Plugin):
     """The shared decision: ``found`` admits in allow mode, refuses in deny mode."""
 
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         self.problems = OptionProblems()
         self.allow = _allow_mode(options, self.problems)
         self.forbidden = _forbidden(options)
@@ -197,10 +197,10 @@ class GeoRestriction(Plugin):
 
     category = "geo_restriction"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.mode = str(options.get("type") or "").lower()
         if self.mode not in ("allow", "deny", "reporting"):

@@ -177,6 +177,7 @@ class Directory(Plugin):
 
     category = "directory"
     steps = ("request", "proxy_upstream")
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
@@ -202,7 +203,6 @@ class Directory(Plugin):
             value = str(item).partition(":")[2].strip()
             self.extra.append((rule.name, value.encode("latin-1", "replace")))
         self.files: StaticFiles | None = None
-        self.acts_in = frozenset({self.step})
         self.real_root = self.root
         self._plain: dict[tuple[str, int, int, int, int], PlainFile] = {}
         #: request paths and the file paths they name (``relative_parts``, lexical only)

@@ -25,10 +25,10 @@ class Redirect(Plugin):
 
     category = "redirect"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         prefix = str(options.get("prefix") or "")
         if len(prefix) <= 1:
             prefix = ""
@@ -60,10 +60,10 @@ class TrafficSplitting(Plugin):
 
     category = "traffic_splitting"
     steps = ("request",)
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
-        self.acts_in = frozenset({self.step})
         problems = OptionProblems()
         self.upstream = str(options.get("upstream") or "")
         if not self.upstream:

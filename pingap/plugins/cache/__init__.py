@@ -161,6 +161,7 @@ class Cache(Plugin):
     category = "cache"
     steps = ("request",)
     filter_rank = 5  # first: it stores what the upstream sent, before any rewrite
+    own_step_only = True
 
     def __init__(self, name: str, options: Mapping[str, Any], step: str | None = None) -> None:
         super().__init__(name, options, step)
@@ -192,7 +193,6 @@ class Cache(Plugin):
         except ValueError as exc:
             raise ValueError(f"invalid `skip` regex {skip!r}: {exc}") from exc
         self.store: CacheStore | None = None
-        self.acts_in = frozenset({self.step})
 
     def bind(self, services: Any) -> None:
         opener = getattr(services, "cache_store", None)
