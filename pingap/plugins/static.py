@@ -205,8 +205,8 @@ class Directory(Plugin):
         self.files: StaticFiles | None = None
         self.real_root = self.root
         self._plain: dict[tuple[str, int, int, int, int], PlainFile] = {}
-        #: request paths and the file paths they name (``relative_parts``, lexical only)
-        self._plain_paths: dict[str, str] = {}
+        #: request paths and the file paths they name (``_file_path``, lexical only)
+        self._paths: dict[str, str] = {}
 
     def bind(self, services: Any) -> None:
         self.files = services.files
@@ -223,12 +223,9 @@ class Directory(Plugin):
         if files is None:
             return plugin_response(500, b"File access error")
         try:
-            parts = relative_parts(ctx.path)
+            path = self._file_path(ctx.path)
         except Refused:
             return self._forbidden(ctx)
-        if not parts and not self.autoindex:
-            parts = [p for p in self.index.split("/") if p]
-        path = os.path.join(self.root, *parts)
         try:
             # open, then look at what was opened (as nginx does): one ``stat`` fewer than
             # asking first, and the answer describes the very bytes this handle reads
@@ -252,6 +249,22 @@ class Directory(Plugin):
             if exc.errno == errno.ENXIO:  # a socket or a device with no driver: not a file
                 return plugin_response(404, b"Not Found")
             return plugin_response(500, b"File access error")
+
+    def _file_path(self, raw_path: str) -> str:
+        """The file-system path a request path names under the root (the index for the
+        root itself unless ``autoindex`` lists it), or Refused (``relative_parts``). The
+        answer is lexical only, so it is kept per request path (``PLAIN_HEADS_MAX``);
+        refusals are not kept."""
+        path = self._paths.get(raw_path)
+        if path is None:
+            parts = relative_parts(raw_path)
+            if not parts and not self.autoindex:
+                parts = [p for p in self.index.split("/") if p]
+            path = os.path.join(self.root, *parts)
+            if len(self._paths) >= PLAIN_HEADS_MAX:
+                self._paths.clear()
+            self._paths[raw_path] = path
+        return path
 
     def _open_inside(self, files: StaticFiles,
                      path: str) -> tuple[Any, os.stat_result] | None:
@@ -375,23 +388,10 @@ class Directory(Plugin):
         files = self.files
         if files is None:
             return None
-        path = self._plain_paths.get(raw_path)
-        if path is None:
-            try:
-                parts = relative_parts(raw_path)
-            except Refused:
-                return None
-            if not parts:
-                if self.autoindex:
-                    return None
-                parts = [p for p in self.index.split("/") if p]
-            path = os.path.join(self.root, *parts)
-            if len(self._plain_paths) >= PLAIN_HEADS_MAX:
-                self._plain_paths.clear()
-            self._plain_paths[raw_path] = path
         try:
+            path = self._file_path(raw_path)
             opened = self._open_inside(files, path)
-        except OSError:
+        except (Refused, OSError):
             return None
         if opened is None:
             return None
